@@ -1,0 +1,183 @@
+//! Registry-driven checks of every model: shapes at the default and a small input size, named
+//! stages (channels and reduction), head replacement, input-size errors, and parameter counts
+//! against torchvision's published figures or the paper's layer table.
+mod common;
+
+use tch::{Device, Kind, Tensor};
+use zoo::models::{registry, BuildConfig, Model};
+use zoo::nn::{trace, without_init};
+
+fn build(name: &str, classes: i64) -> Model {
+    without_init(|| Model::new(name, BuildConfig { num_classes: classes, drop_rate: None }, Device::Cpu)).unwrap()
+}
+
+fn input(spec: &zoo::models::ModelSpec, side: i64) -> Tensor {
+    Tensor::randn([1, spec.input_size[0], side, side], (Kind::Float, Device::Cpu))
+}
+
+/// Runs `model` on a `side`-pixel input and returns the logits and each stage's output.
+fn run_stages(model: &Model, side: i64) -> (Tensor, std::collections::BTreeMap<String, Tensor>) {
+    let x = input(model.spec, side);
+    let names: Vec<String> = model.net.feature_info().iter().map(|f| f.name.clone()).collect();
+    trace::capture(&names, || model.net.forward_t(&x, false))
+}
+
+#[test]
+fn every_model_runs_at_default_and_small_size_with_named_stages() {
+    let _g = tch::no_grad_guard();
+    for spec in registry() {
+        let model = build(spec.name, 7);
+        let [_, h, _] = spec.input_size;
+        let small = spec.min_input.max(64).min(h);
+        for side in [h, small] {
+            let x = input(spec, side);
+            assert_eq!(model.predict(&x).unwrap().size(), [1, 7], "{} logits at {side}", spec.name);
+            let feats = model.net.forward_features(&x, false);
+            let pooled = model.net.forward_head(&feats, false, true);
+            assert_eq!(pooled.size(), [1, model.net.num_features()], "{} pre-logits at {side}", spec.name);
+            let last = model.net.feature_info().last().cloned().unwrap();
+            assert_eq!(feats.size()[1], last.channels, "{}: forward_features ends at the last stage", spec.name);
+        }
+        // A stage of reduction r grows by 64/r pixels when the input grows by 64 (a multiple of
+        // every reduction), whatever the padding does at the borders.
+        let (_, a) = run_stages(&model, small);
+        let (_, b) = run_stages(&model, small + 64);
+        for f in model.net.feature_info() {
+            let (ta, tb) = (&a[&f.name], &b[&f.name]);
+            assert_eq!(ta.size()[1], f.channels, "{} stage {} channels", spec.name, f.name);
+            assert_eq!(
+                tb.size()[2] - ta.size()[2],
+                64 / f.reduction,
+                "{} stage {} reduction {}",
+                spec.name,
+                f.name,
+                f.reduction
+            );
+            assert_eq!(
+                tb.size()[3] - ta.size()[3],
+                64 / f.reduction,
+                "{} stage {} reduction {}",
+                spec.name,
+                f.name,
+                f.reduction
+            );
+        }
+    }
+}
+
+#[test]
+fn inputs_below_the_minimum_fail_with_a_clear_message() {
+    for spec in registry() {
+        let model = build(spec.name, 10);
+        let x = input(spec, spec.min_input - 1);
+        let err = model.predict(&x).unwrap_err().to_string();
+        assert!(err.contains("at least") && err.contains(spec.name), "{}: {err}", spec.name);
+        let wrong_channels = Tensor::zeros([1, spec.input_size[0] + 1, 64, 64], (Kind::Float, Device::Cpu));
+        assert!(model.predict(&wrong_channels).unwrap_err().to_string().contains("channels"));
+    }
+}
+
+#[test]
+fn reset_classifier_replaces_the_head_and_drops_its_old_variables() {
+    let _g = tch::no_grad_guard();
+    for name in ["resnet18", "vgg11", "alexnet", "lenet5"] {
+        let mut model = build(name, 1000);
+        let before = model.vs.variables();
+        model.reset_classifier(3);
+        let after = model.vs.variables();
+        assert_eq!(before.len(), after.len(), "{name}: same variables, new shapes");
+        let prefix = model.net.classifier_prefixes()[0].clone();
+        let head: Vec<_> = after.iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
+        assert!(head.iter().all(|(_, t)| t.size()[0] == 3), "{name}: head resized");
+        let x = input(model.spec, model.spec.input_size[1]);
+        assert_eq!(model.predict(&x).unwrap().size(), [1, 3]);
+        model.reset_classifier(0);
+        assert_eq!(model.predict(&x).unwrap().size(), [1, model.net.num_features()], "{name}: no head");
+    }
+}
+
+#[test]
+fn unknown_names_suggest_the_closest() {
+    let err = zoo::models::find("resnet5").unwrap_err().to_string();
+    assert!(err.contains("resnet50"), "{err}");
+    assert!(zoo::models::find("ResNet50").is_ok(), "lookup is case-insensitive");
+    let err = zoo::models::find("qqqqqqqqqq").unwrap_err().to_string();
+    assert!(err.contains("zoo list"), "{err}");
+}
+
+/// Parameter counts (millions, 2 decimals) published with torchvision's weights.
+#[test]
+fn parameter_counts_match_torchvision_published_figures() {
+    let tsv = std::fs::read_to_string(common::root().join("../shared/reference/torchvision-weights.tsv"))
+        .or_else(|_| std::fs::read_to_string(common::root().join("tests/data/torchvision-weights.tsv")))
+        .expect("torchvision-weights.tsv");
+    let mut checked = 0;
+    for line in tsv.lines().filter(|l| !l.starts_with('#') && !l.starts_with("model\t")) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let Ok(spec) = zoo::models::find(cols[0]) else { continue };
+        let published: f64 = cols[7].parse().unwrap();
+        let count = zoo::commands::list::param_count(spec);
+        assert!(
+            (count as f64 / 1e6 - published).abs() < 0.006,
+            "{}: {count} parameters, torchvision publishes {published}M",
+            spec.name
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} rows matched a registered model");
+}
+
+/// Parameter counts of the networks torchvision lacks, from each paper's layer table.
+#[test]
+fn parameter_counts_from_the_papers_layer_tables() {
+    let conv = |cin: i64, cout: i64, k: i64, groups: i64| cout * (cin / groups) * k * k + cout;
+    let fc = |i: i64, o: i64| i * o + o;
+    // LeNet-5: C1 6@5x5 on 1 channel, C3 16@5x5, C5 400->120, F6 120->84, output 84->10.
+    let lenet = conv(1, 6, 5, 1) + conv(6, 16, 5, 1) + fc(400, 120) + fc(120, 84) + fc(84, 10);
+    assert_eq!(lenet, 61_706);
+    // AlexNet 2012: conv2, conv4, conv5 split over two GPUs (groups of 2); FC 9216-4096-4096-1000.
+    let alexnet = conv(3, 96, 11, 1)
+        + conv(96, 256, 5, 2)
+        + conv(256, 384, 3, 1)
+        + conv(384, 384, 3, 2)
+        + conv(384, 256, 3, 2)
+        + fc(256 * 6 * 6, 4096)
+        + fc(4096, 4096)
+        + fc(4096, 1000);
+    assert_eq!(alexnet, 60_965_224); // the paper's "60 million parameters"
+                                     // ZFNet (Fig. 3): 96@7x7/2, 256@5x5/2, 384, 384, 256 @3x3, FC 9216-4096-4096-1000, dense.
+    let zfnet = conv(3, 96, 7, 1)
+        + conv(96, 256, 5, 1)
+        + conv(256, 384, 3, 1)
+        + conv(384, 384, 3, 1)
+        + conv(384, 256, 3, 1)
+        + fc(256 * 6 * 6, 4096)
+        + fc(4096, 4096)
+        + fc(4096, 1000);
+    for (name, expected, classes) in [("lenet5", lenet, 10), ("alexnet_lrn", alexnet, 1000), ("zfnet", zfnet, 1000)] {
+        let model = build(name, classes);
+        assert_eq!(model.num_params(), expected, "{name}");
+    }
+}
+
+/// The map sizes the papers print for their first layers.
+#[test]
+fn paper_map_sizes() {
+    let _g = tch::no_grad_guard();
+    let sizes = |name: &str, taps: &[&str]| -> Vec<i64> {
+        let model = build(name, 1000);
+        let x = input(model.spec, model.spec.input_size[1]);
+        let names: Vec<String> = taps.iter().map(|s| s.to_string()).collect();
+        let (_, got) = trace::capture(&names, || model.net.forward_t(&x, false));
+        taps.iter().map(|t| got[*t].size()[2]).collect()
+    };
+    // AlexNet 2012 at 227: 55 after conv1, 27 after pool1, 13 after pool2, 6 after pool5.
+    assert_eq!(sizes("alexnet_lrn", &["features.0", "features.3", "features.7", "features.14"]), [55, 27, 13, 6]);
+    // ZFNet at 224: 110 after conv1, 55 after pool1, 26 after conv2, 13 after pool2, 6 after pool5.
+    assert_eq!(
+        sizes("zfnet", &["features.0", "features.2", "features.4", "features.6", "features.14"]),
+        [110, 55, 26, 13, 6]
+    );
+    // LeNet-5 at 32: C1 28, S2 14, C3 10, S4 5.
+    assert_eq!(sizes("lenet5", &["features.0", "features.2", "features.3", "features.5"]), [28, 14, 10, 5]);
+}

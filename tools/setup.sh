@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up: the project virtualenv (.venv) with the torch wheel that provides
+# libtorch, the Python reference implementations used by the parity tests, and the Debian data
+# package. A stamp file records the inputs; a second run with the same inputs does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stamp=.setup-stamp
+want=$(cat tools/setup.sh tools/requirements-ref.txt tools/requirements-nodeps.txt | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
+  exit 0
+fi
+
+echo "zoo setup: installing the Python side into .venv (torch 2.11.0 provides libtorch)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --upgrade-strategy only-if-needed -r tools/requirements-ref.txt
+# Reference implementations whose own pins would replace our torch: no dependencies.
+.venv/bin/pip install --quiet --no-deps -r tools/requirements-nodeps.txt
+
+# Fashion-MNIST, the real data set of the training tests (Debian package).
+if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "zoo setup: please run 'sudo apt-get install dataset-fashion-mnist'" >&2
+  fi
+fi
+
+.venv/bin/python -c 'import torch, torchvision; print("zoo setup: torch", torch.__version__, "torchvision", torchvision.__version__)'
+echo "$want" > "$stamp"

@@ -1,0 +1,2 @@
+//! Images, preprocessing, class names and data sets.
+pub mod preprocess;

@@ -1,0 +1,14 @@
+//! `zoo`: the classic convolutional networks, from LeNet-5 to ShuffleNet, on libtorch via `tch`.
+//!
+//! - [`models`]: one file per architecture, one trait ([`models::Classifier`]) and one registry.
+//! - [`nn`]: the layers models are built from; each knows its checkpoint path and can be traced.
+//! - [`checkpoint`]: reading PyTorch (zip and legacy) and safetensors files without executing pickles.
+//! - [`weights`]: the manifest of public checkpoints, the verifying downloader and the cache.
+//! - [`data`]: image decoding and preprocessing, class names, data sets.
+//! - [`commands`]: what the `zoo` command line runs.
+pub mod checkpoint;
+pub mod commands;
+pub mod data;
+pub mod models;
+pub mod nn;
+pub mod weights;

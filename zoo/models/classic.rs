@@ -1,0 +1,157 @@
+//! The pre-2014 plan shared by LeNet-5, AlexNet, ZFNet and VGG: a `features` stack of
+//! convolutions and pools, an optional adaptive pool, and a `classifier` of fully connected
+//! layers. Each family's file holds only its layer table; this file builds and runs it, with
+//! torchvision's paths (`features.N`, `avgpool`, `classifier.N`).
+use super::{BuildConfig, Classifier, FeatureInfo};
+use crate::nn::trace;
+use crate::nn::{
+    path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, ConvOpts, Dropout, Layer, Linear,
+    LocalResponseNorm, Pool2d, Sequential,
+};
+use tch::{nn, Tensor};
+
+/// One entry of a `features` table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum L {
+    /// Convolution: out channels, kernel, stride, padding, groups.
+    Conv(i64, i64, i64, i64, i64),
+    BatchNorm,
+    Relu,
+    /// AlexNet's local response normalisation: size, alpha, beta, k.
+    Lrn(i64, f64, f64, f64),
+    /// Max pooling: kernel, stride, padding.
+    MaxPool(i64, i64, i64),
+}
+
+/// Where the classifier's dropout layers sit relative to each hidden linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropoutAt {
+    /// Before it (AlexNet: Dropout, Linear, ReLU).
+    Before,
+    /// After its ReLU (VGG: Linear, ReLU, Dropout).
+    After,
+    /// No dropout (LeNet-5).
+    Never,
+}
+
+/// A whole network as data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassicSpec {
+    pub in_channels: i64,
+    pub features: Vec<L>,
+    /// Output side of `avgpool` (torchvision's `AdaptiveAvgPool2d`), which fixes the classifier's
+    /// input width whatever the image size.
+    pub avgpool: i64,
+    /// Hidden fully connected widths (4096, 4096 for AlexNet and VGG).
+    pub hidden: &'static [i64],
+    pub dropout: DropoutAt,
+    pub dropout_rate: f64,
+}
+
+/// A network built from a [`ClassicSpec`].
+#[derive(Debug)]
+pub struct ClassicNet {
+    features: Sequential,
+    avgpool: AdaptiveAvgPool2d,
+    hidden: Sequential,
+    head: Option<Linear>,
+    head_index: i64,
+    num_features: i64,
+    stages: Vec<FeatureInfo>,
+}
+
+impl ClassicNet {
+    pub fn new(p: &nn::Path, spec: &ClassicSpec, build: &BuildConfig) -> Self {
+        let fp = p / "features";
+        let mut features = Sequential::new(&fp);
+        let (mut c, mut reduction) = (spec.in_channels, 1);
+        let mut stages = Vec::new();
+        for (i, l) in spec.features.iter().enumerate() {
+            let lp = &fp / i;
+            match *l {
+                L::Conv(out, k, s, pad, g) => {
+                    let opts = ConvOpts::default().stride(s).padding(pad).groups(g);
+                    features.push(Conv2d::new(&lp, c, out, k, opts));
+                    c = out;
+                    reduction *= s;
+                }
+                L::BatchNorm => {
+                    features.push(BatchNorm2d::new(&lp, c));
+                }
+                L::Relu => {
+                    features.push(Activation::new(&lp, Act::Relu));
+                }
+                L::Lrn(size, alpha, beta, k) => {
+                    features.push(LocalResponseNorm::new(&lp, size, alpha, beta, k));
+                }
+                L::MaxPool(k, s, pad) => {
+                    features.push(Pool2d::max(&lp, k, s).padding(pad));
+                    reduction *= s;
+                    stages.push(FeatureInfo::new(path_of(&lp), c, reduction));
+                }
+            }
+        }
+        let avgpool = AdaptiveAvgPool2d::new(&(p / "avgpool"), spec.avgpool);
+        let mut width = c * spec.avgpool * spec.avgpool;
+        let cp = p / "classifier";
+        let mut hidden = Sequential::named(&cp, "Classifier");
+        let rate = build.drop_rate.unwrap_or(spec.dropout_rate);
+        let mut idx = 0;
+        let mut next = || {
+            idx += 1;
+            &cp / (idx - 1)
+        };
+        for &h in spec.hidden {
+            if spec.dropout == DropoutAt::Before {
+                hidden.push(Dropout::new(&next(), rate));
+            }
+            hidden.push(Linear::new(&next(), width, h));
+            hidden.push(Activation::new(&next(), Act::Relu));
+            if spec.dropout == DropoutAt::After {
+                hidden.push(Dropout::new(&next(), rate));
+            }
+            width = h;
+        }
+        let head_index = hidden.len() as i64;
+        let head = (build.num_classes > 0).then(|| Linear::new(&(&cp / head_index), width, build.num_classes));
+        ClassicNet { features, avgpool, hidden, head, head_index, num_features: width, stages }
+    }
+}
+
+impl Classifier for ClassicNet {
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.features.forward_t(xs, train)
+    }
+
+    /// `pre_logits` is the last hidden layer after its ReLU: FC7 for AlexNet, ZFNet and VGG.
+    fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
+        let xs = self.avgpool.forward_t(xs, train).flatten(1, -1);
+        let xs = self.hidden.forward_t(&xs, train);
+        let xs = trace::point("pre_logits", trace::point("fc7", xs));
+        match (&self.head, pre_logits) {
+            (Some(head), false) => head.forward_t(&xs, train),
+            _ => xs,
+        }
+    }
+
+    fn num_features(&self) -> i64 {
+        self.num_features
+    }
+
+    fn num_classes(&self) -> i64 {
+        self.head.as_ref().map_or(0, Linear::out_features)
+    }
+
+    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
+        let path = root / "classifier" / self.head_index;
+        self.head = (num_classes > 0).then(|| Linear::new(&path, self.num_features, num_classes));
+    }
+
+    fn classifier_prefixes(&self) -> Vec<String> {
+        vec![format!("classifier.{}.", self.head_index)]
+    }
+
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        self.stages.clone()
+    }
+}

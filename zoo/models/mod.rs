@@ -1,0 +1,183 @@
+//! The model contract ([`Classifier`]), the registry of every architecture, and [`Model`], the
+//! handle users hold (variables, network and its registry entry together).
+//!
+//! One file per family; each family's variants are rows of data in [`registry`] over one
+//! generic builder.
+pub mod alexnet;
+pub mod classic;
+pub mod lenet;
+pub mod registry;
+pub mod resnet;
+pub mod vgg;
+pub mod zfnet;
+
+pub use registry::{find, registry, ModelSpec};
+
+use anyhow::{bail, Result};
+use tch::{nn, Device, Kind, Tensor};
+
+/// A named stage of a network whose output can be taken as features.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureInfo {
+    /// Module path of the stage (`layer3`, `features.29`), usable as a tap name.
+    pub name: String,
+    /// Channels of its output.
+    pub channels: i64,
+    /// Total stride from the input (`reduction`, as timm calls it).
+    pub reduction: i64,
+}
+
+impl FeatureInfo {
+    pub fn new(name: impl Into<String>, channels: i64, reduction: i64) -> Self {
+        FeatureInfo { name: name.into(), channels, reduction }
+    }
+}
+
+/// Options every architecture accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildConfig {
+    /// Classes of the head; 0 builds no head (`forward_t` returns pooled features).
+    pub num_classes: i64,
+    /// Dropout before the classifier, overriding the architecture's default.
+    pub drop_rate: Option<f64>,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig { num_classes: 1000, drop_rate: None }
+    }
+}
+
+/// The contract every classifier meets (timm's, in Rust).
+pub trait Classifier: std::fmt::Debug + Send {
+    /// The unpooled feature map of the last stage, [N, num_features, h, w].
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor;
+
+    /// Pooling and classifier on a feature map. With `pre_logits`, stops before the last
+    /// linear layer (the pooled features, or VGG/AlexNet's FC7 after its ReLU).
+    fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor;
+
+    /// Logits.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_head(&self.forward_features(xs, train), train, false)
+    }
+
+    /// Logits and, in train mode, the auxiliary classifiers' logits (GoogLeNet, Inception v3).
+    fn forward_aux(&self, xs: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
+        (self.forward_t(xs, train), Vec::new())
+    }
+
+    /// Width of the pre-logits features.
+    fn num_features(&self) -> i64;
+
+    /// Classes of the current head (0 when there is none).
+    fn num_classes(&self) -> i64;
+
+    /// Replaces the classifier with a fresh one for `num_classes` (0 removes it), under `root`,
+    /// the var-store root the model was built on. The old head's variables are removed.
+    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64);
+
+    /// Variable-path prefixes of the classifier (`fc.`, `classifier.6.`): what fine-tuning
+    /// replaces and what a checkpoint for another class count may lack.
+    fn classifier_prefixes(&self) -> Vec<String>;
+
+    /// Every named stage, shallow to deep.
+    fn feature_info(&self) -> Vec<FeatureInfo>;
+}
+
+/// Removes every variable whose path starts with one of `prefixes` from the store.
+pub fn remove_vars(vs: &nn::VarStore, prefixes: &[String]) {
+    let mut vars = vs.variables_.lock().unwrap();
+    let doomed: Vec<String> =
+        vars.named_variables.keys().filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str()))).cloned().collect();
+    for name in doomed {
+        if let Some(t) = vars.named_variables.remove(&name) {
+            let ptr = t.data_ptr();
+            vars.trainable_variables.retain(|v| v.tensor.data_ptr() != ptr);
+        }
+    }
+}
+
+/// A built network with its variables and registry entry: what commands and users hold.
+#[derive(Debug)]
+pub struct Model {
+    pub spec: &'static ModelSpec,
+    pub config: BuildConfig,
+    pub vs: nn::VarStore,
+    pub net: Box<dyn Classifier>,
+}
+
+impl Model {
+    /// Builds `name` (case-insensitive) with random initialisation on `device`.
+    pub fn new(name: &str, config: BuildConfig, device: Device) -> Result<Self> {
+        let spec = find(name)?;
+        let vs = nn::VarStore::new(device);
+        let net = (spec.build)(&vs.root(), &config);
+        Ok(Model { spec, config, vs, net })
+    }
+
+    /// Replaces the head (fine-tuning), removing the old head's variables from the store.
+    pub fn reset_classifier(&mut self, num_classes: i64) {
+        remove_vars(&self.vs, &self.net.classifier_prefixes());
+        self.net.reset_classifier(&self.vs.root(), num_classes);
+        self.config.num_classes = num_classes;
+    }
+
+    /// Fails with a clear message when `xs` cannot go through this network.
+    pub fn check_input(&self, xs: &Tensor) -> Result<()> {
+        let size = xs.size();
+        let [c, _, _] = self.spec.input_size;
+        if size.len() != 4 {
+            bail!("{} expects a batch [N, C, H, W], got a tensor of shape {:?}", self.spec.name, size);
+        }
+        if size[1] != c {
+            bail!("{} expects {} input channels, got {} (shape {:?})", self.spec.name, c, size[1], size);
+        }
+        let min = self.spec.min_input;
+        if size[2] < min || size[3] < min {
+            bail!(
+                "{} needs inputs of at least {min}x{min} pixels, got {}x{}: resize the images (its default is {}x{})",
+                self.spec.name,
+                size[2],
+                size[3],
+                self.spec.input_size[1],
+                self.spec.input_size[2]
+            );
+        }
+        Ok(())
+    }
+
+    /// Eval-mode logits, without gradients.
+    pub fn predict(&self, xs: &Tensor) -> Result<Tensor> {
+        self.check_input(xs)?;
+        let xs = xs.to_device(self.vs.device()).to_kind(self.kind());
+        Ok(tch::no_grad(|| self.net.forward_t(&xs, false)))
+    }
+
+    /// The floating-point kind of the variables.
+    pub fn kind(&self) -> Kind {
+        self.vs.variables().values().next().map(|t| t.kind()).unwrap_or(Kind::Float)
+    }
+
+    /// Number of parameters (trainable and frozen; buffers such as running statistics excluded).
+    pub fn num_params(&self) -> i64 {
+        count_params(&self.vs)
+    }
+
+    /// Loads a checkpoint file (any supported format) into the model, strictly.
+    pub fn load_file(&mut self, path: &std::path::Path) -> Result<()> {
+        // PENDING-CHECKPOINT: wired to crate::checkpoint::{read, load_into} once that module lands.
+        let _ = path;
+        bail!("checkpoint loading not wired yet")
+    }
+}
+
+/// Parameters of a var store: trainable and frozen variables, not running statistics.
+pub fn count_params(vs: &nn::VarStore) -> i64 {
+    vs.variables().iter().filter(|(k, _)| !is_buffer(k)).map(|(_, t)| t.numel() as i64).sum()
+}
+
+/// Whether a variable path is a buffer (batch-norm statistics) rather than a parameter.
+pub fn is_buffer(path: &str) -> bool {
+    path.ends_with("running_mean") || path.ends_with("running_var") || path.ends_with("num_batches_tracked")
+}

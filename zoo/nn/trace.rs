@@ -1,0 +1,166 @@
+//! Tracing of a forward pass: which layers ran, with what geometry and output shape, and taps
+//! that capture any named layer's output.
+//!
+//! libtorch has no module hooks in `tch`, so zoo's layers report themselves. Tracing is off by
+//! default and costs one thread-local flag check per layer; `zoo summary` turns it on to read the
+//! real module graph, and feature extraction uses taps to pull out `layer3` or `features.28`.
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use tch::Tensor;
+
+/// What a layer is, with the geometry the summary needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Conv {
+        in_channels: i64,
+        out_channels: i64,
+        kernel: [i64; 2],
+        stride: [i64; 2],
+        padding: [i64; 2],
+        dilation: [i64; 2],
+        groups: i64,
+        bias: bool,
+    },
+    Linear {
+        in_features: i64,
+        out_features: i64,
+        bias: bool,
+    },
+    BatchNorm {
+        features: i64,
+    },
+    Pool {
+        kind: &'static str,
+        kernel: [i64; 2],
+        stride: [i64; 2],
+        padding: [i64; 2],
+    },
+    /// Adaptive or global pooling: the kernel depends on the input size.
+    GlobalPool {
+        kind: &'static str,
+    },
+    /// Element-wise: activations, dropout, normalisation without parameters.
+    Elementwise(&'static str),
+    /// A module made of other modules (a block, a stage, a Sequential).
+    Container(&'static str),
+}
+
+impl Op {
+    /// Short type name for tables (`Conv2d`, `Linear`, `BatchNorm2d`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Op::Conv { .. } => "Conv2d",
+            Op::Linear { .. } => "Linear",
+            Op::BatchNorm { .. } => "BatchNorm2d",
+            Op::Pool { kind, .. } | Op::GlobalPool { kind } => kind,
+            Op::Elementwise(k) | Op::Container(k) => k,
+        }
+    }
+}
+
+/// One layer's run, recorded when tracing is on. Events are in entry order (a container comes
+/// before its children); `depth` is the nesting level (0 = the model's direct children).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub path: String,
+    pub op: Op,
+    pub depth: usize,
+    pub input_shape: Vec<i64>,
+    pub output_shape: Vec<i64>,
+}
+
+#[derive(Default)]
+struct Tracer {
+    record: bool,
+    events: Vec<Option<Event>>,
+    depth: usize,
+    taps: BTreeSet<String>,
+    captured: BTreeMap<String, Tensor>,
+}
+
+thread_local! {
+    static ACTIVE: Cell<bool> = const { Cell::new(false) };
+    static TRACER: RefCell<Tracer> = RefCell::new(Tracer::default());
+}
+
+/// Runs `f` as the layer at `path`; records it when tracing is on. Every zoo layer and block
+/// goes through here.
+pub fn layer(path: &str, op: impl FnOnce() -> Op, xs: &Tensor, f: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
+    if !ACTIVE.with(Cell::get) {
+        return f(xs);
+    }
+    let slot = TRACER.with(|t| {
+        let mut t = t.borrow_mut();
+        t.depth += 1;
+        if t.record {
+            t.events.push(None);
+            Some(t.events.len() - 1)
+        } else {
+            None
+        }
+    });
+    let out = f(xs);
+    TRACER.with(|t| {
+        let mut t = t.borrow_mut();
+        t.depth -= 1;
+        let depth = t.depth;
+        if let Some(i) = slot {
+            t.events[i] = Some(Event {
+                path: path.to_string(),
+                op: op(),
+                depth,
+                input_shape: xs.size(),
+                output_shape: out.size(),
+            });
+        }
+        if t.taps.contains(path) {
+            t.captured.insert(path.to_string(), out.shallow_clone());
+        }
+    });
+    out
+}
+
+/// Marks a named point that is not a module of its own (e.g. `pre_logits`, `fc7`), so taps can
+/// capture it.
+pub fn point(path: &str, xs: Tensor) -> Tensor {
+    if ACTIVE.with(Cell::get) {
+        TRACER.with(|t| {
+            let mut t = t.borrow_mut();
+            if t.taps.contains(path) {
+                t.captured.insert(path.to_string(), xs.shallow_clone());
+            }
+        });
+    }
+    xs
+}
+
+struct Guard;
+impl Drop for Guard {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| a.set(false));
+        TRACER.with(|t| *t.borrow_mut() = Tracer::default());
+    }
+}
+
+fn start(record: bool, taps: BTreeSet<String>) -> Guard {
+    TRACER.with(|t| *t.borrow_mut() = Tracer { record, taps, ..Tracer::default() });
+    ACTIVE.with(|a| a.set(true));
+    Guard
+}
+
+/// Runs `f` with recording on and returns its result and the layers that ran, in entry order.
+pub fn record<R>(f: impl FnOnce() -> R) -> (R, Vec<Event>) {
+    let _guard = start(true, BTreeSet::new());
+    let r = f();
+    let events = TRACER.with(|t| std::mem::take(&mut t.borrow_mut().events));
+    (r, events.into_iter().flatten().collect())
+}
+
+/// Runs `f` and returns the outputs of the layers (or points) named in `taps`.
+/// Names that never ran are absent from the map.
+pub fn capture<R>(taps: &[String], f: impl FnOnce() -> R) -> (R, BTreeMap<String, Tensor>) {
+    let _guard = start(false, taps.iter().cloned().collect());
+    let r = f();
+    let captured = TRACER.with(|t| std::mem::take(&mut t.borrow_mut().captured));
+    (r, captured)
+}

@@ -1,0 +1,1 @@
+//! Pretrained weights: the manifest, the verifying downloader and the cache.
