@@ -49,6 +49,8 @@ fn check(name: &str) {
         model.load_file(&dir.join(file)).unwrap();
         let logits = model.predict(input).unwrap();
         common::assert_parity(&format!("{name} ({file})"), &logits, expected);
+        let params = io.get("params").expect("params in io.safetensors").int64_value(&[]);
+        assert_eq!(model.num_params(), params, "{name}: parameter count differs from the reference");
     }
 }
 

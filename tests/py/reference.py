@@ -1,81 +1,109 @@
 """Parity reference exporter: builds each reference network with a fixed seed, saves its
-state_dict (zip format, and legacy pre-1.6 format where asked), a fixed input, and the
-reference's eval-mode outputs. The Rust tests load the same file into the zoo model and compare.
+state_dict (zip format, and legacy pre-1.6 format), a fixed input, and the reference's outputs.
+The Rust tests load the same file into the zoo model and compare.
 
 Usage: reference.py OUT_DIR NAME [NAME ...]
-Writes OUT_DIR/NAME/{weights.pth, weights_legacy.pth?, io.safetensors, DONE}; a model whose
-DONE file matches this script's hash is skipped, so references are generated once.
+Writes OUT_DIR/NAME/{weights.pth, weights_legacy.pth?, io.safetensors, DONE}. A model whose DONE
+file matches the hash of the reference scripts is skipped, so references are generated once.
+
+io.safetensors holds `input`, `logits` (eval mode), `params` (the reference's parameter count)
+and whatever extra outputs the model's reference module adds (auxiliary logits, features).
+
+Models come from torchvision by default; `refs_*.py` files beside this one register others as
+`MODELS = {zoo_name: Ref(build=callable, size=int, channels=3, extra=None | callable)}`.
 """
+import glob
 import hashlib
+import importlib.util
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torchvision
 from safetensors.torch import save_file
 
-SCRIPT_HASH = hashlib.sha256(open(__file__, "rb").read()).hexdigest()[:16]
+HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Models whose file is also written in the legacy format (torchvision's own download site is
-# mostly legacy files). The largest VGGs keep one copy only, to bound disk use in CI.
+
+@dataclass
+class Ref:
+    build: Callable[[], torch.nn.Module]
+    size: int = 112
+    channels: int = 3
+    # extra(model, x) -> {name: tensor}: more outputs to compare (aux logits, feature maps).
+    extra: Optional[Callable] = None
+    legacy: bool = True
+
+
+# The largest VGGs keep one file format only, to bound disk use in CI (vgg11 and vgg16_bn keep both).
 LEGACY_SKIP = {"vgg13", "vgg13_bn", "vgg16", "vgg19", "vgg19_bn", "vgg11_bn"}
 
 
-def torchvision_model(name):
-    kwargs = {}
-    if name in ("googlenet", "inception_v3"):
-        kwargs = {"aux_logits": True, "init_weights": True, "transform_input": True}
-    return getattr(torchvision.models, name)(weights=None, **kwargs)
+def load_refs():
+    refs = {}
+    sources = [open(__file__, "rb").read()]
+    for path in sorted(glob.glob(os.path.join(HERE, "refs_*.py"))):
+        sources.append(open(path, "rb").read())
+        spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        refs.update(mod.MODELS)
+    return refs, hashlib.sha256(b"".join(sources)).hexdigest()[:16]
 
 
-def build(name):
-    """(model, input size) for a zoo name; extended by later families."""
-    sizes = {"inception_v3": 299}
-    model = torchvision_model(name)
-    return model, sizes.get(name, 112)
+def torchvision_ref(name):
+    return Ref(build=lambda: getattr(torchvision.models, name)(weights=None), legacy=name not in LEGACY_SKIP)
 
 
 def randomise_bn(model, gen):
     # Fresh batch norms are the identity in eval mode; give them real statistics so a missing
     # or misplaced buffer shows up in the logits.
     for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+            if m.weight is not None:
+                m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.data.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
 
 
-def export(out_dir, name):
+def export(out_dir, name, ref, stamp):
     d = os.path.join(out_dir, name)
     done = os.path.join(d, "DONE")
-    if os.path.exists(done) and open(done).read() == SCRIPT_HASH:
+    if os.path.exists(done) and open(done).read() == stamp:
         return
     os.makedirs(d, exist_ok=True)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
-    model, size = build(name)
+    model = ref.build()
     with torch.no_grad():
         randomise_bn(model, gen)
     model.eval()
-    channels = 3
-    x = torch.randn(2, channels, size, size, generator=gen)
+    x = torch.randn(2, ref.channels, ref.size, ref.size, generator=gen)
+    out = {"input": x}
     with torch.no_grad():
-        logits = model(x)
+        out["logits"] = model(x)
+    out["params"] = torch.tensor(sum(p.numel() for p in model.parameters()), dtype=torch.int64)
+    if ref.extra is not None:
+        out.update(ref.extra(model, x))
     sd = model.state_dict()
     torch.save(sd, os.path.join(d, "weights.pth"))
-    if name not in LEGACY_SKIP:
+    if ref.legacy:
         torch.save(sd, os.path.join(d, "weights_legacy.pth"), _use_new_zipfile_serialization=False)
-    save_file({"input": x.contiguous(), "logits": logits.contiguous()}, os.path.join(d, "io.safetensors"))
+    save_file({k: v.detach().contiguous() for k, v in out.items()}, os.path.join(d, "io.safetensors"))
     with open(done, "w") as f:
-        f.write(SCRIPT_HASH)
+        f.write(stamp)
 
 
 def main():
     out_dir = sys.argv[1]
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    refs, stamp = load_refs()
     for name in sys.argv[2:]:
-        export(out_dir, name)
+        ref = refs.get(name) or torchvision_ref(name)
+        export(out_dir, name, ref, stamp)
         print(f"reference {name}: ok", file=sys.stderr)
 
 

@@ -91,6 +91,8 @@ fn table() -> Vec<ModelSpec> {
         row("resnext50_32x4d", "ResNeXt", RESNEXT, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(32, 4))),
         row("resnext101_32x8d", "ResNeXt", RESNEXT, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(32, 8))),
         row("resnext101_64x4d", "ResNeXt", RESNEXT, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(64, 4))),
+        // -- the other torchvision families --
+        // -- beyond torchvision --
     ]
 }
 
