@@ -4,16 +4,30 @@
 //! One file per family; each family's variants are rows of data in [`registry`] over one
 //! generic builder.
 pub mod alexnet;
+pub mod bninception;
 pub mod classic;
+pub mod densenet;
+pub mod efficientnet_lite;
+pub mod googlenet;
+pub mod inception_resnet;
+pub mod inception_v3;
+pub mod inception_v4;
 pub mod lenet;
+pub mod mobilenet_v1;
+pub mod mobilenet_v2;
+pub mod mobilenet_v3;
 pub mod registry;
 pub mod resnet;
+pub mod shufflenet_v1;
+pub mod shufflenet_v2;
+pub mod squeezenet;
 pub mod vgg;
+pub mod xception;
 pub mod zfnet;
 
 pub use registry::{find, registry, ModelSpec};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{nn, Device, Kind, Tensor};
 
 /// A named stage of a network whose output can be taken as features.
@@ -166,9 +180,10 @@ impl Model {
 
     /// Loads a checkpoint file (any supported format) into the model, strictly.
     pub fn load_file(&mut self, path: &std::path::Path) -> Result<()> {
-        // PENDING-CHECKPOINT: wired to crate::checkpoint::{read, load_into} once that module lands.
-        let _ = path;
-        bail!("checkpoint loading not wired yet")
+        let sd = crate::checkpoint::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        crate::checkpoint::load_into(&self.vs, &sd, &Default::default())
+            .with_context(|| format!("loading {} into {}", path.display(), self.spec.name))?;
+        Ok(())
     }
 }
 
