@@ -1,2 +1,5 @@
 //! Images, preprocessing, class names and data sets.
+pub mod fashion_mnist;
+pub mod image;
 pub mod preprocess;
+pub mod transform;
