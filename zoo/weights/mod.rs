@@ -1,1 +1,33 @@
 //! Pretrained weights: the manifest, the verifying downloader and the cache.
+//!
+//! - [`manifest`]: typed `arch.tag` entries (`weights-manifest.toml`), lookup, listing, validation.
+//! - [`download`]: [`fetch`], [`import`], [`verify_all`], [`path_of`]: what `zoo weights` runs.
+//! - [`cache`]: the cache folder, its sidecars and locks.
+//! - [`digest`]: SHA-256 / SHA-1, full digests and published prefixes.
+//! - [`categories`]: class names ([`imagenet_classes`]).
+//!
+//! Environment: `ZOO_HOME` (cache and override manifest), `ZOO_OFFLINE=1`, `ZOO_MIRROR`,
+//! `ZOO_TRUST_UNVERIFIED=1`; see [`FetchOptions::from_env`].
+pub mod cache;
+pub mod categories;
+pub mod digest;
+pub mod download;
+pub mod manifest;
+
+pub use cache::{zoo_home, Cache, CacheState};
+pub use categories::{category_names, imagenet_classes};
+pub use download::{fetch, import, path_of, verify_all, FetchError, FetchOptions, SourceError};
+pub use manifest::{DigestKind, Format, LookupError, Manifest, ManifestError, Problem, WeightsEntry};
+
+use std::sync::OnceLock;
+
+/// The manifest of this process ([`Manifest::load_default`]), loaded once.
+pub fn manifest() -> Result<&'static Manifest, &'static ManifestError> {
+    static MANIFEST: OnceLock<Result<Manifest, ManifestError>> = OnceLock::new();
+    MANIFEST.get_or_init(Manifest::load_default).as_ref()
+}
+
+/// Top-1 accuracy published for `name`'s weights (`arch` means its default entry), if any.
+pub fn default_top1(name: &str) -> Option<f64> {
+    manifest().ok()?.resolve(name).ok()?.acc1
+}

@@ -1,0 +1,31 @@
+//! Class names of a weights entry: ImageNet-1k's built in (torchvision's `_IMAGENET_CATEGORIES`
+//! order, `zoo/data/imagenet_classes.txt`), or a file named by the entry.
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+
+use super::manifest::WeightsEntry;
+
+const IMAGENET_CLASSES_TXT: &str = include_str!("../data/imagenet_classes.txt");
+
+/// The 1000 ImageNet-1k class names, index = class id, in torchvision's order.
+pub fn imagenet_classes() -> &'static [&'static str] {
+    static CLASSES: OnceLock<Vec<&'static str>> = OnceLock::new();
+    CLASSES.get_or_init(|| IMAGENET_CLASSES_TXT.lines().filter(|l| !l.is_empty()).collect())
+}
+
+/// The class names an entry's model predicts: `imagenet1k`, or a text file (one name per line;
+/// a relative path is taken from the zoo home, `$ZOO_HOME`).
+pub fn category_names(entry: &WeightsEntry) -> Result<Vec<String>> {
+    if entry.categories.eq_ignore_ascii_case("imagenet1k") {
+        return Ok(imagenet_classes().iter().map(|s| s.to_string()).collect());
+    }
+    let mut path = PathBuf::from(&entry.categories);
+    if path.is_relative() {
+        path = super::cache::zoo_home().join(path);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the categories of {} from {}", entry.name, path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+}
