@@ -1,7 +1,11 @@
 //! The `zoo` command line.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use zoo::commands::classify::{self as cls, OutputFormat, Precision};
+use zoo::weights::FetchOptions;
 
 #[derive(Parser)]
 #[command(name = "zoo", version, about = "The classic convolutional networks, from LeNet-5 to ShuffleNet, on libtorch")]
@@ -16,12 +20,226 @@ enum Command {
     List { glob: Option<String> },
     /// Describe one model: paper, input, parameters, feature stages.
     Info { model: String },
+    /// Per-layer shapes, parameters, multiply-adds, memory and receptive field.
+    Summary(SummaryArgs),
+    /// Classify images and folders of images.
+    Classify(ClassifyArgs),
+    /// Extract features (fc7, pre_logits, any stage or module path) for every image.
+    Features(FeaturesArgs),
+    /// Pretrained weights: list, fetch, verify, locate, import.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+    /// Fine-tune pretrained weights on an image folder (a new head for its classes).
+    Finetune(zoo::commands::train::TrainArgs),
+    /// Train from random initialisation on an image folder.
+    Train(zoo::commands::train::TrainArgs),
+    /// Evaluate on an image folder: top-1/top-5, per-class accuracy, confusion matrix.
+    Eval(zoo::commands::train::EvalArgs),
+    /// Data set tools: export-idx (Fashion-MNIST / MNIST to an image folder).
+    #[command(subcommand)]
+    Dataset(zoo::commands::train::DatasetCommand),
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// `ARCH` (its default weights) or `ARCH.TAG`, e.g. resnet50.tv2_in1k.
+    model: String,
+    /// A local checkpoint (torch.save zip or legacy, or safetensors) instead of the manifest's.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Accept weights whose source publishes no digest.
+    #[arg(long)]
+    trust_unverified: bool,
+}
+
+#[derive(clap::Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image files and folders (walked recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// float16 on CUDA.
+    #[arg(long, conflicts_with = "bf16")]
+    half: bool,
+    /// bfloat16 on CUDA.
+    #[arg(long)]
+    bf16: bool,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write results here instead of standard output.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Take share K of N of the sorted file list (K/N, 1-based).
+    #[arg(long)]
+    shard: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct FeaturesArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image files and folders (walked recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// fc7, pre_logits, a stage (layer3) or any module path (features.28).
+    #[arg(long, default_value = "pre_logits")]
+    layer: String,
+    /// Output file: .safetensors (tensor `features`) or .npy; an index CSV is written beside it.
+    #[arg(long)]
+    output: PathBuf,
+    /// Global pooling of spatial maps.
+    #[arg(long, value_enum, default_value_t = PoolArg::None)]
+    pool: PoolArg,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// float16 on CUDA.
+    #[arg(long, conflicts_with = "bf16")]
+    half: bool,
+    /// bfloat16 on CUDA.
+    #[arg(long)]
+    bf16: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PoolArg {
+    Avg,
+    Max,
+    None,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum WeightsCommand {
+    /// List the weights entries (name, size, top-1, cached or not), optionally matching a glob.
+    List { glob: Option<String> },
+    /// Download and verify ARCH[.TAG] into the cache.
+    Fetch {
+        name: String,
+        #[arg(long)]
+        trust_unverified: bool,
+    },
+    /// Re-verify every cached file.
+    Verify,
+    /// Print where ARCH[.TAG]'s file lives in the cache.
+    Path { name: String },
+    /// Verify FILE against ARCH.TAG's digest and copy it into the cache.
+    Import {
+        file: PathBuf,
+        #[arg(long = "as")]
+        name: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct SummaryArgs {
+    /// Model name (or several with --compare).
+    #[arg(required = true)]
+    models: Vec<String>,
+    /// Input size, `H` or `HxW` (default: the model's).
+    #[arg(long, value_parser = parse_size)]
+    input_size: Option<(i64, i64)>,
+    /// Batch size (activation memory scales with it).
+    #[arg(long, default_value_t = 1)]
+    batch: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Table)]
+    format: SummaryFormat,
+    /// Show layers nested up to this depth (0: the model's top-level parts).
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// One line per model instead of per layer.
+    #[arg(long)]
+    compare: bool,
+    /// Sort the comparison by this column.
+    #[arg(long, value_enum, default_value_t = SortBy::Macs)]
+    sort: SortBy,
+    /// With --compare: plot top-1 accuracy against multiply-adds to this PNG.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SummaryFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SortBy {
+    Name,
+    Params,
+    Macs,
+    Top1,
+    Field,
+}
+
+fn parse_size(s: &str) -> Result<(i64, i64), String> {
+    let parse = |v: &str| {
+        v.trim().parse::<i64>().map_err(|_| format!("'{s}' is not a size: use H or HxW, e.g. 224 or 160x192"))
+    };
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((parse(h)?, parse(w)?)),
+        None => parse(s).map(|v| (v, v)),
+    }
+}
+
+fn summary(a: SummaryArgs) -> Result<()> {
+    use zoo::commands::summary::{self, Format};
+    if a.compare || a.models.len() > 1 {
+        let sort = match a.sort {
+            SortBy::Name => summary::SortBy::Name,
+            SortBy::Params => summary::SortBy::Params,
+            SortBy::Macs => summary::SortBy::Macs,
+            SortBy::Top1 => summary::SortBy::Top1,
+            SortBy::Field => summary::SortBy::Field,
+        };
+        let rows = summary::compare(&a.models, a.input_size, sort)?;
+        print!("{}", summary::render_compare(&rows));
+        if let Some(path) = a.plot {
+            summary::plot(&rows, &path)?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    let s = summary::summarize_name(&a.models[0], a.batch, a.input_size)?;
+    let format = match a.format {
+        SummaryFormat::Table => Format::Table,
+        SummaryFormat::Csv => Format::Csv,
+        SummaryFormat::Json => Format::Json,
+    };
+    print!("{}", summary::render(&s, a.depth, format)?);
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::List { glob } => print!("{}", zoo::commands::list::list(glob.as_deref())?),
         Command::Info { model } => print!("{}", zoo::commands::list::info(&model)?),
+        Command::Summary(args) => summary(args)?,
+        Command::Classify(args) => return classify(args),
+        Command::Features(args) => return features(args),
+        Command::Weights(cmd) => return weights(cmd),
+        Command::Finetune(args) => train_run(&args, true)?,
+        Command::Train(args) => train_run(&args, false)?,
+        Command::Eval(args) => {
+            zoo::commands::train::eval(&args)?;
+        }
+        Command::Dataset(cmd) => zoo::commands::train::dataset(&cmd)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -34,4 +252,125 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn load(m: &ModelArgs) -> Result<zoo::weights::pretrained::Loaded> {
+    let device = cls::parse_device(&m.device)?;
+    let mut opts = FetchOptions::from_env();
+    opts.trust_unverified |= m.trust_unverified;
+    zoo::weights::pretrained::load(&m.model, m.weights.as_deref(), device, &opts)
+}
+
+/// Standard output, or a file created for the run.
+fn output(path: &Option<PathBuf>) -> Result<Box<dyn std::io::Write>> {
+    Ok(match path {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    })
+}
+
+fn classify(a: ClassifyArgs) -> Result<ExitCode> {
+    let mut files = cls::collect_files(&a.paths);
+    if let Some(s) = &a.shard {
+        let (k, n) = cls::parse_shard(s)?;
+        files = cls::shard(files, k, n);
+    }
+    if files.is_empty() {
+        anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
+    }
+    let mut loaded = load(&a.model)?;
+    let precision = precision(a.half, a.bf16);
+    cls::set_precision(&mut loaded, precision)?;
+    let opts = cls::ClassifyOptions {
+        top_k: a.top_k,
+        batch_size: a.batch_size,
+        format: match a.format {
+            Format::Table => OutputFormat::Table,
+            Format::Csv => OutputFormat::Csv,
+            Format::Jsonl => OutputFormat::Jsonl,
+        },
+        precision,
+        progress: std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let mut out = output(&a.output)?;
+    let s = cls::classify(&loaded, &files, &opts, &mut out)?;
+    eprintln!(
+        "zoo classify: {} ok, {} failed, {:.1} images/s ({}, {:?})",
+        s.ok,
+        s.failed,
+        s.images_per_second(),
+        loaded.source,
+        loaded.model.vs.device()
+    );
+    Ok(if s.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn weights(cmd: WeightsCommand) -> Result<ExitCode> {
+    print!(
+        "{}",
+        zoo::commands::weights::run(match cmd {
+            WeightsCommand::List { glob } => zoo::commands::weights::Action::List { glob },
+            WeightsCommand::Fetch { name, trust_unverified } =>
+                zoo::commands::weights::Action::Fetch { name, trust_unverified },
+            WeightsCommand::Verify => zoo::commands::weights::Action::Verify,
+            WeightsCommand::Path { name } => zoo::commands::weights::Action::Path { name },
+            WeightsCommand::Import { file, name } => zoo::commands::weights::Action::Import { file, name },
+        })?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn precision(half: bool, bf16: bool) -> Precision {
+    match (half, bf16) {
+        (true, _) => Precision::F16,
+        (_, true) => Precision::Bf16,
+        _ => Precision::F32,
+    }
+}
+
+fn features(a: FeaturesArgs) -> Result<ExitCode> {
+    use zoo::commands::features::{self, Pool};
+    let mut loaded = load(&a.model)?;
+    // Unknown layers fail here, before any image is read.
+    features::check_layer(&loaded.model, &a.layer)?;
+    let files = cls::collect_files(&a.paths);
+    if files.is_empty() {
+        anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
+    }
+    let precision = precision(a.half, a.bf16);
+    cls::set_precision(&mut loaded, precision)?;
+    let pool = match a.pool {
+        PoolArg::Avg => Pool::Avg,
+        PoolArg::Max => Pool::Max,
+        PoolArg::None => Pool::None,
+    };
+    let progress = std::io::stderr().is_terminal();
+    let s = features::run(&loaded, &files, &a.layer, pool, &a.output, a.batch_size, precision, progress)?;
+    eprintln!(
+        "zoo features: {} rows of shape {:?} -> {} (index {}), {} failed",
+        s.rows,
+        &s.shape[1..],
+        s.output.display(),
+        s.index.display(),
+        s.failed
+    );
+    Ok(if s.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn train_run(args: &zoo::commands::train::TrainArgs, pretrained: bool) -> Result<()> {
+    let s = if pretrained { zoo::commands::train::finetune(args)? } else { zoo::commands::train::train(args)? };
+    if let Some(last) = s.history.last() {
+        println!(
+            "{}: {} epochs, last val top-1 {:.2}%, best {:.2}% (epoch {})",
+            s.out.display(),
+            last.epoch,
+            last.val_acc1,
+            s.best_acc1.unwrap_or(f64::NAN),
+            s.best_epoch
+        );
+    }
+    Ok(())
 }

@@ -11,4 +11,6 @@ pub mod commands;
 pub mod data;
 pub mod models;
 pub mod nn;
+pub mod plot;
+pub mod train;
 pub mod weights;

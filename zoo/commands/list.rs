@@ -31,12 +31,12 @@ pub fn param_count(spec: &ModelSpec) -> i64 {
 pub fn list(glob: Option<&str>) -> Result<String> {
     let specs = matching(glob)?;
     let mut out = String::new();
-    writeln!(out, "{:<22} {:<14} {:>12} {:>12}", "model", "family", "params", "input")?;
+    writeln!(out, "{:<22} {:<18} {:>12} {:>12}", "model", "family", "params", "input")?;
     for s in &specs {
         let [c, h, w] = s.input_size;
         writeln!(
             out,
-            "{:<22} {:<14} {:>11.2}M {:>12}",
+            "{:<22} {:<18} {:>11.2}M {:>12}",
             s.name,
             s.family,
             param_count(s) as f64 / 1e6,

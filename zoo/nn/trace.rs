@@ -60,13 +60,18 @@ impl Op {
 
 /// One layer's run, recorded when tracing is on. Events are in entry order (a container comes
 /// before its children); `depth` is the nesting level (0 = the model's direct children).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Event {
     pub path: String,
     pub op: Op,
     pub depth: usize,
     pub input_shape: Vec<i64>,
     pub output_shape: Vec<i64>,
+    /// Storage address of the input and output, to follow the data flow through branches.
+    pub input_ptr: usize,
+    pub output_ptr: usize,
+    /// The output, kept alive for the whole recording so no later tensor reuses its address.
+    pub output: Tensor,
 }
 
 #[derive(Default)]
@@ -76,6 +81,7 @@ struct Tracer {
     depth: usize,
     taps: BTreeSet<String>,
     captured: BTreeMap<String, Tensor>,
+    points: Vec<String>,
 }
 
 thread_local! {
@@ -111,6 +117,9 @@ pub fn layer(path: &str, op: impl FnOnce() -> Op, xs: &Tensor, f: impl FnOnce(&T
                 depth,
                 input_shape: xs.size(),
                 output_shape: out.size(),
+                input_ptr: xs.data_ptr() as usize,
+                output_ptr: out.data_ptr() as usize,
+                output: out.shallow_clone(),
             });
         }
         if t.taps.contains(path) {
@@ -126,6 +135,9 @@ pub fn point(path: &str, xs: Tensor) -> Tensor {
     if ACTIVE.with(Cell::get) {
         TRACER.with(|t| {
             let mut t = t.borrow_mut();
+            if t.record {
+                t.points.push(path.to_string());
+            }
             if t.taps.contains(path) {
                 t.captured.insert(path.to_string(), xs.shallow_clone());
             }
@@ -154,6 +166,18 @@ pub fn record<R>(f: impl FnOnce() -> R) -> (R, Vec<Event>) {
     let r = f();
     let events = TRACER.with(|t| std::mem::take(&mut t.borrow_mut().events));
     (r, events.into_iter().flatten().collect())
+}
+
+/// Every name a tap can take during `f`: layer paths in entry order, then named points.
+pub fn tap_names<R>(f: impl FnOnce() -> R) -> Vec<String> {
+    let _guard = start(true, BTreeSet::new());
+    f();
+    TRACER.with(|t| {
+        let mut t = t.borrow_mut();
+        let mut names: Vec<String> = t.events.iter().flatten().map(|e| e.path.clone()).collect();
+        names.append(&mut t.points);
+        names
+    })
 }
 
 /// Runs `f` and returns the outputs of the layers (or points) named in `taps`.

@@ -13,6 +13,7 @@ pub mod categories;
 pub mod digest;
 pub mod download;
 pub mod manifest;
+pub mod pretrained;
 
 pub use cache::{zoo_home, Cache, CacheState};
 pub use categories::{category_names, imagenet_classes};

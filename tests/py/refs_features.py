@@ -1,0 +1,35 @@
+"""Feature-extraction references: torchvision's `create_feature_extractor` on the same networks,
+for `zoo features` parity. Names end in `_features`; the zoo architecture is the name without it.
+Each extra output is named `node:<torchvision node>`; the Rust test maps it to the zoo layer.
+"""
+import os
+import sys
+
+import torchvision
+from torchvision.models.feature_extraction import create_feature_extractor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference import Ref  # noqa: E402
+
+NODES = {
+    # VGG-16: FC7 after its ReLU, and the last conv's ReLU.
+    "vgg16": ["classifier.4", "features.29", "features.30"],
+    # ResNet-50: a stage, and the pooled features (pre-logits).
+    "resnet50": ["layer3", "flatten"],
+    # DenseNet-121: a dense block and a transition.
+    "densenet121": ["features.denseblock3", "features.transition2"],
+}
+
+
+def extractor(nodes):
+    def extra(model, x):
+        fx = create_feature_extractor(model, return_nodes=nodes)
+        return {f"node:{k}": v for k, v in fx(x).items()}
+
+    return extra
+
+
+MODELS = {
+    f"{name}_features": Ref(build=(lambda n=name: getattr(torchvision.models, n)(weights=None)), extra=extractor(nodes), legacy=False)
+    for name, nodes in NODES.items()
+}

@@ -1,0 +1,225 @@
+//! `zoo features`: features of any named layer for every image, for transfer learning.
+//!
+//! `--layer` takes `fc7` (AlexNet, ZFNet, VGG: the second fully connected layer after its ReLU),
+//! `pre_logits` (the pooled features of any model), a stage of `feature_info` (`layer3`) or any
+//! module path (`features.28`). Rows are streamed to a temporary file as batches finish, so
+//! memory does not grow with the number of images; the output file appears, complete, at the end.
+use super::classify::{pipeline, progress_bar, stack, Precision};
+use crate::data::image::DecodeLimits;
+use crate::models::Model;
+use crate::nn::trace;
+use crate::weights::pretrained::Loaded;
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Global pooling of spatial feature maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    Avg,
+    Max,
+    None,
+}
+
+/// File format of the feature matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureFormat {
+    Safetensors,
+    Npy,
+}
+
+impl FeatureFormat {
+    /// `.npy` files are written as NumPy arrays, anything else as safetensors.
+    pub fn from_path(p: &Path) -> Self {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("npy") => FeatureFormat::Npy,
+            _ => FeatureFormat::Safetensors,
+        }
+    }
+}
+
+/// Every layer name `model` can give features for, in forward order.
+pub fn layer_names(model: &Model) -> Vec<String> {
+    let [c, h, w] = model.spec.input_size;
+    let xs = Tensor::zeros([1, c, h, w], (Kind::Float, Device::Cpu));
+    let net = crate::nn::without_init(|| Model::new(model.spec.name, model.config.clone(), Device::Cpu));
+    let Ok(net) = net else { return Vec::new() };
+    tch::no_grad(|| trace::tap_names(|| net.net.forward_t(&xs, false)))
+}
+
+/// Checks `layer` before any image is read; the error lists the valid names.
+pub fn check_layer(model: &Model, layer: &str) -> Result<()> {
+    let names = layer_names(model);
+    if names.iter().any(|n| n == layer) {
+        return Ok(());
+    }
+    let stages: Vec<String> = model.net.feature_info().into_iter().map(|f| f.name).collect();
+    let specials: Vec<&str> = ["fc7", "pre_logits"].into_iter().filter(|s| names.iter().any(|n| n == s)).collect();
+    bail!(
+        "{} has no layer '{layer}'. Named points: {}; stages: {}; every module path: {}",
+        model.spec.name,
+        specials.join(", "),
+        stages.join(", "),
+        names.iter().filter(|n| !specials.contains(&n.as_str())).cloned().collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Features of `layer` for a batch (eval mode, no gradients), pooled as asked.
+pub fn extract(model: &Model, xs: &Tensor, layer: &str, pool: Pool) -> Result<Tensor> {
+    model.check_input(xs)?;
+    let taps = [layer.to_string()];
+    let (_, mut got) = tch::no_grad(|| trace::capture(&taps, || model.net.forward_t(xs, false)));
+    let t = got.remove(layer).with_context(|| format!("layer '{layer}' did not run in {}", model.spec.name))?;
+    Ok(match (pool, t.dim()) {
+        (Pool::Avg, 4) => t.mean_dim(&[2i64, 3][..], false, None),
+        (Pool::Max, 4) => t.amax(&[2i64, 3][..], false),
+        _ => t,
+    })
+}
+
+/// Totals of a features run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeaturesSummary {
+    pub rows: usize,
+    pub failed: usize,
+    pub shape: Vec<i64>,
+    pub output: PathBuf,
+    pub index: PathBuf,
+}
+
+/// The index CSV written beside `output` (`feats.safetensors` → `feats.index.csv`).
+pub fn index_path(output: &Path) -> PathBuf {
+    output.with_extension("index.csv")
+}
+
+/// Runs the files through `loaded` and writes the features of `layer`, one row per image that
+/// loaded, and the index CSV (row, path, error) for every file.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    loaded: &Loaded,
+    files: &[PathBuf],
+    layer: &str,
+    pool: Pool,
+    output: &Path,
+    batch_size: usize,
+    precision: Precision,
+    progress: bool,
+) -> Result<FeaturesSummary> {
+    check_layer(&loaded.model, layer)?;
+    let format = FeatureFormat::from_path(output);
+    let partial = output.with_extension("partial");
+    let mut data = BufWriter::new(File::create(&partial).with_context(|| format!("creating {}", partial.display()))?);
+    let index = index_path(output);
+    let mut idx = BufWriter::new(File::create(&index).with_context(|| format!("creating {}", index.display()))?);
+    writeln!(idx, "row,path,error")?;
+    let (mut rows, mut failed, mut row_shape): (usize, usize, Option<Vec<i64>>) = (0, 0, None);
+    let device = loaded.model.vs.device();
+    let bar = progress_bar(files.len(), progress);
+    let limits = DecodeLimits::default();
+    pipeline(files, &loaded.preprocess, &limits, batch_size, 2, |first, batch| {
+        if let Some(xs) = stack(&batch, &loaded.preprocess) {
+            let xs = xs.to_device(device).to_kind(precision.kind());
+            let f = extract(&loaded.model, &xs, layer, pool)?.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+            let shape = f.size()[1..].to_vec();
+            if row_shape.get_or_insert_with(|| shape.clone()) != &shape {
+                bail!("layer '{layer}' changed shape between batches: use --pool avg for inputs of varied sizes");
+            }
+            let flat = Vec::<f32>::try_from(f.view(-1))?;
+            for v in flat {
+                data.write_all(&v.to_le_bytes())?;
+            }
+        }
+        for (j, item) in batch.iter().enumerate() {
+            let path = files[first + j].display().to_string();
+            match &item.data {
+                Ok(_) => {
+                    writeln!(idx, "{rows},{},", csv(&path))?;
+                    rows += 1;
+                }
+                Err(e) => {
+                    eprintln!("zoo features: skipped {path}: {e}");
+                    writeln!(idx, ",{},{}", csv(&path), csv(e))?;
+                    failed += 1;
+                }
+            }
+        }
+        data.flush()?;
+        idx.flush()?;
+        bar.set_position((rows + failed) as u64);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    drop(data);
+    let mut shape = vec![rows as i64];
+    shape.extend(row_shape.unwrap_or_default());
+    finish(&partial, output, &shape, format)?;
+    Ok(FeaturesSummary { rows, failed, shape, output: output.to_path_buf(), index })
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes the header for `shape` and the streamed rows into `output`, atomically.
+fn finish(partial: &Path, output: &Path, shape: &[i64], format: FeatureFormat) -> Result<()> {
+    let header = match format {
+        FeatureFormat::Npy => npy_header(shape),
+        FeatureFormat::Safetensors => safetensors_header(shape),
+    };
+    let tmp = output.with_extension("tmp");
+    {
+        let mut out = BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+        out.write_all(&header)?;
+        let mut src = File::open(partial)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = src.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
+    std::fs::remove_file(partial)?;
+    Ok(())
+}
+
+/// NumPy `.npy` version 1.0 header for a little-endian float32 C-order array.
+fn npy_header(shape: &[i64]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
+    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Magic (6) + version (2) + length (2) + dict + newline, padded to a multiple of 64.
+    let total = (10 + dict.len() + 1).div_ceil(64) * 64;
+    dict.push_str(&" ".repeat(total - 10 - dict.len() - 1));
+    dict.push('\n');
+    let mut h = b"\x93NUMPY\x01\x00".to_vec();
+    h.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    h.extend_from_slice(dict.as_bytes());
+    h
+}
+
+/// safetensors header for one float32 tensor named `features`.
+fn safetensors_header(shape: &[i64]) -> Vec<u8> {
+    let bytes: i64 = shape.iter().product::<i64>() * 4;
+    let json = serde_json::json!({
+        "features": {"dtype": "F32", "shape": shape, "data_offsets": [0, bytes]},
+        "__metadata__": {"format": "zoo-features"}
+    })
+    .to_string();
+    let mut json = json.into_bytes();
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut h = (json.len() as u64).to_le_bytes().to_vec();
+    h.extend_from_slice(&json);
+    h
+}

@@ -1,0 +1,420 @@
+//! `zoo finetune`, `zoo train`, `zoo eval` and `zoo dataset export-idx`: flags and what they run.
+//!
+//! The flag structs are clap `Args` so `bin/zoo.rs` only names them; the work is in
+//! [`crate::train`] and [`crate::data::fashion_mnist`].
+use crate::data::fashion_mnist;
+use crate::train::trainer::{self, Source};
+use crate::train::{dataset, AugmentConfig, EvalResult, Freeze, OptimizerKind, Schedule, TrainConfig, TrainSummary};
+use crate::weights::pretrained;
+use crate::weights::FetchOptions;
+use anyhow::{bail, Context, Result};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Optimiser choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerArg {
+    Sgd,
+    Adamw,
+}
+
+/// Learning-rate schedule choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    Cosine,
+    Step,
+    Constant,
+}
+
+fn parse_pair(s: &str) -> Result<(f64, f64), String> {
+    let v: Vec<f64> =
+        s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    match v[..] {
+        [a, b] => Ok((a, b)),
+        _ => Err(format!("'{s}': expected two numbers, MIN,MAX")),
+    }
+}
+
+fn parse_triple(s: &str) -> Result<(f64, f64, f64), String> {
+    let v: Vec<f64> =
+        s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    match v[..] {
+        [a] => Ok((a, a, a)),
+        [a, b, c] => Ok((a, b, c)),
+        _ => Err(format!("'{s}': expected BRIGHTNESS,CONTRAST,SATURATION (or one number for all three)")),
+    }
+}
+
+/// Flags of `zoo finetune` and `zoo train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// `ARCH` (`finetune`: its default weights) or `ARCH.TAG`.
+    pub model: String,
+    /// Image folder: DIR/train/<class>/ + DIR/val/<class>/, or DIR/<class>/ (split by --val-split).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder (default runs/ARCH).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Start from this checkpoint instead of the manifest's weights (finetune).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Learning rate of the head [default: sgd 0.01 finetune / 0.05 train, adamw 0.001].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Weight decay (not applied to biases and norm weights) [default: sgd 1e-4, adamw 0.01].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
+    pub optimizer: OptimizerArg,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    pub schedule: ScheduleArg,
+    /// Linear warm-up, in epochs (fractions allowed).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f64,
+    /// Final learning rate of the cosine schedule.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f64,
+    /// Step schedule: epochs between decays.
+    #[arg(long, default_value_t = 30)]
+    pub step_size: usize,
+    /// Step schedule: decay factor.
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// none, backbone, or until:STAGE (a stage name from `zoo info ARCH`, e.g. until:layer3).
+    #[arg(long, default_value = "none")]
+    pub freeze: String,
+    /// Learning-rate factor of everything but the head (discriminative fine-tuning).
+    #[arg(long, default_value_t = 1.0)]
+    pub backbone_lr_scale: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Mixed precision (float16 autocast with loss scaling; CUDA only).
+    #[arg(long)]
+    pub amp: bool,
+    /// Keep the NCHW layout on CUDA (channels-last is the default there).
+    #[arg(long)]
+    pub no_channels_last: bool,
+    /// Sum gradients over N batches per optimiser step.
+    #[arg(long, default_value_t = 1)]
+    pub accumulate: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Fraction of each class held out for validation when DIR has no train/val folders.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_split: f64,
+    /// Square input size for training and evaluation [default: the weights' or model's].
+    #[arg(long)]
+    pub input_size: Option<u32>,
+    /// Eval resize of the shorter side [default: input size / 0.875, or the input size for 1-channel models].
+    #[arg(long)]
+    pub resize: Option<u32>,
+    /// Dropout before the classifier (train only).
+    #[arg(long)]
+    pub drop_rate: Option<f64>,
+    /// No augmentation at all (the eval transform).
+    #[arg(long)]
+    pub no_augment: bool,
+    /// No RandomResizedCrop: the eval resize + center crop, then the other augmentations.
+    #[arg(long)]
+    pub no_crop: bool,
+    /// RandomResizedCrop area range.
+    #[arg(long, value_parser = parse_pair, default_value = "0.08,1")]
+    pub crop_scale: (f64, f64),
+    /// RandomResizedCrop aspect-ratio range.
+    #[arg(long, value_parser = parse_pair, default_value = "0.75,1.3333333333333333")]
+    pub crop_ratio: (f64, f64),
+    /// Probability of a horizontal flip.
+    #[arg(long, default_value_t = 0.5)]
+    pub hflip: f64,
+    /// Largest random rotation, degrees.
+    #[arg(long, default_value_t = 0.0)]
+    pub rotate: f64,
+    /// Largest random shift, fraction of the size.
+    #[arg(long, default_value_t = 0.0)]
+    pub translate: f64,
+    /// Probability of contrast stretching.
+    #[arg(long, default_value_t = 0.0)]
+    pub contrast_stretch: f64,
+    /// Probability of histogram equalisation.
+    #[arg(long, default_value_t = 0.0)]
+    pub equalize: f64,
+    /// Probability of CLAHE.
+    #[arg(long, default_value_t = 0.0)]
+    pub clahe: f64,
+    /// Colour jitter BRIGHTNESS,CONTRAST,SATURATION (or one number for all).
+    #[arg(long, value_parser = parse_triple, default_value = "0")]
+    pub jitter: (f64, f64, f64),
+    /// Write a grid of augmented training samples to this PNG first (add --stop-after 0 to only preview).
+    #[arg(long)]
+    pub show_augment: Option<PathBuf>,
+    /// Continue the interrupted run in this folder.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Stop after N epochs of this invocation (resume later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// Keep decoded images in memory when they fit in this many MiB (0: never).
+    #[arg(long, default_value_t = 1024)]
+    pub cache_mb: usize,
+    /// libtorch CPU threads [default: one per core]; 1 is faster for tiny models on a busy machine.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Accept weights whose source publishes no digest.
+    #[arg(long)]
+    pub trust_unverified: bool,
+}
+
+impl TrainArgs {
+    /// The run configuration these flags describe.
+    pub fn config(&self, pretrained: bool) -> Result<TrainConfig> {
+        let arch = pretrained::arch_of(&self.model)?.name;
+        let out = match (&self.resume, &self.out) {
+            (Some(r), Some(o)) if r != o => {
+                bail!("--resume {} and --out {} name different folders", r.display(), o.display())
+            }
+            (Some(r), _) => r.clone(),
+            (None, Some(o)) => o.clone(),
+            (None, None) => PathBuf::from("runs").join(arch),
+        };
+        let optimizer = match self.optimizer {
+            OptimizerArg::Sgd => OptimizerKind::Sgd { momentum: self.momentum, nesterov: self.nesterov },
+            OptimizerArg::Adamw => OptimizerKind::Adamw { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        };
+        let lr = self.lr.unwrap_or(match (self.optimizer, pretrained) {
+            (OptimizerArg::Adamw, _) => 1e-3,
+            (OptimizerArg::Sgd, true) => 0.01,
+            (OptimizerArg::Sgd, false) => 0.05,
+        });
+        let weight_decay = self.weight_decay.unwrap_or(match self.optimizer {
+            OptimizerArg::Sgd => 1e-4,
+            OptimizerArg::Adamw => 0.01,
+        });
+        let schedule = match self.schedule {
+            ScheduleArg::Cosine => Schedule::Cosine { warmup_epochs: self.warmup_epochs, min_lr: self.min_lr },
+            ScheduleArg::Step => {
+                Schedule::Step { warmup_epochs: self.warmup_epochs, step_size: self.step_size, gamma: self.gamma }
+            }
+            ScheduleArg::Constant => Schedule::Constant { warmup_epochs: self.warmup_epochs },
+        };
+        let augment = if self.no_augment {
+            AugmentConfig::none()
+        } else {
+            AugmentConfig {
+                crop_scale: (!self.no_crop).then_some([self.crop_scale.0, self.crop_scale.1]),
+                crop_ratio: [self.crop_ratio.0, self.crop_ratio.1],
+                hflip: self.hflip,
+                rotate: self.rotate,
+                translate: self.translate,
+                contrast_stretch: self.contrast_stretch,
+                equalize: self.equalize,
+                clahe: self.clahe,
+                brightness: self.jitter.0,
+                contrast: self.jitter.1,
+                saturation: self.jitter.2,
+            }
+        };
+        Ok(TrainConfig {
+            model: self.model.clone(),
+            pretrained,
+            weights: self.weights.clone(),
+            data: self.data.clone(),
+            out,
+            val_split: self.val_split,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr,
+            weight_decay,
+            optimizer,
+            schedule,
+            label_smoothing: self.label_smoothing,
+            freeze: self.freeze.parse::<Freeze>()?,
+            backbone_lr_scale: self.backbone_lr_scale,
+            seed: self.seed,
+            amp: self.amp,
+            channels_last: !self.no_channels_last,
+            accumulate: self.accumulate,
+            device: self.device.clone(),
+            input_size: self.input_size,
+            resize: self.resize,
+            drop_rate: self.drop_rate,
+            augment,
+            cache_mb: self.cache_mb,
+            threads: self.threads,
+            resume: self.resume.is_some(),
+            stop_after: self.stop_after,
+            show_augment: self.show_augment.clone(),
+            progress: std::io::stderr().is_terminal(),
+            trust_unverified: self.trust_unverified,
+        })
+    }
+}
+
+/// `zoo finetune`: pretrained weights, a new head for the folder's classes.
+pub fn finetune(args: &TrainArgs) -> Result<TrainSummary> {
+    trainer::run(&args.config(true)?)
+}
+
+/// `zoo train`: the same loop from random initialisation.
+pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
+    if args.freeze != "none" {
+        bail!("--freeze needs pretrained weights: use `zoo finetune`");
+    }
+    trainer::run(&args.config(false)?)
+}
+
+/// Flags of `zoo eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// `ARCH`, `ARCH.TAG`, or ARCH with --weights FILE (e.g. a run's best.safetensors).
+    pub model: String,
+    /// Image folder: DIR/val/<class>/ when present, else DIR/<class>/; folders are matched to
+    /// the model's class names.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A local checkpoint instead of the manifest's weights.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Where confusion.csv, confusion.png and per_class.csv go (default eval/ARCH).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Accept weights whose source publishes no digest.
+    #[arg(long)]
+    pub trust_unverified: bool,
+}
+
+/// `zoo eval`: prints top-1/top-5 and per-class accuracy, writes the confusion matrix.
+pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
+    let device = crate::commands::classify::parse_device(&args.device)?;
+    let mut opts = FetchOptions::from_env();
+    opts.trust_unverified |= args.trust_unverified;
+    let loaded = pretrained::load(&args.model, args.weights.as_deref(), device, &opts)?;
+    let data = dataset::eval_folder(&args.data, &loaded.labels)?;
+    for w in &data.warnings {
+        eprintln!("warning: {w}");
+    }
+    let n = data.val.len();
+    let source = Source::new(data.val.clone(), loaded.preprocess.channels, 0);
+    let idx: Vec<usize> = (0..n).collect();
+    let progress = std::io::stderr().is_terminal();
+    let r = trainer::evaluate(
+        &loaded.model,
+        &source,
+        &idx,
+        loaded.labels.len(),
+        &loaded.preprocess,
+        args.batch_size,
+        progress,
+    )?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("eval").join(loaded.model.spec.name));
+    let title = format!("{} on {}", loaded.source, args.data.display());
+    trainer::write_eval_reports(&out, &title, &loaded.labels, &r)?;
+    print!("{}", render_eval(&loaded.source, &args.data, &loaded.labels, &r));
+    eprintln!("wrote {}/confusion.csv, confusion.png, per_class.csv", out.display());
+    if !r.failed.is_empty() {
+        eprintln!("warning: {} image(s) could not be decoded and were not evaluated", r.failed.len());
+    }
+    Ok(r)
+}
+
+/// The text report of an evaluation.
+pub fn render_eval(source: &str, data: &Path, labels: &[String], r: &EvalResult) -> String {
+    let mut s = format!(
+        "{source} on {}: {} images, top-1 {:.2}%, top-5 {:.2}%, loss {:.4} ({:.1} s)\n",
+        data.display(),
+        r.n,
+        r.acc1,
+        r.acc5,
+        r.loss,
+        r.seconds
+    );
+    let width = labels.iter().map(|l| l.len()).max().unwrap_or(5).clamp(5, 40);
+    for (i, acc) in r.per_class().iter().enumerate() {
+        if let Some(a) = acc {
+            let total: u64 = r.confusion[i].iter().sum();
+            s += &format!("  {:<width$}  {:>6.2}%  ({} images)\n", labels[i], a, total);
+        }
+    }
+    s
+}
+
+/// `zoo dataset` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DatasetCommand {
+    /// Turn an IDX image/label pair (Fashion-MNIST, MNIST) into an image folder of PNGs.
+    ExportIdx(ExportIdxArgs),
+}
+
+/// Flags of `zoo dataset export-idx`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportIdxArgs {
+    /// The images, e.g. train-images-idx3-ubyte.gz.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// The labels, e.g. train-labels-idx1-ubyte.gz.
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Root of the image folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// fashion, digits, a comma-separated list or a file of names (one per line).
+    #[arg(long, default_value = "fashion")]
+    pub classes: String,
+    /// Sub-folder: train, val, or none [default: val for t10k/test files, else train].
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Keep only the first N images of each class.
+    #[arg(long)]
+    pub limit_per_class: Option<usize>,
+}
+
+/// `zoo dataset ...`.
+pub fn dataset(cmd: &DatasetCommand) -> Result<()> {
+    match cmd {
+        DatasetCommand::ExportIdx(a) => {
+            let s = export_idx(a)?;
+            let total: usize = s.per_class.iter().sum();
+            println!("wrote {total} images in {} class folders under {}", s.per_class.len(), s.dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// Runs `zoo dataset export-idx`.
+pub fn export_idx(a: &ExportIdxArgs) -> Result<fashion_mnist::ExportSummary> {
+    let split = match a.split.as_deref() {
+        Some(s) => s.to_string(),
+        None => {
+            let name = a.images.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+            if name.contains("t10k") || name.contains("test") { "val" } else { "train" }.to_string()
+        }
+    };
+    let dir = match split.as_str() {
+        "none" | "" => a.out.clone(),
+        "train" | "val" => a.out.join(&split),
+        other => bail!("--split {other}: use train, val or none"),
+    };
+    let images = fashion_mnist::read_images(&a.images)?;
+    let labels = fashion_mnist::read_labels(&a.labels)?;
+    let classes = fashion_mnist::class_names(&a.classes)?;
+    fashion_mnist::export(&images, &labels, &classes, &dir, a.limit_per_class)
+        .with_context(|| format!("exporting {} to {}", a.images.display(), dir.display()))
+}

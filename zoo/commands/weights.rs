@@ -1,0 +1,94 @@
+//! `zoo weights list | fetch | verify | path | import`: the manifest and the local cache.
+use crate::weights::{self, CacheState, FetchOptions};
+use anyhow::{anyhow, bail, Result};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// What `zoo weights` was asked to do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    List { glob: Option<String> },
+    Fetch { name: String, trust_unverified: bool },
+    Verify,
+    Path { name: String },
+    Import { file: PathBuf, name: String },
+}
+
+fn size(bytes: Option<u64>, approximate: bool) -> String {
+    match bytes {
+        Some(b) => format!("{}{:.1} MiB", if approximate { "~" } else { "" }, b as f64 / (1024.0 * 1024.0)),
+        None => "?".into(),
+    }
+}
+
+/// Runs an action with the environment's options (`ZOO_HOME`, `ZOO_OFFLINE`, `ZOO_MIRROR`).
+pub fn run(action: Action) -> Result<String> {
+    run_with(action, FetchOptions::from_env())
+}
+
+/// Runs an action with explicit options; returns what to print.
+pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
+    let manifest = weights::manifest().map_err(|e| anyhow!("{e}"))?;
+    let mut out = String::new();
+    match action {
+        Action::List { glob } => {
+            let entries = manifest.list(glob.as_deref()).map_err(|e| anyhow!("invalid pattern: {e}"))?;
+            writeln!(out, "{:<44} {:>12} {:>7} {:>8}  {:<9} cached", "weights", "size", "top-1", "digest", "layout")?;
+            for e in &entries {
+                let cached = opts.cache.path_of(e).exists();
+                writeln!(
+                    out,
+                    "{:<44} {:>12} {:>7} {:>8}  {:<9} {}",
+                    format!("{}{}", e.name, if e.default { " *" } else { "" }),
+                    size(e.size, e.size_approximate),
+                    e.acc1.map_or("-".into(), |a| format!("{a:.2}")),
+                    format!("{:?}", e.digest_kind).to_lowercase(),
+                    e.layout.as_deref().unwrap_or("-"),
+                    if cached { "yes" } else { "no" }
+                )?;
+            }
+            writeln!(out, "{} entries (* = the default for its architecture)", entries.len())?;
+        }
+        Action::Fetch { name, trust_unverified } => {
+            opts.trust_unverified |= trust_unverified;
+            let entry = manifest.resolve(&name).map_err(|e| anyhow!("{e}"))?;
+            let path = weights::fetch(entry, &opts).map_err(|e| anyhow!("{e}"))?;
+            writeln!(out, "{} {}", entry.name, path.display())?;
+        }
+        Action::Verify => {
+            let mut bad = 0;
+            for (name, state) in weights::verify_all(manifest, &opts) {
+                let line = match state {
+                    CacheState::Missing => continue,
+                    CacheState::Verified { path, .. } => format!("ok        {name} {}", path.display()),
+                    CacheState::Unrecorded { path } => {
+                        format!("unverified {name} {} (no published digest)", path.display())
+                    }
+                    CacheState::Corrupted { path, expected, actual } => {
+                        bad += 1;
+                        format!("CORRUPT   {name} {}: expected {expected}, got {actual}", path.display())
+                    }
+                    CacheState::Unreadable { path, error } => {
+                        bad += 1;
+                        format!("UNREADABLE {name} {}: {error}", path.display())
+                    }
+                };
+                writeln!(out, "{line}")?;
+            }
+            if bad > 0 {
+                print!("{out}");
+                bail!("{bad} cached file(s) failed verification: delete them and run `zoo weights fetch`");
+            }
+        }
+        Action::Path { name } => {
+            let entry = manifest.resolve(&name).map_err(|e| anyhow!("{e}"))?;
+            writeln!(out, "{}", weights::path_of(entry, &opts).display())?;
+        }
+        Action::Import { file, name } => {
+            let entry = manifest.resolve(&name).map_err(|e| anyhow!("{e}"))?;
+            let path = weights::import(&file, entry, &opts).map_err(|e| anyhow!("{e}"))?;
+            writeln!(out, "imported {} as {} -> {}", file.display(), entry.name, path.display())?;
+        }
+    }
+    Ok(out)
+}
