@@ -176,7 +176,8 @@ pub fn summarize_forward(
     let sum = |f: &dyn Fn(&Row, &Event) -> i64| leaves().map(|(r, e)| f(r, e)).sum::<i64>();
     let is_conv = |e: &Event| matches!(e.op, Op::Conv { .. });
     let is_fc = |e: &Event| matches!(e.op, Op::Linear { .. });
-    let last_stage_field = last_stage.and_then(|s| rows.iter().find(|r| r.name == s)).and_then(|r| r.field.size);
+    // A module run more than once (EfficientNet-Lite's shared `_swish`) is the stage at its last run.
+    let last_stage_field = last_stage.and_then(|s| rows.iter().rev().find(|r| r.name == s)).and_then(|r| r.field.size);
     Summary {
         model: name.to_string(),
         input: [input[0], input[1], input[2], input[3]],

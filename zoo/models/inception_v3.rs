@@ -1,0 +1,427 @@
+//! Inception v3 (Szegedy et al., "Rethinking the Inception Architecture for Computer Vision",
+//! CVPR 2016, arXiv:1512.00567): factorised convolutions (n×1 after 1×n), grid reductions by
+//! parallel stride-2 branches, and one auxiliary classifier on the 17×17 grid.
+//!
+//! Layout and variable paths follow torchvision's `inception.py` (`Conv2d_1a_3x3` ...
+//! `Mixed_7c`, `AuxLogits`, `fc`), so its checkpoint (a port of Google's TensorFlow weights)
+//! loads unchanged. As in torchvision's pretrained model, the auxiliary head is built (its
+//! parameters count: 27.2M in all) and runs in train mode only, and `transform_input` is on.
+//! Default input 299×299; the smallest that goes through is 75×75 (in train mode the auxiliary
+//! head needs about 299).
+use super::googlenet::{basic_conv, transform_input};
+use super::{BuildConfig, Classifier, FeatureInfo};
+use crate::nn::trace::{self, Op};
+use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, Pool2d};
+use tch::{nn, Tensor};
+
+/// The parameter-free operation a branch starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BranchPool {
+    None,
+    /// 3×3 average pool, stride 1, padding 1 (counting the padding, PyTorch's default).
+    Avg,
+    /// 3×3 max pool, stride 2: the branch of a grid reduction that is only a pool.
+    Max,
+}
+
+/// A `BasicConv2d` of a branch: name, output channels, kernel [h, w], stride. Padding is "same"
+/// (kernel / 2) at stride 1 and none at stride 2, which is how every block of torchvision's file
+/// pads.
+type C = (&'static str, i64, [i64; 2], i64);
+
+const fn c(name: &'static str, out: i64, kh: i64, kw: i64, stride: i64) -> C {
+    (name, out, [kh, kw], stride)
+}
+
+/// One branch: a pool, a chain of convolutions, and optionally two final convolutions applied
+/// to the chain's output side by side and concatenated (InceptionE's 1×3 and 3×1 split).
+struct BranchSpec {
+    pool: BranchPool,
+    chain: Vec<C>,
+    split: Vec<C>,
+}
+
+fn chain(chain: Vec<C>) -> BranchSpec {
+    BranchSpec { pool: BranchPool::None, chain, split: Vec::new() }
+}
+
+/// The five block types of torchvision's file, as branch tables. Branch order is the order of
+/// the concatenation.
+#[derive(Debug, Clone, Copy)]
+enum Block {
+    /// InceptionA (35×35 grid): pool projection width.
+    A(i64),
+    /// InceptionB: reduction 35→17.
+    B,
+    /// InceptionC (17×17 grid, 7×7 factorised): width of the 7×7 branches.
+    C(i64),
+    /// InceptionD: reduction 17→8.
+    D,
+    /// InceptionE (8×8 grid, expanded 3×3 splits).
+    E,
+}
+
+impl Block {
+    fn name(self) -> &'static str {
+        match self {
+            Block::A(_) => "InceptionA",
+            Block::B => "InceptionB",
+            Block::C(_) => "InceptionC",
+            Block::D => "InceptionD",
+            Block::E => "InceptionE",
+        }
+    }
+
+    fn branches(self) -> Vec<BranchSpec> {
+        let pool = |chain: Vec<C>| BranchSpec { pool: BranchPool::Avg, chain, split: Vec::new() };
+        let max = BranchSpec { pool: BranchPool::Max, chain: Vec::new(), split: Vec::new() };
+        match self {
+            Block::A(pool_features) => vec![
+                chain(vec![c("branch1x1", 64, 1, 1, 1)]),
+                chain(vec![c("branch5x5_1", 48, 1, 1, 1), c("branch5x5_2", 64, 5, 5, 1)]),
+                chain(vec![
+                    c("branch3x3dbl_1", 64, 1, 1, 1),
+                    c("branch3x3dbl_2", 96, 3, 3, 1),
+                    c("branch3x3dbl_3", 96, 3, 3, 1),
+                ]),
+                pool(vec![c("branch_pool", pool_features, 1, 1, 1)]),
+            ],
+            Block::B => vec![
+                chain(vec![c("branch3x3", 384, 3, 3, 2)]),
+                chain(vec![
+                    c("branch3x3dbl_1", 64, 1, 1, 1),
+                    c("branch3x3dbl_2", 96, 3, 3, 1),
+                    c("branch3x3dbl_3", 96, 3, 3, 2),
+                ]),
+                max,
+            ],
+            Block::C(c7) => vec![
+                chain(vec![c("branch1x1", 192, 1, 1, 1)]),
+                chain(vec![
+                    c("branch7x7_1", c7, 1, 1, 1),
+                    c("branch7x7_2", c7, 1, 7, 1),
+                    c("branch7x7_3", 192, 7, 1, 1),
+                ]),
+                chain(vec![
+                    c("branch7x7dbl_1", c7, 1, 1, 1),
+                    c("branch7x7dbl_2", c7, 7, 1, 1),
+                    c("branch7x7dbl_3", c7, 1, 7, 1),
+                    c("branch7x7dbl_4", c7, 7, 1, 1),
+                    c("branch7x7dbl_5", 192, 1, 7, 1),
+                ]),
+                pool(vec![c("branch_pool", 192, 1, 1, 1)]),
+            ],
+            Block::D => vec![
+                chain(vec![c("branch3x3_1", 192, 1, 1, 1), c("branch3x3_2", 320, 3, 3, 2)]),
+                chain(vec![
+                    c("branch7x7x3_1", 192, 1, 1, 1),
+                    c("branch7x7x3_2", 192, 1, 7, 1),
+                    c("branch7x7x3_3", 192, 7, 1, 1),
+                    c("branch7x7x3_4", 192, 3, 3, 2),
+                ]),
+                max,
+            ],
+            Block::E => vec![
+                chain(vec![c("branch1x1", 320, 1, 1, 1)]),
+                BranchSpec {
+                    pool: BranchPool::None,
+                    chain: vec![c("branch3x3_1", 384, 1, 1, 1)],
+                    split: vec![c("branch3x3_2a", 384, 1, 3, 1), c("branch3x3_2b", 384, 3, 1, 1)],
+                },
+                BranchSpec {
+                    pool: BranchPool::None,
+                    chain: vec![c("branch3x3dbl_1", 448, 1, 1, 1), c("branch3x3dbl_2", 384, 3, 3, 1)],
+                    split: vec![c("branch3x3dbl_3a", 384, 1, 3, 1), c("branch3x3dbl_3b", 384, 3, 1, 1)],
+                },
+                pool(vec![c("branch_pool", 192, 1, 1, 1)]),
+            ],
+        }
+    }
+}
+
+/// One step of the network, in order.
+enum Step {
+    /// `BasicConv2d`: in, out, kernel, stride, padding.
+    Conv(i64, i64, i64, i64, i64),
+    /// 3×3 max pool, stride 2.
+    MaxPool,
+    /// A mixed block and its input width.
+    Mixed(i64, Block),
+}
+
+/// The network as data, with torchvision's module names (the paper's Table 1 and Figures 5-7).
+#[rustfmt::skip]
+const STEPS: [(&str, Step); 18] = [
+    ("Conv2d_1a_3x3", Step::Conv(3, 32, 3, 2, 0)),
+    ("Conv2d_2a_3x3", Step::Conv(32, 32, 3, 1, 0)),
+    ("Conv2d_2b_3x3", Step::Conv(32, 64, 3, 1, 1)),
+    ("maxpool1", Step::MaxPool),
+    ("Conv2d_3b_1x1", Step::Conv(64, 80, 1, 1, 0)),
+    ("Conv2d_4a_3x3", Step::Conv(80, 192, 3, 1, 0)),
+    ("maxpool2", Step::MaxPool),
+    ("Mixed_5b", Step::Mixed(192, Block::A(32))),
+    ("Mixed_5c", Step::Mixed(256, Block::A(64))),
+    ("Mixed_5d", Step::Mixed(288, Block::A(64))),
+    ("Mixed_6a", Step::Mixed(288, Block::B)),
+    ("Mixed_6b", Step::Mixed(768, Block::C(128))),
+    ("Mixed_6c", Step::Mixed(768, Block::C(160))),
+    ("Mixed_6d", Step::Mixed(768, Block::C(160))),
+    ("Mixed_6e", Step::Mixed(768, Block::C(192))),
+    ("Mixed_7a", Step::Mixed(768, Block::D)),
+    ("Mixed_7b", Step::Mixed(1280, Block::E)),
+    ("Mixed_7c", Step::Mixed(2048, Block::E)),
+];
+
+/// The module the auxiliary head follows, and its input width.
+const AUX_AFTER: (&str, i64) = ("Mixed_6e", 768);
+
+/// Width of `Mixed_7c`, the classifier's input.
+const NUM_FEATURES: i64 = 2048;
+
+fn conv_of(p: &nn::Path, cin: i64, (name, out, kernel, stride): C) -> ConvBnAct {
+    let pad = if stride == 1 { [kernel[0] / 2, kernel[1] / 2] } else { [0, 0] };
+    basic_conv(&(p / name), cin, out, kernel, ConvOpts::default().stride(stride).padding(pad))
+}
+
+/// A built branch.
+#[derive(Debug)]
+struct Branch {
+    pool: BranchPool,
+    chain: Vec<ConvBnAct>,
+    split: Vec<ConvBnAct>,
+}
+
+impl Branch {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let xs = match self.pool {
+            BranchPool::None => xs.shallow_clone(),
+            BranchPool::Avg => xs.avg_pool2d([3, 3], [1, 1], [1, 1], false, true, None),
+            BranchPool::Max => xs.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false),
+        };
+        let ys = self.chain.iter().fold(xs, |acc, conv| conv.forward_t(&acc, train));
+        if self.split.is_empty() {
+            ys
+        } else {
+            Tensor::cat(&self.split.iter().map(|conv| conv.forward_t(&ys, train)).collect::<Vec<_>>(), 1)
+        }
+    }
+}
+
+/// A mixed (Inception) block: branches concatenated along channels.
+#[derive(Debug)]
+struct Mixed {
+    path: String,
+    kind: &'static str,
+    branches: Vec<Branch>,
+    out_channels: i64,
+}
+
+impl Mixed {
+    fn new(p: &nn::Path, cin: i64, block: Block) -> Self {
+        let mut out_channels = 0;
+        let branches = block
+            .branches()
+            .into_iter()
+            .map(|spec| {
+                let mut width = cin;
+                let chain: Vec<ConvBnAct> = spec
+                    .chain
+                    .iter()
+                    .map(|&conv| {
+                        let built = conv_of(p, width, conv);
+                        width = conv.1;
+                        built
+                    })
+                    .collect();
+                let split: Vec<ConvBnAct> = spec.split.iter().map(|&conv| conv_of(p, width, conv)).collect();
+                if !split.is_empty() {
+                    width = spec.split.iter().map(|conv| conv.1).sum();
+                }
+                out_channels += width;
+                Branch { pool: spec.pool, chain, split }
+            })
+            .collect();
+        Mixed { path: path_of(p), kind: block.name(), branches, out_channels }
+    }
+}
+
+impl Layer for Mixed {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        trace::layer(
+            &self.path,
+            || Op::Container(self.kind),
+            xs,
+            |xs| Tensor::cat(&self.branches.iter().map(|b| b.forward_t(xs, train)).collect::<Vec<_>>(), 1),
+        )
+    }
+}
+
+/// The auxiliary classifier: 5×5/3 average pool, 1×1 conv to 128, 5×5 conv to 768, global
+/// pool, FC.
+#[derive(Debug)]
+struct InceptionAux {
+    path: String,
+    conv0: ConvBnAct,
+    conv1: ConvBnAct,
+    /// None without a head (0 classes): the head then returns the 768 pooled features.
+    fc: Option<Linear>,
+}
+
+impl InceptionAux {
+    fn new(p: &nn::Path, cin: i64, num_classes: i64) -> Self {
+        InceptionAux {
+            path: path_of(p),
+            conv0: basic_conv(&(p / "conv0"), cin, 128, 1, ConvOpts::default()),
+            conv1: basic_conv(&(p / "conv1"), 128, 768, 5, ConvOpts::default()),
+            fc: (num_classes > 0).then(|| Linear::new(&(p / "fc"), 768, num_classes)),
+        }
+    }
+}
+
+impl Layer for InceptionAux {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        trace::layer(
+            &self.path,
+            || Op::Container("InceptionAux"),
+            xs,
+            |xs| {
+                let ys = xs.avg_pool2d([5, 5], [3, 3], [0, 0], false, true, None);
+                let ys = self.conv1.forward_t(&self.conv0.forward_t(&ys, train), train);
+                let ys = ys.mean_dim(&[-2i64, -1][..], false, None);
+                match &self.fc {
+                    Some(fc) => fc.forward_t(&ys, train),
+                    None => ys,
+                }
+            },
+        )
+    }
+}
+
+/// Inception v3.
+#[derive(Debug)]
+pub struct InceptionV3 {
+    transform_input: bool,
+    body: Vec<(&'static str, Box<dyn Layer>)>,
+    aux: Option<InceptionAux>,
+    avgpool: AdaptiveAvgPool2d,
+    drop_rate: f64,
+    fc: Option<Linear>,
+}
+
+impl InceptionV3 {
+    /// With `aux_logits`, builds `AuxLogits` (torchvision's default and its checkpoint's layout);
+    /// with `transform_input`, re-normalises ImageNet-normalised input as the checkpoint expects.
+    /// `build.drop_rate` overrides the dropout of 0.5 before `fc`.
+    pub fn new(p: &nn::Path, build: &BuildConfig, aux_logits: bool, transform_input: bool) -> Self {
+        // The table states each block's input width as torchvision's constructor calls do;
+        // `width` follows the real widths to catch a wrong row.
+        let mut width = 3;
+        let body = STEPS
+            .iter()
+            .map(|(name, step)| {
+                let sp = p / *name;
+                let layer: Box<dyn Layer> = match *step {
+                    Step::Conv(cin, cout, k, s, pad) => {
+                        debug_assert_eq!(cin, width, "{name}");
+                        width = cout;
+                        Box::new(basic_conv(&sp, cin, cout, k, ConvOpts::default().stride(s).padding(pad)))
+                    }
+                    Step::MaxPool => Box::new(Pool2d::max(&sp, 3, 2)),
+                    Step::Mixed(cin, block) => {
+                        debug_assert_eq!(cin, width, "{name}");
+                        let mixed = Mixed::new(&sp, cin, block);
+                        width = mixed.out_channels;
+                        Box::new(mixed)
+                    }
+                };
+                (*name, layer)
+            })
+            .collect();
+        debug_assert_eq!(width, NUM_FEATURES);
+        InceptionV3 {
+            transform_input,
+            body,
+            aux: aux_logits.then(|| InceptionAux::new(&(p / "AuxLogits"), AUX_AFTER.1, build.num_classes)),
+            avgpool: AdaptiveAvgPool2d::new(&(p / "avgpool"), 1),
+            drop_rate: build.drop_rate.unwrap_or(0.5),
+            fc: (build.num_classes > 0).then(|| Linear::new(&(p / "fc"), NUM_FEATURES, build.num_classes)),
+        }
+    }
+
+    /// `Mixed_7c`'s map and, when `with_aux` and the head exists, its output.
+    fn run(&self, xs: &Tensor, train: bool, with_aux: bool) -> (Tensor, Vec<Tensor>) {
+        let mut xs = if self.transform_input { transform_input(xs) } else { xs.shallow_clone() };
+        let mut aux_out = Vec::new();
+        for (name, layer) in &self.body {
+            xs = layer.forward_t(&xs, train);
+            if let (true, Some(aux), true) = (with_aux, &self.aux, *name == AUX_AFTER.0) {
+                aux_out.push(aux.forward_t(&xs, train));
+            }
+        }
+        (xs, aux_out)
+    }
+}
+
+impl Classifier for InceptionV3 {
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.run(xs, train, false).0
+    }
+
+    fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
+        let xs = trace::point("pre_logits", self.avgpool.forward_t(xs, train).flatten(1, -1));
+        match (&self.fc, pre_logits) {
+            (Some(fc), false) => {
+                let xs = if train && self.drop_rate > 0.0 { xs.dropout(self.drop_rate, true) } else { xs };
+                fc.forward_t(&xs, train)
+            }
+            _ => xs,
+        }
+    }
+
+    /// In train mode: logits and `[AuxLogits]`. In eval mode the head does not run.
+    fn forward_aux(&self, xs: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
+        let (feats, aux) = self.run(xs, train, train);
+        (self.forward_head(&feats, train, false), aux)
+    }
+
+    fn num_features(&self) -> i64 {
+        NUM_FEATURES
+    }
+
+    fn num_classes(&self) -> i64 {
+        self.fc.as_ref().map_or(0, Linear::out_features)
+    }
+
+    /// Replaces `fc` and the auxiliary head's `fc`, which classify the same classes.
+    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
+        self.fc = (num_classes > 0).then(|| Linear::new(&(root / "fc"), NUM_FEATURES, num_classes));
+        if let Some(aux) = &mut self.aux {
+            aux.fc = (num_classes > 0).then(|| Linear::new(&(root / "AuxLogits" / "fc"), 768, num_classes));
+        }
+    }
+
+    fn classifier_prefixes(&self) -> Vec<String> {
+        let mut prefixes = vec!["fc.".to_string()];
+        if self.aux.is_some() {
+            prefixes.push("AuxLogits.fc.".into());
+        }
+        prefixes
+    }
+
+    /// timm's stages for this network: the last module at each stride.
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        vec![
+            FeatureInfo::new("Conv2d_2b_3x3", 64, 2),
+            FeatureInfo::new("Conv2d_4a_3x3", 192, 4),
+            FeatureInfo::new("Mixed_5d", 288, 8),
+            FeatureInfo::new("Mixed_6e", 768, 16),
+            FeatureInfo::new("Mixed_7c", NUM_FEATURES, 32),
+        ]
+    }
+}
+
+/// The registry's builder: torchvision's pretrained configuration (auxiliary head, input
+/// transform).
+pub fn build(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
+    Box::new(InceptionV3::new(p, b, true, true))
+}

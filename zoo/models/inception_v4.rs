@@ -1,0 +1,448 @@
+//! Inception v4 (Szegedy, Ioffe, Vanhoucke & Alemi, "Inception-v4, Inception-ResNet and the
+//! Impact of Residual Connections on Learning", AAAI 2017, arXiv:1602.07261): the paper's pure
+//! Inception network, a stem of unpadded convolutions and parallel stride-2 branches, then
+//! 4 × Inception-A (35×35), Reduction-A, 7 × Inception-B (17×17), Reduction-B and
+//! 3 × Inception-C (8×8).
+//!
+//! Layout follows timm's `timm/models/inception_v4.py` (timm 1.0.31, itself Cadene's port of the
+//! TensorFlow-Slim weights): the stem and blocks are `features.0`-`features.21`, each convolution
+//! a `ConvNormAct` with children `conv` (no bias) and `bn` (eps 1e-3), average-pool branches that
+//! do not count the padding, and the classifier `last_linear`, so timm's `inception_v4.tf_in1k`
+//! loads unchanged. Cadene's `inceptionv4` file has the same keys but a 1001-class head whose row
+//! 0 is TensorFlow's background class (drop that row to load it). Default input 299×299; the
+//! smallest that goes through is 75×75.
+//!
+//! This file also holds what the Inception line shares: branch tables ([`BranchSpec`]), the
+//! concatenating block ([`Mixed`]) and [`InceptionNet`], the body-plus-head classifier that
+//! Inception v4, Inception-ResNet v1/v2 and BN-Inception are built on.
+use super::googlenet::basic_conv;
+use super::{BuildConfig, Classifier, FeatureInfo};
+use crate::nn::trace::{self, Op};
+use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, Sequential};
+use tch::{nn, Tensor};
+
+/// The var-store path `dotted` (`branch1.0`, `branches.branch2.conv_list.conv1`) under `p`.
+pub(crate) fn at<'a>(p: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
+    dotted.split('.').fold(p.clone(), |acc, part| acc.sub(part))
+}
+
+/// One convolution unit of a branch (convolution, batch norm, ReLU): its path relative to the
+/// block, output channels, kernel [h, w], stride and padding [h, w].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvSpec {
+    pub name: &'static str,
+    pub out: i64,
+    pub kernel: [i64; 2],
+    pub stride: i64,
+    pub padding: [i64; 2],
+}
+
+/// Stride 1 with "same" padding (kernel / 2): every unstrided padded convolution of the line,
+/// the factorised 1×n and n×1 ones included.
+pub(crate) const fn same(name: &'static str, out: i64, kh: i64, kw: i64) -> ConvSpec {
+    ConvSpec { name, out, kernel: [kh, kw], stride: 1, padding: [kh / 2, kw / 2] }
+}
+
+/// A square convolution without padding (TensorFlow's "VALID"): the stems and grid reductions.
+pub(crate) const fn valid(name: &'static str, out: i64, k: i64, stride: i64) -> ConvSpec {
+    ConvSpec { name, out, kernel: [k, k], stride, padding: [0, 0] }
+}
+
+/// Builds a conv unit as timm's `ConvNormAct` / Cadene's `BasicConv2d` / pytorchcv's
+/// `ConvBlock` with eps 1e-3: children `conv` (no bias) and `bn`, then ReLU.
+pub(crate) fn conv_unit(p: &nn::Path, cin: i64, spec: ConvSpec) -> ConvBnAct {
+    let opts = ConvOpts::default().stride(spec.stride).padding(spec.padding);
+    basic_conv(&at(p, spec.name), cin, spec.out, spec.kernel, opts)
+}
+
+/// The parameter-free operation a branch starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BranchPool {
+    None,
+    /// 3×3 average pool, stride 1, padding 1, not counting the padding (`count_include_pad=False`).
+    Avg,
+    /// 3×3 max pool, stride 2, no padding: the pool-only branch of a grid reduction.
+    Max,
+}
+
+/// One branch of a block: a pool, a chain of conv units, and optionally final units applied to
+/// the chain's output side by side and concatenated (Inception-C's 1×3 / 3×1 split).
+#[derive(Debug, Clone)]
+pub(crate) struct BranchSpec {
+    pub pool: BranchPool,
+    pub chain: Vec<ConvSpec>,
+    pub split: Vec<ConvSpec>,
+}
+
+/// A chain of conv units.
+pub(crate) fn convs(chain: Vec<ConvSpec>) -> BranchSpec {
+    BranchSpec { pool: BranchPool::None, chain, split: Vec::new() }
+}
+
+/// Average pool, then a chain of conv units.
+pub(crate) fn pooled(chain: Vec<ConvSpec>) -> BranchSpec {
+    BranchSpec { pool: BranchPool::Avg, chain, split: Vec::new() }
+}
+
+/// The 3×3 stride-2 max pool alone.
+pub(crate) fn max_pool() -> BranchSpec {
+    BranchSpec { pool: BranchPool::Max, chain: Vec::new(), split: Vec::new() }
+}
+
+/// A chain, then two units side by side on its output.
+pub(crate) fn split(chain: Vec<ConvSpec>, split: Vec<ConvSpec>) -> BranchSpec {
+    BranchSpec { pool: BranchPool::None, chain, split }
+}
+
+/// A built branch.
+#[derive(Debug)]
+struct Branch {
+    pool: BranchPool,
+    chain: Vec<ConvBnAct>,
+    split: Vec<ConvBnAct>,
+}
+
+impl Branch {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let xs = match self.pool {
+            BranchPool::None => xs.shallow_clone(),
+            BranchPool::Avg => xs.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None),
+            BranchPool::Max => xs.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false),
+        };
+        let ys = self.chain.iter().fold(xs, |acc, conv| conv.forward_t(&acc, train));
+        if self.split.is_empty() {
+            ys
+        } else {
+            Tensor::cat(&self.split.iter().map(|conv| conv.forward_t(&ys, train)).collect::<Vec<_>>(), 1)
+        }
+    }
+}
+
+/// Parallel branches whose outputs are concatenated along channels, in table order.
+#[derive(Debug)]
+pub(crate) struct Branches {
+    branches: Vec<Branch>,
+    /// Channels of the concatenation.
+    pub out_channels: i64,
+}
+
+impl Branches {
+    /// Builds `specs` under `p` on a `cin`-channel input.
+    pub(crate) fn new(p: &nn::Path, cin: i64, specs: &[BranchSpec]) -> Self {
+        let mut out_channels = 0;
+        let branches = specs
+            .iter()
+            .map(|spec| {
+                let mut width = cin;
+                let chain: Vec<ConvBnAct> = spec
+                    .chain
+                    .iter()
+                    .map(|&conv| {
+                        let built = conv_unit(p, width, conv);
+                        width = conv.out;
+                        built
+                    })
+                    .collect();
+                let split: Vec<ConvBnAct> = spec.split.iter().map(|&conv| conv_unit(p, width, conv)).collect();
+                if !split.is_empty() {
+                    width = spec.split.iter().map(|conv| conv.out).sum();
+                }
+                out_channels += width;
+                Branch { pool: spec.pool, chain, split }
+            })
+            .collect();
+        Branches { branches, out_channels }
+    }
+
+    pub(crate) fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        Tensor::cat(&self.branches.iter().map(|b| b.forward_t(xs, train)).collect::<Vec<_>>(), 1)
+    }
+}
+
+/// A mixed (Inception) block: its branches, concatenated.
+#[derive(Debug)]
+pub(crate) struct Mixed {
+    path: String,
+    kind: &'static str,
+    branches: Branches,
+}
+
+impl Mixed {
+    /// A block named `kind` (its reference class name, for summaries) under `p`.
+    pub(crate) fn new(p: &nn::Path, cin: i64, kind: &'static str, specs: &[BranchSpec]) -> Self {
+        Mixed { path: path_of(p), kind, branches: Branches::new(p, cin, specs) }
+    }
+
+    pub(crate) fn out_channels(&self) -> i64 {
+        self.branches.out_channels
+    }
+}
+
+impl Layer for Mixed {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        trace::layer(&self.path, || Op::Container(self.kind), xs, |xs| self.branches.forward_t(xs, train))
+    }
+}
+
+/// A linear layer without bias (`nn.Linear(bias=False)`), which [`Linear`] does not build.
+#[derive(Debug)]
+pub(crate) struct LinearNoBias {
+    path: String,
+    weight: Tensor,
+}
+
+impl LinearNoBias {
+    /// PyTorch's default init (uniform in ±1/sqrt(in)).
+    pub(crate) fn new(p: &nn::Path, in_features: i64, out_features: i64) -> Self {
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let weight = p.var("weight", &[out_features, in_features], nn::Init::Uniform { lo: -bound, up: bound });
+        LinearNoBias { path: path_of(p), weight }
+    }
+}
+
+impl Layer for LinearNoBias {
+    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+        let s = self.weight.size();
+        let op = || Op::Linear { in_features: s[1], out_features: s[0], bias: false };
+        trace::layer(&self.path, op, xs, |xs| xs.linear::<Tensor>(&self.weight, None))
+    }
+}
+
+/// Where the head's parts live and what it does by default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HeadSpec {
+    /// Path of the global average pool (parameter-free; names it in summaries and taps).
+    pub pool: &'static str,
+    /// Dropout before the classifier when [`BuildConfig::drop_rate`] does not say.
+    pub drop_rate: f64,
+    /// Path of the classifier (`last_linear`, `classif`, `output.fc2`).
+    pub fc: &'static str,
+}
+
+/// The Inception line's classifier: a body of layers run in order, then global average pooling,
+/// dropout (train mode only), optional hidden layers (`hidden`, e.g. Inception-ResNet v1's
+/// bias-free FC and batch norm) and the linear classifier.
+#[derive(Debug)]
+pub struct InceptionNet {
+    body: Vec<Box<dyn Layer>>,
+    pool: AdaptiveAvgPool2d,
+    drop_rate: f64,
+    hidden: Vec<Box<dyn Layer>>,
+    fc_path: &'static str,
+    fc: Option<Linear>,
+    num_features: i64,
+    info: Vec<FeatureInfo>,
+}
+
+impl InceptionNet {
+    /// Assembles a network whose body ends in `info`'s last stage and whose pre-logits features
+    /// are `num_features` wide (the body's width, or the hidden layers' output).
+    pub(crate) fn new(
+        p: &nn::Path,
+        build: &BuildConfig,
+        body: Vec<Box<dyn Layer>>,
+        hidden: Vec<Box<dyn Layer>>,
+        num_features: i64,
+        head: HeadSpec,
+        info: Vec<FeatureInfo>,
+    ) -> Self {
+        InceptionNet {
+            body,
+            pool: AdaptiveAvgPool2d::new(&at(p, head.pool), 1),
+            drop_rate: build.drop_rate.unwrap_or(head.drop_rate),
+            hidden,
+            fc_path: head.fc,
+            fc: (build.num_classes > 0).then(|| Linear::new(&at(p, head.fc), num_features, build.num_classes)),
+            num_features,
+            info,
+        }
+    }
+}
+
+impl Classifier for InceptionNet {
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut it = self.body.iter();
+        let Some(first) = it.next() else { return xs.shallow_clone() };
+        it.fold(first.forward_t(xs, train), |acc, l| l.forward_t(&acc, train))
+    }
+
+    fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
+        let xs = self.pool.forward_t(xs, train).flatten(1, -1);
+        let xs = if train && self.drop_rate > 0.0 { xs.dropout(self.drop_rate, true) } else { xs };
+        let xs = self.hidden.iter().fold(xs, |acc, l| l.forward_t(&acc, train));
+        let xs = trace::point("pre_logits", xs);
+        match (&self.fc, pre_logits) {
+            (Some(fc), false) => fc.forward_t(&xs, train),
+            _ => xs,
+        }
+    }
+
+    fn num_features(&self) -> i64 {
+        self.num_features
+    }
+
+    fn num_classes(&self) -> i64 {
+        self.fc.as_ref().map_or(0, Linear::out_features)
+    }
+
+    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
+        self.fc = (num_classes > 0).then(|| Linear::new(&at(root, self.fc_path), self.num_features, num_classes));
+    }
+
+    fn classifier_prefixes(&self) -> Vec<String> {
+        vec![format!("{}.", self.fc_path)]
+    }
+
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        self.info.clone()
+    }
+}
+
+/// The blocks of Inception v4 (timm's class names), as branch tables in concatenation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// Stem: 3×3/2 max pool beside a 3×3/2 convolution (147 → 73).
+    Mixed3a,
+    /// Stem: two unpadded 3×3 branches, one factorised 7×7 (73 → 71).
+    Mixed4a,
+    /// Stem: 3×3/2 convolution beside a 3×3/2 max pool (71 → 35).
+    Mixed5a,
+    /// Inception-A (35×35, 384 channels).
+    InceptionA,
+    /// Reduction-A (35 → 17): k=192, l=224, m=256, n=384 of the paper's Table 1.
+    ReductionA,
+    /// Inception-B (17×17, 1024 channels).
+    InceptionB,
+    /// Reduction-B (17 → 8).
+    ReductionB,
+    /// Inception-C (8×8, 1536 channels).
+    InceptionC,
+}
+
+impl Block {
+    fn name(self) -> &'static str {
+        match self {
+            Block::Mixed3a => "Mixed3a",
+            Block::Mixed4a => "Mixed4a",
+            Block::Mixed5a => "Mixed5a",
+            Block::InceptionA => "InceptionA",
+            Block::ReductionA => "ReductionA",
+            Block::InceptionB => "InceptionB",
+            Block::ReductionB => "ReductionB",
+            Block::InceptionC => "InceptionC",
+        }
+    }
+
+    fn branches(self) -> Vec<BranchSpec> {
+        match self {
+            Block::Mixed3a => vec![max_pool(), convs(vec![valid("conv", 96, 3, 2)])],
+            Block::Mixed4a => vec![
+                convs(vec![same("branch0.0", 64, 1, 1), valid("branch0.1", 96, 3, 1)]),
+                convs(vec![
+                    same("branch1.0", 64, 1, 1),
+                    same("branch1.1", 64, 1, 7),
+                    same("branch1.2", 64, 7, 1),
+                    valid("branch1.3", 96, 3, 1),
+                ]),
+            ],
+            Block::Mixed5a => vec![convs(vec![valid("conv", 192, 3, 2)]), max_pool()],
+            Block::InceptionA => vec![
+                convs(vec![same("branch0", 96, 1, 1)]),
+                convs(vec![same("branch1.0", 64, 1, 1), same("branch1.1", 96, 3, 3)]),
+                convs(vec![same("branch2.0", 64, 1, 1), same("branch2.1", 96, 3, 3), same("branch2.2", 96, 3, 3)]),
+                pooled(vec![same("branch3.1", 96, 1, 1)]),
+            ],
+            Block::ReductionA => vec![
+                convs(vec![valid("branch0", 384, 3, 2)]),
+                convs(vec![same("branch1.0", 192, 1, 1), same("branch1.1", 224, 3, 3), valid("branch1.2", 256, 3, 2)]),
+                max_pool(),
+            ],
+            Block::InceptionB => vec![
+                convs(vec![same("branch0", 384, 1, 1)]),
+                convs(vec![same("branch1.0", 192, 1, 1), same("branch1.1", 224, 1, 7), same("branch1.2", 256, 7, 1)]),
+                convs(vec![
+                    same("branch2.0", 192, 1, 1),
+                    same("branch2.1", 192, 7, 1),
+                    same("branch2.2", 224, 1, 7),
+                    same("branch2.3", 224, 7, 1),
+                    same("branch2.4", 256, 1, 7),
+                ]),
+                pooled(vec![same("branch3.1", 128, 1, 1)]),
+            ],
+            Block::ReductionB => vec![
+                convs(vec![same("branch0.0", 192, 1, 1), valid("branch0.1", 192, 3, 2)]),
+                convs(vec![
+                    same("branch1.0", 256, 1, 1),
+                    same("branch1.1", 256, 1, 7),
+                    same("branch1.2", 320, 7, 1),
+                    valid("branch1.3", 320, 3, 2),
+                ]),
+                max_pool(),
+            ],
+            Block::InceptionC => vec![
+                convs(vec![same("branch0", 256, 1, 1)]),
+                split(
+                    vec![same("branch1_0", 384, 1, 1)],
+                    vec![same("branch1_1a", 256, 1, 3), same("branch1_1b", 256, 3, 1)],
+                ),
+                split(
+                    vec![same("branch2_0", 384, 1, 1), same("branch2_1", 448, 3, 1), same("branch2_2", 512, 1, 3)],
+                    vec![same("branch2_3a", 256, 1, 3), same("branch2_3b", 256, 3, 1)],
+                ),
+                pooled(vec![same("branch3.1", 256, 1, 1)]),
+            ],
+        }
+    }
+}
+
+/// The stem's three plain convolutions (`features.0`-`features.2`).
+const STEM: [ConvSpec; 3] = [valid("0", 32, 3, 2), valid("1", 32, 3, 1), same("2", 64, 3, 3)];
+
+/// The blocks after the stem convolutions and how many times each repeats (the paper's Figure 9).
+pub const BLOCKS: [(Block, usize); 8] = [
+    (Block::Mixed3a, 1),
+    (Block::Mixed4a, 1),
+    (Block::Mixed5a, 1),
+    (Block::InceptionA, 4),
+    (Block::ReductionA, 1),
+    (Block::InceptionB, 7),
+    (Block::ReductionB, 1),
+    (Block::InceptionC, 3),
+];
+
+/// Width of the last block, the classifier's input.
+const NUM_FEATURES: i64 = 1536;
+
+/// Inception v4 on timm's layout.
+pub fn inception_v4(p: &nn::Path, build: &BuildConfig) -> InceptionNet {
+    let fp = p / "features";
+    let mut features = Sequential::new(&fp);
+    let mut width = 3;
+    for spec in STEM {
+        features.push(conv_unit(&fp, width, spec));
+        width = spec.out;
+    }
+    for (block, count) in BLOCKS {
+        for _ in 0..count {
+            let mixed = Mixed::new(&(&fp / features.len()), width, block.name(), &block.branches());
+            width = mixed.out_channels();
+            features.push(mixed);
+        }
+    }
+    debug_assert_eq!((features.len(), width), (22, NUM_FEATURES));
+    // timm's feature_info: the last module at each stride.
+    let info = vec![
+        FeatureInfo::new("features.2", 64, 2),
+        FeatureInfo::new("features.3", 160, 4),
+        FeatureInfo::new("features.9", 384, 8),
+        FeatureInfo::new("features.17", 1024, 16),
+        FeatureInfo::new("features.21", NUM_FEATURES, 32),
+    ];
+    let head = HeadSpec { pool: "global_pool", drop_rate: 0.0, fc: "last_linear" };
+    InceptionNet::new(p, build, vec![Box::new(features)], Vec::new(), NUM_FEATURES, head, info)
+}
+
+/// The registry's builder.
+pub fn build(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
+    Box::new(inception_v4(p, b))
+}

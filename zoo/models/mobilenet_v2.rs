@@ -1,0 +1,189 @@
+//! MobileNet v2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks",
+//! CVPR 2018): inverted residual blocks (1×1 expansion, 3×3 depthwise, linear 1×1 projection)
+//! with ReLU6, and a width multiplier that scales every layer.
+//!
+//! Layout and variable paths follow torchvision's `mobilenetv2.py` (`features.N.conv.M`, the
+//! `Conv2dNormActivation` units as `features.N.conv.M.0`/`.1`, `classifier.1`), so torchvision's
+//! checkpoints load unchanged. Channel counts are rounded with torchvision's `_make_divisible`.
+use super::{BuildConfig, Classifier, FeatureInfo};
+use crate::nn::trace::{self, Op};
+use crate::nn::{no_bias, path_of, Act, BatchNorm2d, Conv2d, ConvBnAct, Dropout, Layer, Linear, Sequential};
+use tch::{nn, Tensor};
+
+/// The paper's Table 2: expansion `t`, output channels `c`, repeats `n`, first stride `s`.
+#[rustfmt::skip]
+pub const INVERTED_RESIDUAL_SETTING: &[[i64; 4]] = &[
+    // t,   c, n, s
+    [1,  16, 1, 1],
+    [6,  24, 2, 2],
+    [6,  32, 3, 2],
+    [6,  64, 4, 2],
+    [6,  96, 3, 1],
+    [6, 160, 3, 2],
+    [6, 320, 1, 1],
+];
+
+/// torchvision's (and TF slim's) `_make_divisible`: `v` rounded to the nearest multiple of
+/// `divisor`, at least `divisor`, and never more than 10% below `v`.
+pub fn make_divisible(v: f64, divisor: i64) -> i64 {
+    let d = divisor as f64;
+    let mut new_v = (((v + d / 2.0) as i64) / divisor * divisor).max(divisor);
+    if (new_v as f64) < 0.9 * v {
+        new_v += divisor;
+    }
+    new_v
+}
+
+/// One MobileNet v2: the block table, the width multiplier and the classifier's dropout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MobileNetV2Config {
+    /// Rows `[t, c, n, s]` of the paper's Table 2.
+    pub setting: &'static [[i64; 4]],
+    /// Width multiplier (1.0 is the paper's and torchvision's model; 0.35 ... 1.4 in the paper).
+    pub width_mult: f64,
+    /// Channels are rounded to a multiple of this (torchvision's `round_nearest`).
+    pub round_nearest: i64,
+    /// Dropout before the classifier (0.2), unless the build config overrides it.
+    pub dropout: f64,
+}
+
+impl MobileNetV2Config {
+    /// The paper's network at width `width_mult`.
+    pub const fn new(width_mult: f64) -> Self {
+        MobileNetV2Config { setting: INVERTED_RESIDUAL_SETTING, width_mult, round_nearest: 8, dropout: 0.2 }
+    }
+}
+
+/// The inverted residual block (`features.N`): `conv` holds [expand 1×1,] depthwise 3×3, then
+/// the linear projection 1×1 and its batch norm; the input is added back when shapes agree.
+#[derive(Debug)]
+struct InvertedResidual {
+    path: String,
+    conv: Sequential,
+    use_res_connect: bool,
+}
+
+impl InvertedResidual {
+    fn new(p: &nn::Path, inp: i64, oup: i64, stride: i64, expand_ratio: i64) -> Self {
+        let hidden = inp * expand_ratio;
+        let cp = p / "conv";
+        let mut conv = Sequential::new(&cp);
+        let mut idx = 0;
+        let mut next = || {
+            idx += 1;
+            &cp / (idx - 1)
+        };
+        if expand_ratio != 1 {
+            conv.push(ConvBnAct::new(&next(), "0", "1", inp, hidden, 1, no_bias(), 1e-5, Act::Relu6));
+        }
+        let dw = no_bias().stride(stride).padding(1).groups(hidden);
+        conv.push(ConvBnAct::new(&next(), "0", "1", hidden, hidden, 3, dw, 1e-5, Act::Relu6));
+        conv.push(Conv2d::new(&next(), hidden, oup, 1, no_bias()));
+        conv.push(BatchNorm2d::new(&next(), oup));
+        InvertedResidual { path: path_of(p), conv, use_res_connect: stride == 1 && inp == oup }
+    }
+}
+
+impl Layer for InvertedResidual {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        trace::layer(
+            &self.path,
+            || Op::Container("InvertedResidual"),
+            xs,
+            |xs| {
+                let ys = self.conv.forward_t(xs, train);
+                if self.use_res_connect {
+                    ys + xs
+                } else {
+                    ys
+                }
+            },
+        )
+    }
+}
+
+/// MobileNet v2 at any width.
+#[derive(Debug)]
+pub struct MobileNetV2 {
+    features: Sequential,
+    dropout: Dropout,
+    classifier: Option<Linear>,
+    num_features: i64,
+    stages: Vec<FeatureInfo>,
+}
+
+impl MobileNetV2 {
+    /// Builds the network under `p` with torchvision's paths.
+    pub fn new(p: &nn::Path, cfg: &MobileNetV2Config, build: &BuildConfig) -> Self {
+        let fp = p / "features";
+        let mut features = Sequential::new(&fp);
+        let mut input_channel = make_divisible(32.0 * cfg.width_mult, cfg.round_nearest);
+        let last_channel = make_divisible(1280.0 * cfg.width_mult.max(1.0), cfg.round_nearest);
+        let stem = no_bias().stride(2).padding(1);
+        features.push(ConvBnAct::new(&(&fp / 0), "0", "1", 3, input_channel, 3, stem, 1e-5, Act::Relu6));
+        let mut reduction = 2;
+        let mut stages = vec![FeatureInfo::new("features.0", input_channel, reduction)];
+        for &[t, c, n, s] in cfg.setting {
+            let output_channel = make_divisible(c as f64 * cfg.width_mult, cfg.round_nearest);
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                let idx = features.len();
+                features.push(InvertedResidual::new(&(&fp / idx), input_channel, output_channel, stride, t));
+                input_channel = output_channel;
+            }
+            reduction *= s;
+            // A stage ends where the next one changes width or stride; one entry per table row.
+            stages.push(FeatureInfo::new(format!("features.{}", features.len() - 1), output_channel, reduction));
+        }
+        let head_idx = features.len();
+        let head =
+            ConvBnAct::new(&(&fp / head_idx), "0", "1", input_channel, last_channel, 1, no_bias(), 1e-5, Act::Relu6);
+        features.push(head);
+        stages.push(FeatureInfo::new(format!("features.{head_idx}"), last_channel, reduction));
+        let cp = p / "classifier";
+        MobileNetV2 {
+            features,
+            dropout: Dropout::new(&(&cp / 0), build.drop_rate.unwrap_or(cfg.dropout)),
+            classifier: (build.num_classes > 0).then(|| Linear::new(&(&cp / 1), last_channel, build.num_classes)),
+            num_features: last_channel,
+            stages,
+        }
+    }
+}
+
+impl Classifier for MobileNetV2 {
+    fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.features.forward_t(xs, train)
+    }
+
+    /// Global average pooling, then `classifier` (Dropout, Linear). `pre_logits` is the pooled
+    /// features, before the dropout.
+    fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
+        let xs = trace::point("pre_logits", xs.mean_dim(&[-2i64, -1][..], false, None));
+        match (&self.classifier, pre_logits) {
+            (Some(fc), false) => fc.forward_t(&self.dropout.forward_t(&xs, train), train),
+            _ => xs,
+        }
+    }
+
+    fn num_features(&self) -> i64 {
+        self.num_features
+    }
+
+    fn num_classes(&self) -> i64 {
+        self.classifier.as_ref().map_or(0, Linear::out_features)
+    }
+
+    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
+        let path = root / "classifier" / 1;
+        self.classifier = (num_classes > 0).then(|| Linear::new(&path, self.num_features, num_classes));
+    }
+
+    fn classifier_prefixes(&self) -> Vec<String> {
+        vec!["classifier.1.".into()]
+    }
+
+    fn feature_info(&self) -> Vec<FeatureInfo> {
+        self.stages.clone()
+    }
+}
