@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use zoo::models::Model;
 
 fn zoo_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_zoo"))
@@ -275,4 +276,62 @@ fn features_file_and_index_for_real_photos() {
             assert_eq!((bytes.len() - 128) % 4, 0);
         }
     }
+}
+
+/// Peak resident memory of a child process, sampled from /proc until it exits.
+fn peak_rss_kib(mut child: std::process::Child) -> (u64, std::process::ExitStatus) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path) {
+            if let Some(v) = s.lines().find(|l| l.starts_with("VmHWM:")) {
+                peak = peak.max(v.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0));
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (peak, status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn memory_is_bounded_by_the_batch_not_the_number_of_files() {
+    let dir = common::fixtures("classify").join("many");
+    // A LeNet-5 checkpoint of our own (random weights; the values do not matter here).
+    let weights = dir.join("lenet5.safetensors");
+    let small = dir.join("small");
+    let large = dir.join("large");
+    if !large.join("done").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        for (folder, n) in [(&small, 200), (&large, 4000)] {
+            std::fs::create_dir_all(folder).unwrap();
+            for i in 0..n {
+                let v = (i % 251) as u8;
+                image::GrayImage::from_fn(28, 28, |x, y| image::Luma([v ^ (x * 9 + y) as u8]))
+                    .save(folder.join(format!("{i:05}.png")))
+                    .unwrap();
+            }
+        }
+        std::fs::write(large.join("done"), b"").unwrap();
+    }
+    let model =
+        Model::new("lenet5", zoo::models::BuildConfig { num_classes: 10, drop_rate: None }, tch::Device::Cpu).unwrap();
+    let vars: Vec<(String, tch::Tensor)> = model.vs.variables().into_iter().collect();
+    zoo::checkpoint::write_safetensors(&weights, &vars, None).unwrap();
+    let run = |folder: &Path| {
+        let child = Command::new(zoo_bin())
+            .args(["classify", "lenet5", "--weights", weights.to_str().unwrap(), folder.to_str().unwrap()])
+            .args(["--format", "jsonl", "--batch-size", "64", "--device", "cpu", "--output", "/dev/null"])
+            .env("ZOO_HOME", zoo_home())
+            .spawn()
+            .unwrap();
+        let (peak, status) = peak_rss_kib(child);
+        assert!(status.success());
+        peak
+    };
+    let (few, many) = (run(&small), run(&large));
+    eprintln!("peak RSS: {few} KiB for 200 files, {many} KiB for 4000 files");
+    // 20x the files may cost the list of paths and allocator noise, not 20x the images.
+    assert!(many < few + 48 * 1024, "peak memory grew with the file count: {few} KiB -> {many} KiB");
 }

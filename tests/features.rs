@@ -6,7 +6,9 @@ use zoo::commands::features::{extract, Pool};
 use zoo::models::{BuildConfig, Model};
 
 /// (reference name, zoo architecture, [(torchvision node, zoo layer)]).
-const CASES: &[(&str, &str, &[(&str, &str)])] = &[
+type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const CASES: &[Case] = &[
     (
         "vgg16_features",
         "vgg16",

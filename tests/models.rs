@@ -181,3 +181,31 @@ fn paper_map_sizes() {
     // LeNet-5 at 32: C1 28, S2 14, C3 10, S4 5.
     assert_eq!(sizes("lenet5", &["features.0", "features.2", "features.3", "features.5"]), [28, 14, 10, 5]);
 }
+
+#[test]
+fn every_weights_entry_names_a_registered_architecture_with_its_class_count() {
+    let manifest = zoo::weights::manifest().unwrap();
+    assert!(manifest.entries.len() >= 60);
+    for e in &manifest.entries {
+        let arch = e.name.split_once('.').map_or(e.name.as_str(), |(a, _)| a);
+        let spec = zoo::models::find(arch).unwrap_or_else(|err| panic!("{}: {err}", e.name));
+        assert_eq!(spec.input_size[0], e.preprocess.channels as i64, "{}: channels", e.name);
+        assert!(e.preprocess.crop[0] as i64 >= spec.min_input, "{}: crop below the model's minimum", e.name);
+    }
+    // Every architecture with public weights has exactly one default entry.
+    for arch in manifest.architectures() {
+        let defaults = manifest.entries_for(arch).iter().filter(|e| e.default).count();
+        assert_eq!(defaults, 1, "{arch}: {defaults} default entries");
+    }
+}
+
+#[test]
+fn bninception_refuses_sides_its_pools_cannot_take_before_running() {
+    use zoo::models::bninception::side_fits;
+    // Sides 223..=230 (31..38 modulo 32) go through; 299 and 231 do not.
+    assert!((223..=230).all(side_fits) && side_fits(256) && side_fits(100));
+    assert!(!side_fits(299) && !side_fits(231) && !side_fits(240));
+    let model = build("bninception", 1000);
+    let err = model.predict(&input(model.spec, 299)).unwrap_err().to_string();
+    assert!(err.contains("299x299") && err.contains("modulo 32"), "{err}");
+}

@@ -136,8 +136,8 @@ fn cadene_inceptionresnetv2_through_key_rules() {
 }
 
 /// BN-Inception's ceil-mode pools fit its stride-2 convolutions on some sizes only (as in Caffe's
-/// and Cadene's models): 299 stops with a message naming the module and the sizes that work, and
-/// the sizes around the default go through.
+/// and Cadene's models): 299 is refused before running, with the sizes that work, and the sizes
+/// around the default go through.
 #[test]
 fn bninception_names_the_input_sizes_it_accepts() {
     let _g = tch::no_grad_guard();
@@ -146,7 +146,12 @@ fn bninception_names_the_input_sizes_it_accepts() {
     for side in [31, 223, 224, 230] {
         assert_eq!(model.predict(&x(side)).unwrap().size(), [1, 1000], "side {side}");
     }
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.predict(&x(299)))).unwrap_err();
+    let msg = model.predict(&x(299)).unwrap_err().to_string();
+    assert!(msg.contains("299x299") && msg.contains("31 to 38 modulo 32"), "{msg}");
+    // Past the registry's check (a caller running the network directly), the module still
+    // stops with its own name rather than a libtorch error.
+    let err =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.net.forward_t(&x(299), false))).unwrap_err();
     let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("inception_3c_output") && msg.contains("31-38 modulo 32"), "{msg}");
 }

@@ -161,3 +161,22 @@ fn memory_sits_early_and_parameters_late_in_vgg16() {
     );
     assert!(late_params * 10 > s.params * 9);
 }
+
+#[test]
+fn compare_sorts_and_plots_accuracy_against_cost() {
+    use zoo::commands::summary::{compare, plot, SortBy};
+    let names: Vec<String> = ["resnet50", "mobilenet_v2", "alexnet"].iter().map(|s| s.to_string()).collect();
+    let rows = compare(&names, None, SortBy::Macs).unwrap();
+    let order: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
+    assert_eq!(order, ["mobilenet_v2", "alexnet", "resnet50"]);
+    // Top-1 of each default weights entry, as the manifest publishes it (torchvision's V2 where
+    // there is one).
+    assert_eq!(rows[2].top1, Some(80.858));
+    let png = common::fixtures("summary").join("cost.png");
+    let _ = std::fs::remove_file(&png);
+    plot(&rows, &png).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (1000, 700));
+}

@@ -70,6 +70,38 @@ def randomise_bn(model, gen):
                 m.bias.data.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
 
 
+def calibrate(model, shape):
+    """Sets every batch norm's running statistics to the mean and variance of its real input on
+    a batch of noise (weights and biases stay randomised). Random statistics that do not match
+    the activations make deep networks' signal explode or die out, until the logits of two
+    different inputs agree and parity would hardly test the convolutions."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    gen = torch.Generator().manual_seed(2)
+    calib = torch.randn((8,) + tuple(shape[1:]), generator=gen)
+    model.eval()
+    saved = []
+    for bn in bns:
+        saved.append(bn.momentum)
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average: one batch gives exactly its statistics
+        bn.train()
+    with torch.no_grad():
+        model(calib)
+    for bn, momentum in zip(bns, saved):
+        bn.momentum = momentum
+    model.eval()
+
+
+def check_informative(name, logits):
+    """A reference whose outputs barely depend on the input proves nothing: refuse it."""
+    spread = (logits[0] - logits[1]).abs().max().item()
+    scale = logits.abs().max().item()
+    if not spread > 1e-3 * max(scale, 1e-6):
+        raise SystemExit(f"{name}: reference logits hardly depend on the input ({spread:.2e} vs {scale:.2e})")
+
+
 def export(out_dir, name, ref, stamp):
     d = os.path.join(out_dir, name)
     done = os.path.join(d, "DONE")
@@ -81,11 +113,13 @@ def export(out_dir, name, ref, stamp):
     model = ref.build()
     with torch.no_grad():
         randomise_bn(model, gen)
-    model.eval()
     x = torch.randn(2, ref.channels, ref.size, ref.size, generator=gen)
+    calibrate(model, x.shape)
+    model.eval()
     out = {"input": x}
     with torch.no_grad():
         out["logits"] = model(x)
+    check_informative(name, out["logits"])
     out["params"] = torch.tensor(sum(p.numel() for p in model.parameters()), dtype=torch.int64)
     if ref.extra is not None:
         out.update(ref.extra(model, x))

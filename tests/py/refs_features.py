@@ -5,6 +5,7 @@ Each extra output is named `node:<torchvision node>`; the Rust test maps it to t
 import os
 import sys
 
+import torch
 import torchvision
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -23,8 +24,9 @@ NODES = {
 
 def extractor(nodes):
     def extra(model, x):
-        fx = create_feature_extractor(model, return_nodes=nodes)
-        return {f"node:{k}": v for k, v in fx(x).items()}
+        fx = create_feature_extractor(model, return_nodes=nodes).eval()  # dropout off, as zoo's eval
+        with torch.no_grad():
+            return {f"node:{k}": v for k, v in fx(x).items()}
 
     return extra
 

@@ -171,6 +171,16 @@ impl Layer for Module {
     }
 }
 
+/// What the registry tells a user whose input side [`side_fits`] refuses.
+pub const SIDE_RULE: &str = "its ceil-mode pools fit the stride-2 convolutions beside them only when the side is \
+     31 to 38 modulo 32 (e.g. 224 or 256)";
+
+/// Whether an input side goes through every Inception module (both branches of each
+/// stride-2 module come out the same size).
+pub fn side_fits(side: i64) -> bool {
+    (side - 31).rem_euclid(32) <= 7
+}
+
 /// BN-Inception on Cadene's layout.
 pub fn bninception(p: &nn::Path, build: &BuildConfig) -> InceptionNet {
     let mut body: Vec<Box<dyn Layer>> = vec![

@@ -158,6 +158,11 @@ impl Model {
                 self.spec.input_size[2]
             );
         }
+        if let Some((fits, why)) = self.spec.side_rule {
+            if !fits(size[2]) || !fits(size[3]) {
+                bail!("{} cannot take a {}x{} input: {why}", self.spec.name, size[2], size[3]);
+            }
+        }
         Ok(())
     }
 

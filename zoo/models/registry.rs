@@ -24,7 +24,13 @@ pub struct ModelSpec {
     pub num_classes: i64,
     /// Builds the network under a var-store path.
     pub build: fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>,
+    /// Which input sides (at or above `min_input`) the network accepts, and what to say
+    /// otherwise; almost every network accepts any.
+    pub side_rule: Option<SideRule>,
 }
+
+/// A test of one input side, and the explanation for a side it refuses.
+pub type SideRule = (fn(i64) -> bool, &'static str);
 
 impl std::fmt::Debug for ModelSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,7 +82,7 @@ const fn row(
     min_input: i64,
     build: fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>,
 ) -> ModelSpec {
-    ModelSpec { name, family, paper, input_size: [3, size, size], min_input, num_classes: 1000, build }
+    ModelSpec { name, family, paper, input_size: [3, size, size], min_input, num_classes: 1000, build, side_rule: None }
 }
 
 fn resnet(p: &nn::Path, b: &BuildConfig, cfg: ResNetConfig) -> Box<dyn Classifier> {
@@ -153,7 +159,9 @@ fn table() -> Vec<ModelSpec> {
         row("shufflenet_v2_x1_5", "ShuffleNet v2", SHUFFLENET_V2, 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X1_5)),
         row("shufflenet_v2_x2_0", "ShuffleNet v2", SHUFFLENET_V2, 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X2_0)),
         // -- beyond torchvision --
-        row("bninception", "BN-Inception", BN_INCEPTION, 224, 31, super::bninception::build),
+        row("zfnet_pytorchcv", "ZFNet", ZFNET, 224, 47, |p, b| Box::new(ClassicNet::new(p, &zfnet::spec_pytorchcv(), b))),
+        row("mobilenet_v1_relu", "MobileNet v1", MOBILENET_V1, 224, 1, |p, b| super::mobilenet_v1::build_relu(p, b, 1.0)),
+        ModelSpec { side_rule: Some((super::bninception::side_fits, super::bninception::SIDE_RULE)), ..row("bninception", "BN-Inception", BN_INCEPTION, 224, 31, super::bninception::build) },
         row("inception_v4", "Inception v4", INCEPTION_V4, 299, 75, super::inception_v4::build),
         row("inception_resnet_v1", "Inception-ResNet", INCEPTION_V4, 299, 75, super::inception_resnet::build_v1),
         row("inception_resnet_v2", "Inception-ResNet", INCEPTION_V4, 299, 75, super::inception_resnet::build_v2),

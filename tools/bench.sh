@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# `make bench`: zoo against PyTorch side by side (tools/bench.py); writes BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/python tools/bench.py "$PWD/target/release/zoo" build/bench "${BENCH_THREADS:-2}"

@@ -1,0 +1,70 @@
+"""GPU check, Python side: agreement of zoo's CUDA / half / bf16 results with its CPU result,
+and PyTorch eager throughput on the same card for the same model and weights file.
+
+Usage: gpu_compare.py OUT_DIR LITE0_CHECKPOINT
+"""
+import json
+import sys
+import time
+
+import torch
+
+
+def load(path):
+    return {r["path"]: r for r in map(json.loads, open(path))}
+
+
+def main():
+    out, ckpt = sys.argv[1], sys.argv[2]
+    cpu = load(f"{out}/cpu.jsonl")
+    for mode in ["cuda", "half", "bf16"]:
+        try:
+            other = load(f"{out}/{mode}.jsonl")
+        except (OSError, ValueError) as e:
+            print(f"{mode}: no result ({e})")
+            continue
+        same_top1 = sum(other[p]["top"][0]["index"] == r["top"][0]["index"] for p, r in cpu.items())
+        diff = max(abs(a["prob"] - b["prob"]) for p, r in cpu.items() for a, b in zip(r["top"], other[p]["top"])
+                   if a["index"] == b["index"])
+        print(f"{mode} vs cpu: top-1 equal on {same_top1}/{len(cpu)} photos, max |prob diff| {diff:.2e}")
+    from efficientnet_lite_pytorch import EfficientNet
+    m = EfficientNet.from_name("efficientnet-lite0")
+    m.load_state_dict(torch.load(ckpt, map_location="cpu"))
+    m = m.cuda().eval()
+    for dtype in [torch.float32, torch.float16]:
+        mm = m.to(dtype)
+        x = torch.randn(64, 3, 224, 224, device="cuda", dtype=dtype)
+        with torch.no_grad():
+            for _ in range(3):
+                mm(x)
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(20):
+                t = time.perf_counter()
+                mm(x)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+        t = sorted(times)[10]
+        print(f'{{"bench": "pytorch forward", "model": "efficientnet_lite0", "batch": 64, "dtype": "{dtype}", "seconds": {t}}}')
+    try:
+        import torchvision
+
+        r = torchvision.models.resnet50(weights=None).cuda().eval()
+        x = torch.randn(64, 3, 224, 224, device="cuda")
+        with torch.no_grad():
+            for _ in range(3):
+                r(x)
+            torch.cuda.synchronize()
+            times = []
+            for _ in range(20):
+                t = time.perf_counter()
+                r(x)
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+        print(f'{{"bench": "pytorch forward", "model": "resnet50", "batch": 64, "dtype": "float32", "seconds": {sorted(times)[10]}}}')
+    except ImportError:
+        print("torchvision is not installed on this machine: resnet50 PyTorch figure skipped")
+
+
+if __name__ == "__main__":
+    main()
