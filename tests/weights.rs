@@ -139,10 +139,11 @@ const ARCHITECTURES: &[&str] = &[
     "xception",
     "bninception",
     "mobilenet_v1",
+    "mobilenet_v1_relu",
     "shufflenet_v1_g1_x1_0",
     "shufflenet_v1_g3_x1_0",
     "shufflenet_v1_g8_x1_0",
-    "zfnet",
+    "zfnet_pytorchcv",
 ];
 
 #[test]
@@ -284,7 +285,7 @@ fn other_sources_carry_their_conventions() {
         assert_eq!(e.digest_kind, DigestKind::NonePublished, "{}", e.name);
         assert!(e.file_name().starts_with(&e.name), "timm's model.safetensors gets a unique cache name");
     }
-    let zf = m.resolve("zfnet").unwrap();
+    let zf = m.resolve("zfnet_pytorchcv").unwrap();
     let map = |k: &str| {
         zf.key_rules.iter().fold(k.to_string(), |k, r| match r {
             KeyRule::Rename { pattern, replace } => {
@@ -295,7 +296,7 @@ fn other_sources_carry_their_conventions() {
     };
     assert_eq!(map("features.stage1.unit1.conv.weight"), "features.0.weight");
     assert_eq!(map("features.stage3.unit3.conv.bias"), "features.12.bias");
-    assert_eq!(map("output.fc2.fc.weight"), "classifier.4.weight");
+    assert_eq!(map("output.fc2.fc.weight"), "classifier.3.weight");
     assert_eq!(map("output.fc3.bias"), "classifier.6.bias");
 }
 

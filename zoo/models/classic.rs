@@ -21,6 +21,9 @@ pub enum L {
     Lrn(i64, f64, f64, f64),
     /// Max pooling: kernel, stride, padding.
     MaxPool(i64, i64, i64),
+    /// Max pooling that rounds its output size up (PyTorch's `ceil_mode=True`, Caffe's rule):
+    /// kernel, stride, padding. The last window may overhang the input.
+    MaxPoolCeil(i64, i64, i64),
 }
 
 /// Where the classifier's dropout layers sit relative to each hidden linear layer.
@@ -84,8 +87,9 @@ impl ClassicNet {
                 L::Lrn(size, alpha, beta, k) => {
                     features.push(LocalResponseNorm::new(&lp, size, alpha, beta, k));
                 }
-                L::MaxPool(k, s, pad) => {
-                    features.push(Pool2d::max(&lp, k, s).padding(pad));
+                L::MaxPool(k, s, pad) | L::MaxPoolCeil(k, s, pad) => {
+                    let ceil = matches!(l, L::MaxPoolCeil(..));
+                    features.push(Pool2d::max(&lp, k, s).padding(pad).ceil_mode(ceil));
                     reduction *= s;
                     stages.push(FeatureInfo::new(path_of(&lp), c, reduction));
                 }

@@ -193,6 +193,12 @@ pub fn build(p: &nn::Path, b: &BuildConfig, width_mult: f64) -> Box<dyn Classifi
     Box::new(MobileNetV1::new(p, &MobileNetV1Config::new(width_mult), b))
 }
 
+/// Builds MobileNet v1 at width `width_mult` with the paper's plain ReLU, as pytorchcv's
+/// `mobilenet_w*` (registry builder of `mobilenet_v1_relu`).
+pub fn build_relu(p: &nn::Path, b: &BuildConfig, width_mult: f64) -> Box<dyn Classifier> {
+    Box::new(MobileNetV1::new(p, &MobileNetV1Config::new(width_mult).with_relu(), b))
+}
+
 /// Key rules mapping pytorchcv's `mobilenet_w*` files onto this layout: `features.init_block.
 /// {conv,bn}` to `conv_stem`/`bn1`, `features.stageS.unitU.{dw_conv,pw_conv}.{conv,bn}` (counted
 /// from 1) to `blocks.S-1.U-1.{conv_dw,bn1,conv_pw,bn2}`, `output` to `classifier`. pytorchcv's
