@@ -144,6 +144,7 @@ const ARCHITECTURES: &[&str] = &[
     "shufflenet_v1_g3_x1_0",
     "shufflenet_v1_g8_x1_0",
     "zfnet_pytorchcv",
+    "lenet5",
 ];
 
 #[test]
