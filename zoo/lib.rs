@@ -5,6 +5,7 @@
 //! - [`checkpoint`]: reading PyTorch (zip and legacy) and safetensors files without executing pickles.
 //! - [`weights`]: the manifest of public checkpoints, the verifying downloader and the cache.
 //! - [`data`]: image decoding and preprocessing, class names, data sets.
+//! - [`train`]: fine-tuning and training (data sets, augmentation, optimisers, the loop).
 //! - [`commands`]: what the `zoo` command line runs.
 pub mod checkpoint;
 pub mod commands;

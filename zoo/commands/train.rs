@@ -6,7 +6,6 @@ use crate::data::fashion_mnist;
 use crate::train::trainer::{self, Source};
 use crate::train::{dataset, AugmentConfig, EvalResult, Freeze, OptimizerKind, Schedule, TrainConfig, TrainSummary};
 use crate::weights::pretrained;
-use crate::weights::FetchOptions;
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -170,6 +169,10 @@ pub struct TrainArgs {
     /// Keep decoded images in memory when they fit in this many MiB (0: never).
     #[arg(long, default_value_t = 1024)]
     pub cache_mb: usize,
+    /// Batch-norm momentum while training [default: each layer's own, 0.1 in PyTorch ports,
+    /// 0.01 in TensorFlow ports such as EfficientNet-Lite, slow to follow a short run].
+    #[arg(long)]
+    pub bn_momentum: Option<f64>,
     /// libtorch CPU threads [default: one per core]; 1 is faster for tiny models on a busy machine.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -253,6 +256,7 @@ impl TrainArgs {
             drop_rate: self.drop_rate,
             augment,
             cache_mb: self.cache_mb,
+            bn_momentum: self.bn_momentum,
             threads: self.threads,
             resume: self.resume.is_some(),
             stop_after: self.stop_after,
@@ -304,9 +308,7 @@ pub struct EvalArgs {
 /// `zoo eval`: prints top-1/top-5 and per-class accuracy, writes the confusion matrix.
 pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     let device = crate::commands::classify::parse_device(&args.device)?;
-    let mut opts = FetchOptions::from_env();
-    opts.trust_unverified |= args.trust_unverified;
-    let loaded = pretrained::load(&args.model, args.weights.as_deref(), device, &opts)?;
+    let loaded = trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified)?;
     let data = dataset::eval_folder(&args.data, &loaded.labels)?;
     for w in &data.warnings {
         eprintln!("warning: {w}");

@@ -19,6 +19,45 @@ pub fn path_of(p: &nn::Path) -> String {
 
 thread_local! {
     static SKIP_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static FROZEN_BN: std::cell::RefCell<std::collections::HashSet<String>> = Default::default();
+    static BN_MOMENTUM: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every batch norm updating its running statistics with `momentum` instead of
+/// its own (e.g. 0.1 for TensorFlow ports whose 0.01 lags far behind the weights in a short
+/// fine-tuning run); `None` keeps each layer's.
+pub fn with_batch_norm_momentum<R>(momentum: Option<f64>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<f64>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BN_MOMENTUM.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(BN_MOMENTUM.with(|c| c.replace(momentum)));
+    f()
+}
+
+/// Runs `f` with the batch norms at `paths` (dotted paths such as `layer1.0.bn1`) in eval mode
+/// even when the network runs in train mode: they normalise with, and leave unchanged, their
+/// running statistics. Fine-tuning uses it for frozen stages (the whole network gets one `train`
+/// flag, so the exception is kept per thread for the duration of the call).
+pub fn with_frozen_batch_norms<R>(paths: &std::collections::HashSet<String>, f: impl FnOnce() -> R) -> R {
+    struct Reset(std::collections::HashSet<String>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FROZEN_BN.with(|c| *c.borrow_mut() = std::mem::take(&mut self.0));
+        }
+    }
+    let _reset = Reset(FROZEN_BN.with(|c| c.replace(paths.clone())));
+    f()
+}
+
+/// Whether the batch norm at `path` is frozen by [`with_frozen_batch_norms`] on this thread.
+fn batch_norm_frozen(path: &str) -> bool {
+    FROZEN_BN.with(|c| {
+        let set = c.borrow();
+        !set.is_empty() && set.contains(path)
+    })
 }
 
 /// Builds with every weight set to zero instead of drawn at random: for counting parameters and
@@ -203,8 +242,8 @@ impl Layer for BatchNorm2d {
                 Some(&self.bias),
                 Some(&self.running_mean),
                 Some(&self.running_var),
-                train,
-                self.momentum,
+                train && !batch_norm_frozen(&self.path),
+                BN_MOMENTUM.with(std::cell::Cell::get).unwrap_or(self.momentum),
                 self.eps,
                 true,
             )

@@ -1,0 +1,1037 @@
+//! The training loop behind `zoo finetune` and `zoo train`, and the evaluation behind `zoo eval`.
+//!
+//! Per epoch: batches are decoded and augmented in rayon workers on a producer thread, one
+//! bounded queue ahead of the forward/backward pass; then the val split is evaluated with the
+//! eval transform. Each epoch appends a row to `OUT/metrics.csv`, redraws `OUT/curves.png`, and
+//! writes `OUT/last.safetensors`, `OUT/best.safetensors` (best val top-1) and
+//! `OUT/resume.safetensors` (weights, optimiser state, epoch, step), each atomically: a crash or
+//! Ctrl-C loses at most the epoch in progress, and `--resume OUT` continues from the last
+//! finished one. Runs are reproducible: the model is seeded from `--seed`, torch's generator is
+//! re-seeded from `(seed, epoch)` at every epoch, the shuffle from `(seed, epoch)` and each
+//! sample's augmentation from `(seed, epoch, index)`, so a resumed run follows the same path as
+//! an uninterrupted one.
+use super::augment::{self, mix, AugmentConfig, Picture, Rng};
+use super::dataset::{self, DataSet, Sample};
+use super::freeze::{self, Freeze, Frozen};
+use super::optim::{GradScaler, Optimizer, OptimizerKind, Param, Schedule};
+use crate::checkpoint::{self, StateDict};
+use crate::commands::classify::{parse_device, progress_bar};
+use crate::data::image::{load_luma, load_rgb, DecodeLimits};
+use crate::data::preprocess::Preprocess;
+use crate::models::{is_buffer, BuildConfig, Model};
+use crate::weights::pretrained::{self, meta, Loaded};
+use crate::weights::{fetch, FetchOptions};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// Metadata key of the resume file's state (JSON of [`ResumeState`]).
+pub const RESUME_KEY: &str = "zoo.resume";
+
+/// Everything a run is configured with (saved in `run.json` and the resume file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// `ARCH` or `ARCH.TAG`.
+    pub model: String,
+    /// Start from pretrained weights (`finetune`) rather than random initialisation (`train`).
+    pub pretrained: bool,
+    /// A local checkpoint to start from instead of the manifest's weights.
+    pub weights: Option<PathBuf>,
+    /// The image folder.
+    pub data: PathBuf,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Fraction of each class held out when `data` has no train/val folders.
+    pub val_split: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Base learning rate (the head's; the backbone's is scaled by `backbone_lr_scale`).
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub optimizer: OptimizerKind,
+    pub schedule: Schedule,
+    pub label_smoothing: f64,
+    pub freeze: Freeze,
+    /// Learning-rate factor of everything but the classifier head (discriminative fine-tuning).
+    pub backbone_lr_scale: f64,
+    pub seed: u64,
+    /// float16 autocast with loss scaling (CUDA only).
+    pub amp: bool,
+    /// Channels-last memory layout (CUDA only).
+    pub channels_last: bool,
+    /// Batches whose gradients are summed per optimiser step.
+    pub accumulate: usize,
+    /// `auto`, `cpu`, `cuda`, `cuda:N`.
+    pub device: String,
+    /// Train and eval crop (square); default: the weights' or the model's input size.
+    pub input_size: Option<u32>,
+    /// Eval resize (shorter side); default: `input_size / 0.875` (3-channel) or `input_size`.
+    pub resize: Option<u32>,
+    /// Dropout before the classifier (training from scratch only).
+    pub drop_rate: Option<f64>,
+    pub augment: AugmentConfig,
+    /// Keep decoded images in memory when they fit in this many MiB (0: never).
+    pub cache_mb: usize,
+    /// Batch-norm momentum while training (`None`: each layer's own).
+    #[serde(default)]
+    pub bn_momentum: Option<f64>,
+    /// libtorch's intra-op threads (`None`: its default, one per core).
+    #[serde(skip)]
+    pub threads: Option<usize>,
+    /// Continue the run in `out`.
+    #[serde(skip)]
+    pub resume: bool,
+    /// Stop after this many epochs of this invocation (the schedule still spans `epochs`).
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+    /// Write a grid of augmented training samples here first.
+    #[serde(skip)]
+    pub show_augment: Option<PathBuf>,
+    /// Progress bars (on a terminal).
+    #[serde(skip)]
+    pub progress: bool,
+    /// Accept weights without a published digest.
+    #[serde(skip)]
+    pub trust_unverified: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: String::new(),
+            pretrained: false,
+            weights: None,
+            data: PathBuf::new(),
+            out: PathBuf::from("runs/zoo"),
+            val_split: 0.1,
+            epochs: 10,
+            batch_size: 64,
+            lr: 0.01,
+            weight_decay: 1e-4,
+            optimizer: OptimizerKind::Sgd { momentum: 0.9, nesterov: false },
+            schedule: Schedule::Cosine { warmup_epochs: 0.0, min_lr: 0.0 },
+            label_smoothing: 0.0,
+            freeze: Freeze::None,
+            backbone_lr_scale: 1.0,
+            seed: 0,
+            amp: false,
+            channels_last: true,
+            accumulate: 1,
+            device: "auto".into(),
+            input_size: None,
+            resize: None,
+            drop_rate: None,
+            augment: AugmentConfig::default(),
+            cache_mb: 1024,
+            bn_momentum: None,
+            threads: None,
+            resume: false,
+            stop_after: None,
+            show_augment: None,
+            progress: false,
+            trust_unverified: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Rejects values that cannot work, before anything is loaded.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.epochs >= 1, "--epochs must be at least 1");
+        ensure!(self.batch_size >= 1, "--batch-size must be at least 1");
+        ensure!(self.accumulate >= 1, "--accumulate must be at least 1");
+        ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be positive, got {}", self.lr);
+        ensure!(self.weight_decay >= 0.0, "--weight-decay must be >= 0");
+        ensure!((0.0..1.0).contains(&self.label_smoothing), "--label-smoothing must be in [0, 1)");
+        ensure!(self.backbone_lr_scale >= 0.0, "--backbone-lr-scale must be >= 0");
+        if let Some(m) = self.bn_momentum {
+            ensure!((0.0..=1.0).contains(&m), "--bn-momentum must be in [0, 1], got {m}");
+        }
+        if let Some(n) = self.input_size {
+            ensure!(n > 0, "--input-size must be positive");
+        }
+        if self.freeze != Freeze::None && !self.pretrained {
+            eprintln!("warning: --freeze {} on randomly initialised weights keeps them random", self.freeze);
+        }
+        self.augment.validate()
+    }
+}
+
+/// What the resume file records besides tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// Epochs finished.
+    pub epoch: usize,
+    /// Optimiser steps attempted (the schedule's position).
+    pub global_step: u64,
+    /// Optimiser steps applied (AdamW's bias correction).
+    pub optimizer_steps: u64,
+    pub best_acc1: Option<f64>,
+    pub best_epoch: usize,
+    pub scaler: GradScaler,
+    pub classes: Vec<String>,
+    pub config: TrainConfig,
+}
+
+/// Metrics of one epoch (one row of `metrics.csv`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc1: f64,
+    pub val_loss: f64,
+    pub val_acc1: f64,
+    pub val_acc5: f64,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+/// Header of `metrics.csv`.
+pub const METRICS_HEADER: &str = "epoch,lr,train_loss,train_acc1,val_loss,val_acc1,val_acc5,seconds,images_per_second";
+
+impl EpochMetrics {
+    fn csv(&self) -> String {
+        format!(
+            "{},{:.6e},{:.6},{:.4},{:.6},{:.4},{:.4},{:.2},{:.1}",
+            self.epoch,
+            self.lr,
+            self.train_loss,
+            self.train_acc1,
+            self.val_loss,
+            self.val_acc1,
+            self.val_acc5,
+            self.seconds,
+            self.images_per_second
+        )
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let v: Vec<f64> = line.split(',').map(|x| x.trim().parse().ok()).collect::<Option<_>>()?;
+        (v.len() == 9).then(|| EpochMetrics {
+            epoch: v[0] as usize,
+            lr: v[1],
+            train_loss: v[2],
+            train_acc1: v[3],
+            val_loss: v[4],
+            val_acc1: v[5],
+            val_acc5: v[6],
+            seconds: v[7],
+            images_per_second: v[8],
+        })
+    }
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub out: PathBuf,
+    pub classes: Vec<String>,
+    /// Every epoch so far, including those of earlier invocations.
+    pub history: Vec<EpochMetrics>,
+    pub best_epoch: usize,
+    /// Best val top-1 (%), `None` without a val split.
+    pub best_acc1: Option<f64>,
+    /// Warnings about the data.
+    pub warnings: Vec<String>,
+}
+
+/// Decoded images of a data set, with an optional in-memory cache.
+pub struct Source {
+    pub samples: Vec<Sample>,
+    channels: u32,
+    limits: DecodeLimits,
+    cache: Option<Vec<OnceLock<Arc<Picture>>>>,
+    failures: Mutex<BTreeMap<PathBuf, String>>,
+}
+
+impl Source {
+    /// Images for a network of `channels` input channels; cached when they fit in `cache_mb`.
+    pub fn new(samples: Vec<Sample>, channels: u32, cache_mb: usize) -> Self {
+        let bytes: u64 = samples.iter().map(|s| u64::from(s.size.0) * u64::from(s.size.1) * u64::from(channels)).sum();
+        let cache = (bytes <= cache_mb as u64 * (1 << 20)).then(|| samples.iter().map(|_| OnceLock::new()).collect());
+        Source { samples, channels, limits: DecodeLimits::default(), cache, failures: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Whether decoded images are kept.
+    pub fn cached(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// Sample `i`, decoded (gray for 1-channel networks).
+    pub fn picture(&self, i: usize) -> std::result::Result<Arc<Picture>, String> {
+        if let Some(cache) = &self.cache {
+            if let Some(p) = cache[i].get() {
+                return Ok(p.clone());
+            }
+        }
+        let path = &self.samples[i].path;
+        let decoded = if self.channels == 1 {
+            load_luma(path, &self.limits).map(Picture::Gray)
+        } else {
+            load_rgb(path, &self.limits).map(Picture::Rgb)
+        };
+        match decoded {
+            Ok(p) => {
+                let p = Arc::new(p);
+                if let Some(cache) = &self.cache {
+                    let _ = cache[i].set(p.clone());
+                }
+                Ok(p)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.failures.lock().expect("lock").insert(path.clone(), msg.clone());
+                Err(msg)
+            }
+        }
+    }
+
+    /// Files that failed to decode so far.
+    pub fn failures(&self) -> BTreeMap<PathBuf, String> {
+        self.failures.lock().expect("lock").clone()
+    }
+}
+
+/// A batch ready for the network.
+struct Batch {
+    data: Vec<f32>,
+    labels: Vec<i64>,
+}
+
+/// Prepares `batches` on a producer thread (each batch in parallel), one queue ahead of
+/// `consume`, which runs on this thread.
+fn pipeline(
+    batches: &[Vec<usize>],
+    make: impl Fn(&[usize]) -> Batch + Sync,
+    mut consume: impl FnMut(usize, Batch) -> Result<()>,
+) -> Result<()> {
+    let (tx, rx) = crossbeam_channel::bounded::<(usize, Batch)>(2);
+    std::thread::scope(|scope| {
+        let make = &make;
+        scope.spawn(move || {
+            for (i, b) in batches.iter().enumerate() {
+                if tx.send((i, make(b))).is_err() {
+                    break;
+                }
+            }
+        });
+        for (i, b) in rx {
+            consume(i, b)?;
+        }
+        Ok(())
+    })
+}
+
+/// Stacks per-sample results into a batch, dropping the failures.
+fn assemble(items: Vec<Option<(Vec<f32>, i64)>>) -> Batch {
+    let mut data = Vec::new();
+    let mut labels = Vec::new();
+    for (d, l) in items.into_iter().flatten() {
+        data.extend_from_slice(&d);
+        labels.push(l);
+    }
+    Batch { data, labels }
+}
+
+/// The progress bar of one training epoch (on a terminal only): images, speed, running loss.
+fn epoch_bar(total: usize, show: bool, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len}  {per_sec}  eta {eta}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    bar
+}
+
+/// `[n, C, H, W]` with channels-last strides.
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+fn to_input(b: &Batch, pre: &Preprocess, device: Device, cl: bool) -> (Tensor, Tensor) {
+    let [c, h, w] = pre.output_shape();
+    let n = b.labels.len() as i64;
+    let xs = Tensor::from_slice(&b.data).view([n, c as i64, h as i64, w as i64]).to_device(device);
+    let xs = if cl { channels_last(&xs) } else { xs };
+    (xs, Tensor::from_slice(&b.labels).to_device(device))
+}
+
+/// Evaluation of a model on labelled samples.
+#[derive(Debug, Clone)]
+pub struct EvalResult {
+    /// Images evaluated.
+    pub n: usize,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Top-1 and top-5 accuracy, %.
+    pub acc1: f64,
+    pub acc5: f64,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+    /// Files that failed to decode.
+    pub failed: Vec<(PathBuf, String)>,
+    pub seconds: f64,
+}
+
+impl EvalResult {
+    /// Per-class accuracy (%), `None` for classes without images.
+    pub fn per_class(&self) -> Vec<Option<f64>> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let total: u64 = row.iter().sum();
+                (total > 0).then(|| 100.0 * row[i] as f64 / total as f64)
+            })
+            .collect()
+    }
+}
+
+/// Evaluates `model` in eval mode on `indices` of `source`, with the eval transform `pre`.
+pub fn evaluate(
+    model: &Model,
+    source: &Source,
+    indices: &[usize],
+    num_classes: usize,
+    pre: &Preprocess,
+    batch_size: usize,
+    progress: bool,
+) -> Result<EvalResult> {
+    let start = Instant::now();
+    let device = model.vs.device();
+    let batches: Vec<Vec<usize>> = indices.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+    let bar = progress_bar(indices.len(), progress);
+    let mut confusion = vec![vec![0u64; num_classes]; num_classes];
+    let (mut n, mut loss_sum, mut top1, mut top5) = (0usize, 0f64, 0u64, 0u64);
+    let make = |b: &[usize]| {
+        assemble(
+            b.par_iter()
+                .map(|&i| {
+                    let p = source.picture(i).ok()?;
+                    let data = match &*p {
+                        Picture::Gray(g) => pre.apply_luma(g),
+                        Picture::Rgb(r) => pre.apply(r),
+                    }
+                    .ok()?;
+                    Some((data, source.samples[i].label as i64))
+                })
+                .collect(),
+        )
+    };
+    pipeline(&batches, make, |_, b| {
+        bar.inc(b.labels.len() as u64);
+        if b.labels.is_empty() {
+            return Ok(());
+        }
+        let (xs, ys) = to_input(&b, pre, device, false);
+        model.check_input(&xs)?;
+        let logits = tch::no_grad(|| model.net.forward_t(&xs, false)).to_kind(Kind::Float);
+        ensure!(
+            logits.size()[1] as usize == num_classes,
+            "the model has {} outputs, the data set {num_classes} classes",
+            logits.size()[1]
+        );
+        let loss = logits.cross_entropy_loss::<Tensor>(&ys, None, Reduction::Sum, -100, 0.0);
+        loss_sum += loss.double_value(&[]);
+        let k = 5.min(num_classes as i64);
+        let (_, idx) = logits.topk(k, -1, true, true);
+        let idx = Vec::<Vec<i64>>::try_from(idx.to_device(Device::Cpu))?;
+        for (row, &y) in idx.iter().zip(&b.labels) {
+            confusion[y as usize][row[0] as usize] += 1;
+            top1 += u64::from(row[0] == y);
+            top5 += u64::from(row.contains(&y));
+        }
+        n += b.labels.len();
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    let mut failed: Vec<(PathBuf, String)> = Vec::new();
+    let wanted: HashSet<&Path> = indices.iter().map(|&i| source.samples[i].path.as_path()).collect();
+    for (p, e) in source.failures() {
+        if wanted.contains(p.as_path()) {
+            failed.push((p, e));
+        }
+    }
+    let pct = |k: u64| if n == 0 { f64::NAN } else { 100.0 * k as f64 / n as f64 };
+    Ok(EvalResult {
+        n,
+        loss: if n == 0 { f64::NAN } else { loss_sum / n as f64 },
+        acc1: pct(top1),
+        acc5: pct(top5),
+        confusion,
+        failed,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The eval preprocessing of a run: the weights' (or model's), with `--input-size`/`--resize`.
+pub fn run_preprocess(base: &Preprocess, input_size: Option<u32>, resize: Option<u32>) -> Preprocess {
+    let mut pre = base.clone();
+    if let Some(n) = input_size {
+        pre.crop = [n, n];
+        pre.resize = if pre.channels == 1 { n } else { (f64::from(n) / 0.875).round() as u32 };
+    }
+    if let Some(r) = resize {
+        pre.resize = r;
+    }
+    pre
+}
+
+/// The model's variables as checkpoint entries, sorted by name.
+pub fn model_entries(model: &Model) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Metadata that makes a zoo checkpoint self-describing (see [`meta`]).
+pub fn checkpoint_metadata(arch: &str, classes: &[String], pre: &Preprocess) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    m.insert(meta::ARCH.to_string(), arch.to_string());
+    m.insert(meta::CLASSES.to_string(), serde_json::to_string(classes)?);
+    m.insert(meta::PREPROCESS.to_string(), serde_json::to_string(pre)?);
+    Ok(m)
+}
+
+/// Writes `text` to `path` atomically (temporary file + rename).
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads `metrics.csv`, keeping rows up to epoch `upto`.
+fn read_metrics(path: &Path, upto: usize) -> Vec<EpochMetrics> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().skip(1).filter_map(EpochMetrics::parse).filter(|m| m.epoch <= upto).collect()
+}
+
+fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
+    let mut s = String::from(METRICS_HEADER);
+    s.push('\n');
+    for r in rows {
+        s += &r.csv();
+        s.push('\n');
+    }
+    write_atomic(path, &s)
+}
+
+fn plot_curves(path: &Path, title: &str, rows: &[EpochMetrics]) -> Result<()> {
+    let series = |name: &str, f: &dyn Fn(&EpochMetrics) -> f64| {
+        let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.epoch as f64, f(r))).filter(|(_, y)| y.is_finite()).collect();
+        (name.to_string(), pts)
+    };
+    let all = vec![
+        series("train loss", &|r| r.train_loss),
+        series("val loss", &|r| r.val_loss),
+        series("train top-1 (fraction)", &|r| r.train_acc1 / 100.0),
+        series("val top-1 (fraction)", &|r| r.val_acc1 / 100.0),
+    ];
+    let all: Vec<_> = all.into_iter().filter(|(_, p)| !p.is_empty()).collect();
+    crate::plot::lines(path, title, "epoch", "loss / accuracy", &all)
+}
+
+/// Compares the stored configuration with the current one: hard mismatches fail, others warn.
+fn check_resume(stored: &TrainConfig, now: &TrainConfig) -> Result<Vec<String>> {
+    if pretrained::arch_of(&stored.model)?.name != pretrained::arch_of(&now.model)?.name {
+        bail!("the run in {} trains {}, not {}", now.out.display(), stored.model, now.model);
+    }
+    if stored.optimizer.name() != now.optimizer.name() {
+        bail!(
+            "the run in {} uses --optimizer {}, not {}",
+            now.out.display(),
+            stored.optimizer.name(),
+            now.optimizer.name()
+        );
+    }
+    if stored.freeze != now.freeze {
+        bail!("the run in {} uses --freeze {}, not {}", now.out.display(), stored.freeze, now.freeze);
+    }
+    let (a, b) = (serde_json::to_value(stored)?, serde_json::to_value(now)?);
+    let mut notes = Vec::new();
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (k, va) in a {
+            if ["epochs", "device", "out"].contains(&k.as_str()) {
+                continue;
+            }
+            if b.get(k) != Some(va) {
+                notes.push(format!("{k} was {va}, now {}", b.get(k).cloned().unwrap_or_default()));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// Loads `name` (`ARCH` or `ARCH.TAG`) with its weights: `weights` when given, else the
+/// manifest's file, fetched into the cache and read as a local file, so that class names and
+/// preprocessing stored in a zoo checkpoint's metadata are used (the manifest's `categories`
+/// file is not needed).
+pub fn load_pretrained(name: &str, weights: Option<&Path>, device: Device, trust_unverified: bool) -> Result<Loaded> {
+    let mut opts = FetchOptions::from_env();
+    opts.trust_unverified |= trust_unverified;
+    let fetched = match (weights, pretrained::entry_for(name)?) {
+        (None, Some(entry)) => Some((entry.name.clone(), fetch(entry, &opts).map_err(|e| anyhow!("{e}"))?)),
+        _ => None,
+    };
+    match fetched {
+        Some((entry, file)) => {
+            let mut loaded = pretrained::load(name, Some(&file), device, &opts)?;
+            loaded.source = entry;
+            Ok(loaded)
+        }
+        None => pretrained::load(name, weights, device, &opts),
+    }
+}
+
+/// Builds the model, loads weights and fixes the preprocessing.
+fn build(cfg: &TrainConfig, classes: usize, device: Device) -> Result<(Model, Preprocess, String)> {
+    let spec = pretrained::arch_of(&cfg.model)?;
+    let (mut model, base, source) = if cfg.pretrained {
+        let loaded = load_pretrained(&cfg.model, cfg.weights.as_deref(), device, cfg.trust_unverified)?;
+        (loaded.model, loaded.preprocess, loaded.source)
+    } else {
+        let config = BuildConfig { num_classes: classes as i64, drop_rate: cfg.drop_rate };
+        let model = Model::new(spec.name, config, device)?;
+        let base = match pretrained::entry_for(&cfg.model).ok().flatten() {
+            Some(e) => e.preprocess.clone(),
+            None => pretrained::default_preprocess(spec),
+        };
+        if let Some(w) = &cfg.weights {
+            bail!("--weights {} with `zoo train` (random initialisation): use `zoo finetune`", w.display());
+        }
+        (model, base, "random initialisation".to_string())
+    };
+    if cfg.pretrained {
+        if cfg.drop_rate.is_some() {
+            eprintln!("warning: --drop-rate applies to training from scratch only; ignored");
+        }
+        model.reset_classifier(classes as i64);
+    }
+    let pre = run_preprocess(&base, cfg.input_size, cfg.resize);
+    pre.validate()?;
+    let min = spec.min_input as u32;
+    if pre.crop[0] < min || pre.crop[1] < min {
+        bail!(
+            "{} needs inputs of at least {min}x{min}, the crop is {}x{}: raise --input-size",
+            spec.name,
+            pre.crop[1],
+            pre.crop[0]
+        );
+    }
+    if pre.channels as i64 != spec.input_size[0] {
+        bail!("{} takes {} channel(s), the preprocessing gives {}", spec.name, spec.input_size[0], pre.channels);
+    }
+    Ok((model, pre, source))
+}
+
+/// The optimised parameters: trainable, not frozen; head at the full rate.
+fn parameters(model: &Model, frozen: &Frozen, backbone_scale: f64) -> Vec<Param> {
+    let head = model.net.classifier_prefixes();
+    model_entries(model)
+        .into_iter()
+        .filter(|(n, _)| !is_buffer(n) && !frozen.contains(n))
+        .map(|(name, tensor)| {
+            let is_head = head.iter().any(|p| name.starts_with(p.as_str()));
+            let decay = tensor.dim() > 1;
+            Param { name, tensor, lr_scale: if is_head { 1.0 } else { backbone_scale }, decay }
+        })
+        .collect()
+}
+
+/// Runs (or resumes) a training run; see the module documentation.
+pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let spec = pretrained::arch_of(&cfg.model)?;
+    let device = parse_device(&cfg.device)?;
+    let amp = cfg.amp && device.is_cuda();
+    if cfg.amp && !amp {
+        eprintln!("warning: --amp needs a CUDA device: training in float32 on the CPU");
+    }
+    let cl = cfg.channels_last && device.is_cuda();
+    if let Some(n) = cfg.threads {
+        tch::set_num_threads(n.max(1) as i32);
+    }
+    let out = &cfg.out;
+    let resume_path = out.join("resume.safetensors");
+    if cfg.resume {
+        ensure!(resume_path.exists(), "--resume {}: no resume.safetensors there to continue from", out.display());
+    } else if resume_path.exists() {
+        bail!(
+            "{} already holds a run: continue it with --resume {} or choose another --out",
+            out.display(),
+            out.display()
+        );
+    }
+
+    let data = dataset::image_folder(&cfg.data, cfg.val_split, cfg.seed)?;
+    for w in &data.warnings {
+        eprintln!("warning: {w}");
+    }
+    let classes = data.classes.clone();
+    ensure!(!data.train.is_empty(), "no training images in {}", cfg.data.display());
+
+    tch::manual_seed(cfg.seed as i64);
+    let (model, pre, source_name) = build(cfg, classes.len(), device)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+
+    let mut state: Option<ResumeState> = None;
+    let mut resume_sd = StateDict::default();
+    if cfg.resume {
+        let meta = checkpoint::read_safetensors_metadata(&resume_path)?;
+        let st: ResumeState =
+            serde_json::from_str(meta.get(RESUME_KEY).context("the resume file has no zoo.resume state")?)
+                .context("reading the resume state")?;
+        if st.classes != classes {
+            bail!(
+                "the run in {} was trained on classes [{}], the data now has [{}]",
+                out.display(),
+                st.classes.join(", "),
+                classes.join(", ")
+            );
+        }
+        for note in check_resume(&st.config, cfg)? {
+            eprintln!("warning: resuming with a changed setting: {note}");
+        }
+        let sd = checkpoint::read(&resume_path)?;
+        let (mut weights, mut optim) = (StateDict::default(), StateDict::default());
+        for (k, t) in sd.entries {
+            if let Some(k) = k.strip_prefix("model.") {
+                weights.entries.push((k.to_string(), t));
+            } else if let Some(k) = k.strip_prefix("optim.") {
+                optim.entries.push((k.to_string(), t));
+            }
+        }
+        checkpoint::load_into(&model.vs, &weights, &Default::default()).context("restoring the weights")?;
+        resume_sd = optim;
+        state = Some(st);
+    }
+
+    let [c, h, w] = pre.output_shape();
+    let frozen = freeze::resolve(&model, &cfg.freeze, [c as i64, h as i64, w as i64])?;
+    for (name, t) in model.vs.variables() {
+        if frozen.contains(&name) {
+            let _ = t.set_requires_grad(false);
+        }
+    }
+    if cl {
+        tch::no_grad(|| {
+            for (_, mut t) in model.vs.variables() {
+                if t.dim() == 4 {
+                    let v = channels_last(&t);
+                    t.set_data(&v);
+                }
+            }
+        });
+    }
+    let params = parameters(&model, &frozen, cfg.backbone_lr_scale);
+    ensure!(!params.is_empty(), "nothing to train: --freeze {} leaves no parameter", cfg.freeze);
+    let trained: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
+    let mut opt = Optimizer::new(cfg.optimizer, params, cfg.weight_decay);
+    let mut scaler = GradScaler::new(amp);
+    let (mut start_epoch, mut global_step, mut best_acc1, mut best_epoch) = (0, 0u64, None::<f64>, 0);
+    if let Some(st) = &state {
+        opt.load_state(&resume_sd, st.optimizer_steps).context("restoring the optimizer state")?;
+        scaler = st.scaler;
+        scaler.enabled = amp;
+        (start_epoch, global_step, best_acc1, best_epoch) = (st.epoch, st.global_step, st.best_acc1, st.best_epoch);
+        if start_epoch < cfg.epochs {
+            eprintln!("resuming {} at epoch {} of {}", out.display(), start_epoch + 1, cfg.epochs);
+        }
+    }
+
+    let n_train = data.train.len();
+    let train_idx: Vec<usize> = (0..n_train).collect();
+    let val_idx: Vec<usize> = (n_train..n_train + data.val.len()).collect();
+    let source = Source::new(data.train.iter().chain(&data.val).cloned().collect(), pre.channels, cfg.cache_mb);
+    eprintln!(
+        "{}: {} ({}), {} classes, {} train / {} val images, {} of {} parameters trained{}, {:?}{}{}",
+        if cfg.pretrained { "finetune" } else { "train" },
+        spec.name,
+        source_name,
+        classes.len(),
+        n_train,
+        val_idx.len(),
+        trained,
+        model.num_params(),
+        if frozen.vars.is_empty() { String::new() } else { format!(" (--freeze {})", cfg.freeze) },
+        device,
+        if amp { ", amp" } else { "" },
+        if source.cached() { ", images cached in memory" } else { "" },
+    );
+
+    let epoch_order = |epoch: usize| -> Vec<usize> {
+        let mut order = train_idx.clone();
+        Rng::for_sample(cfg.seed, epoch as u64, u64::MAX).shuffle(&mut order);
+        order
+    };
+    let sample_input = |i: usize, epoch: usize| -> std::result::Result<Picture, String> {
+        let p = source.picture(i)?;
+        let mut rng = Rng::for_sample(cfg.seed, epoch as u64, i as u64);
+        augment::augment(&p, &pre, &cfg.augment, &mut rng).map_err(|e| format!("{e:#}"))
+    };
+
+    if let Some(path) = &cfg.show_augment {
+        let order = epoch_order(start_epoch + 1);
+        let pics: Vec<Picture> = order
+            .iter()
+            .take(32)
+            .collect::<Vec<_>>()
+            .par_iter()
+            .filter_map(|&&i| sample_input(i, start_epoch + 1).ok())
+            .collect();
+        augment::write_grid(&pics, 8, path)?;
+        eprintln!("wrote {} augmented samples to {}", pics.len(), path.display());
+    }
+
+    let batches_per_epoch = n_train.div_ceil(cfg.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(cfg.accumulate) as u64;
+    let metadata = checkpoint_metadata(spec.name, &classes, &pre)?;
+    let mut history = read_metrics(&out.join("metrics.csv"), start_epoch);
+    let aux_weight = if spec.name == "googlenet" { 0.3 } else { 0.4 };
+    let title = format!("{} on {}", spec.name, cfg.data.display());
+    let mut reported_failures = 0;
+    write_run_json(cfg, spec.name, &source_name, &classes, &pre, &data, device, best_epoch, best_acc1, start_epoch)?;
+
+    if start_epoch >= cfg.epochs {
+        eprintln!("{} already ran its {} epochs: raise --epochs to train further", out.display(), cfg.epochs);
+    }
+    for epoch in (start_epoch + 1..=cfg.epochs).take(cfg.stop_after.unwrap_or(usize::MAX)) {
+        tch::manual_seed(mix(mix(cfg.seed) ^ epoch as u64) as i64 & i64::MAX);
+        let t0 = Instant::now();
+        let order = epoch_order(epoch);
+        let batches: Vec<Vec<usize>> = order.chunks(cfg.batch_size).map(<[usize]>::to_vec).collect();
+        let bar = epoch_bar(n_train, cfg.progress, epoch, cfg.epochs);
+        let (mut seen, mut loss_sum, mut correct) = (0usize, 0f64, 0i64);
+        let mut lr = Schedule::lr(&cfg.schedule, cfg.lr, global_step, steps_per_epoch, cfg.epochs);
+        let make = |b: &[usize]| {
+            let items = b
+                .par_iter()
+                .map(|&i| {
+                    let p = sample_input(i, epoch).ok()?;
+                    let mut v = vec![0f32; pre.output_len()];
+                    augment::normalize_into(&p, &pre, &mut v).ok()?;
+                    Some((v, source.samples[i].label as i64))
+                })
+                .collect();
+            assemble(items)
+        };
+        opt.zero_grad();
+        let mut micro = 0;
+        pipeline(&batches, make, |bi, b| {
+            bar.inc(b.labels.len() as u64);
+            let last = bi + 1 == batches.len();
+            if !b.labels.is_empty() {
+                let (xs, ys) = to_input(&b, &pre, device, cl);
+                if bi == 0 {
+                    model.check_input(&xs)?;
+                }
+                let scale = scaler.scale;
+                let forward = || {
+                    let (logits, aux) = model.net.forward_aux(&xs, true);
+                    let logits = logits.to_kind(Kind::Float);
+                    let ce = |l: &Tensor| {
+                        l.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+                            &ys,
+                            None,
+                            Reduction::Mean,
+                            -100,
+                            cfg.label_smoothing,
+                        )
+                    };
+                    let loss = aux.iter().fold(ce(&logits), |acc, a| acc + ce(a) * aux_weight);
+                    (loss, logits)
+                };
+                let (loss, logits) = crate::nn::with_frozen_batch_norms(&frozen.batch_norms, || {
+                    crate::nn::with_batch_norm_momentum(cfg.bn_momentum, || {
+                        if amp {
+                            tch::autocast(true, forward)
+                        } else {
+                            forward()
+                        }
+                    })
+                });
+                (&loss * (scale / cfg.accumulate as f64)).backward();
+                let l = loss.double_value(&[]);
+                if !l.is_finite() && !amp {
+                    bail!("the loss became {l} at epoch {epoch}, batch {}: lower --lr", bi + 1);
+                }
+                let n = b.labels.len();
+                loss_sum += l * n as f64;
+                correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+                seen += n;
+                micro += 1;
+                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            }
+            if micro > 0 && (micro % cfg.accumulate == 0 || last) {
+                lr = Schedule::lr(&cfg.schedule, cfg.lr, global_step, steps_per_epoch, cfg.epochs);
+                global_step += 1;
+                // Every micro-batch of this step was scaled by the current scale.
+                let scale_used = scaler.scale;
+                let finite = !amp || opt.grads_finite();
+                if scaler.update(finite) {
+                    opt.step(lr, scale_used);
+                } else {
+                    eprintln!("amp: gradient overflow, step skipped (loss scale now {})", scaler.scale);
+                }
+                opt.zero_grad();
+                micro = 0;
+            }
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        let train_secs = t0.elapsed().as_secs_f64();
+        ensure!(seen > 0, "no training image of epoch {epoch} could be read");
+
+        let failures = source.failures();
+        if failures.len() > reported_failures {
+            let list: Vec<(PathBuf, String)> = failures.into_iter().collect();
+            if let Some(w) = dataset::skipped_warning(&list[reported_failures..]) {
+                eprintln!("warning: {w}");
+            }
+            reported_failures = list.len();
+        }
+
+        let val = if val_idx.is_empty() {
+            None
+        } else {
+            Some(evaluate(&model, &source, &val_idx, classes.len(), &pre, cfg.batch_size, cfg.progress)?)
+        };
+        let m = EpochMetrics {
+            epoch,
+            lr,
+            train_loss: loss_sum / seen as f64,
+            train_acc1: 100.0 * correct as f64 / seen as f64,
+            val_loss: val.as_ref().map_or(f64::NAN, |v| v.loss),
+            val_acc1: val.as_ref().map_or(f64::NAN, |v| v.acc1),
+            val_acc5: val.as_ref().map_or(f64::NAN, |v| v.acc5),
+            seconds: t0.elapsed().as_secs_f64(),
+            images_per_second: seen as f64 / train_secs.max(1e-9),
+        };
+        eprintln!(
+            "epoch {epoch}/{}  lr {:.3e}  train loss {:.4} top-1 {:.2}%  val loss {:.4} top-1 {:.2}% top-5 {:.2}%  {:.1} s  {:.0} img/s",
+            cfg.epochs, m.lr, m.train_loss, m.train_acc1, m.val_loss, m.val_acc1, m.val_acc5, m.seconds, m.images_per_second
+        );
+
+        // Checkpoints first, then metrics, then the resume file: a crash in between redoes
+        // this epoch on --resume (metrics rows beyond the resume epoch are dropped).
+        let entries = model_entries(&model);
+        checkpoint::write_safetensors(&out.join("last.safetensors"), &entries, Some(&metadata))?;
+        let improved = match (val.as_ref(), best_acc1) {
+            (Some(v), Some(b)) => v.acc1 > b,
+            (Some(_), None) => true,
+            (None, _) => true,
+        };
+        if improved {
+            best_acc1 = val.as_ref().map(|v| v.acc1);
+            best_epoch = epoch;
+            checkpoint::write_safetensors(&out.join("best.safetensors"), &entries, Some(&metadata))?;
+        }
+        history.push(m);
+        write_metrics(&out.join("metrics.csv"), &history)?;
+        if let Err(e) = plot_curves(&out.join("curves.png"), &title, &history) {
+            eprintln!("warning: curves.png not drawn: {e:#}");
+        }
+        let st = ResumeState {
+            epoch,
+            global_step,
+            optimizer_steps: opt.steps,
+            best_acc1,
+            best_epoch,
+            scaler,
+            classes: classes.clone(),
+            config: cfg.clone(),
+        };
+        let mut resume_entries: Vec<(String, Tensor)> =
+            entries.iter().map(|(k, t)| (format!("model.{k}"), t.shallow_clone())).collect();
+        resume_entries.extend(opt.state_entries().into_iter().map(|(k, t)| (format!("optim.{k}"), t)));
+        let mut rmeta = metadata.clone();
+        rmeta.insert(RESUME_KEY.to_string(), serde_json::to_string(&st)?);
+        checkpoint::write_safetensors(&resume_path, &resume_entries, Some(&rmeta))?;
+        write_run_json(cfg, spec.name, &source_name, &classes, &pre, &data, device, best_epoch, best_acc1, epoch)?;
+    }
+    if let Some(b) = best_acc1 {
+        eprintln!("best val top-1 {b:.2}% at epoch {best_epoch}: {}", out.join("best.safetensors").display());
+    }
+    Ok(TrainSummary { out: out.clone(), classes, history, best_epoch, best_acc1, warnings: data.warnings })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_run_json(
+    cfg: &TrainConfig,
+    arch: &str,
+    source: &str,
+    classes: &[String],
+    pre: &Preprocess,
+    data: &DataSet,
+    device: Device,
+    best_epoch: usize,
+    best_acc1: Option<f64>,
+    epochs_done: usize,
+) -> Result<()> {
+    let json = serde_json::json!({
+        "zoo_version": env!("CARGO_PKG_VERSION"),
+        "command": if cfg.pretrained { "finetune" } else { "train" },
+        "arch": arch,
+        "initial_weights": source,
+        "classes": classes,
+        "preprocess": pre,
+        "config": cfg,
+        "device": format!("{device:?}"),
+        "data": {
+            "layout": format!("{:?}", data.layout),
+            "train_images": data.train.len(),
+            "val_images": data.val.len(),
+            "train_per_class": data.counts(&data.train),
+            "val_per_class": data.counts(&data.val),
+            "skipped": data.skipped.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect::<Vec<_>>(),
+            "warnings": data.warnings,
+        },
+        "epochs_done": epochs_done,
+        "best_epoch": best_epoch,
+        "best_val_acc1": best_acc1,
+    });
+    let mut text = serde_json::to_string_pretty(&json)?;
+    text.push('\n');
+    write_atomic(&cfg.out.join("run.json"), &text)
+}
+
+/// Writes `confusion.csv`, `confusion.png` and `per_class.csv` of an evaluation into `dir`.
+pub fn write_eval_reports(dir: &Path, title: &str, classes: &[String], r: &EvalResult) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let q = |s: &str| if s.contains([',', '"']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    let mut csv = String::from("true\\predicted");
+    for c in classes {
+        csv += &format!(",{}", q(c));
+    }
+    csv.push('\n');
+    for (c, row) in classes.iter().zip(&r.confusion) {
+        csv += &q(c);
+        for v in row {
+            csv += &format!(",{v}");
+        }
+        csv.push('\n');
+    }
+    std::fs::write(dir.join("confusion.csv"), csv)?;
+    let mut per = String::from("class,images,correct,accuracy\n");
+    for (i, c) in classes.iter().enumerate() {
+        let total: u64 = r.confusion[i].iter().sum();
+        let acc =
+            if total > 0 { format!("{:.2}", 100.0 * r.confusion[i][i] as f64 / total as f64) } else { String::new() };
+        per += &format!("{},{total},{},{acc}\n", q(c), r.confusion[i][i]);
+    }
+    let mut f = std::fs::File::create(dir.join("per_class.csv"))?;
+    f.write_all(per.as_bytes())?;
+    crate::plot::confusion(&dir.join("confusion.png"), title, classes, &r.confusion)
+}
