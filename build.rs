@@ -1,10 +1,15 @@
 //! Bakes libtorch's library folder (from torch-sys, i.e. the `.venv` wheel when built with
 //! `LIBTORCH_USE_PYTORCH=1`) into the rpath of every binary and test, so `zoo` runs without
-//! the user exporting `LD_LIBRARY_PATH`.
+//! the user exporting `LD_LIBRARY_PATH`; and keeps libtorch_cuda linked where the wheel has it.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         println!("cargo:rustc-env=ZOO_LIBTORCH_LIB={lib}");
+        // Nothing in zoo calls libtorch_cuda directly, so the linker's --as-needed would drop
+        // it and CUDA would look absent at run time (tch's known pitfall): link it regardless.
+        if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
     }
 }

@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         Some("bf16") => Kind::BFloat16,
         _ => Kind::Float,
     };
-    let (fwd_batch, steps) = if device == Device::Cpu { (16, 7) } else { (64, 20) };
+    let (fwd_batch, steps) = if device == Device::Cpu { (16, 5) } else { (64, 20) };
     tch::set_num_threads(threads);
     tch::manual_seed(0);
     // Forward pass alone, eval mode, batch 16 at 224.
@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&model.vs, 0.01)?;
         let xs = Tensor::randn([32, 3, 224, 224], (Kind::Float, device));
         let ys = Tensor::randint(1000, [32], (Kind::Int64, device));
-        let t = time(device, 2, 5, || {
+        let t = time(device, 1, 3, || {
             let loss = model.net.forward_t(&xs, true).cross_entropy_for_logits(&ys);
             opt.backward_step(&loss);
         });

@@ -108,9 +108,7 @@ fn unknown_names_suggest_the_closest() {
 /// Parameter counts (millions, 2 decimals) published with torchvision's weights.
 #[test]
 fn parameter_counts_match_torchvision_published_figures() {
-    let tsv = std::fs::read_to_string(common::root().join("../shared/reference/torchvision-weights.tsv"))
-        .or_else(|_| std::fs::read_to_string(common::root().join("tests/data/torchvision-weights.tsv")))
-        .expect("torchvision-weights.tsv");
+    let tsv = common::torchvision_table();
     let mut checked = 0;
     for line in tsv.lines().filter(|l| !l.starts_with('#') && !l.starts_with("model\t")) {
         let cols: Vec<&str> = line.split('\t').collect();

@@ -21,8 +21,7 @@ fn stack(c: i64, side: i64, build: impl FnOnce(&nn::Path) -> Sequential) -> Summ
 
 #[test]
 fn multiply_adds_and_parameters_match_torchvision_published_figures() {
-    let tsv = std::fs::read_to_string(common::root().join("../shared/reference/torchvision-weights.tsv"))
-        .expect("../shared/reference/torchvision-weights.tsv");
+    let tsv = common::torchvision_table();
     let mut checked = 0;
     for line in tsv.lines().filter(|l| !l.starts_with('#') && !l.starts_with("model\t")) {
         let cols: Vec<&str> = line.split('\t').collect();

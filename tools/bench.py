@@ -25,7 +25,7 @@ from torchvision import transforms
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_jpegs(folder, n=300):
+def make_jpegs(folder, n=160):
     """Real-size JPEGs (640x480 to 1024x768) cut from the public-domain photos."""
     if os.path.isdir(folder) and len(os.listdir(os.path.join(folder, "x"))) == n:
         return
@@ -92,7 +92,7 @@ def python_steps(threads):
         m.load_state_dict(torch.load(os.path.join(OUT, f"{name}.pth")))
         m.eval()
         x = torch.randn(16, 3, 224, 224)
-        res[("forward", name)] = timeit(lambda: m(x), 2, 7, grad=False)
+        res[("forward", name)] = timeit(lambda: m(x), 2, 5, grad=False)
     for name in ["resnet18", "mobilenet_v2"]:
         m = getattr(torchvision.models, name)(weights=None)
         m.train()
@@ -105,7 +105,7 @@ def python_steps(threads):
             torch.nn.functional.cross_entropy(m(x), y).backward()
             opt.step()
 
-        res[("train_step", name)] = timeit(step, 2, 5, grad=True)
+        res[("train_step", name)] = timeit(step, 1, 3, grad=True)
     return res
 
 
@@ -163,7 +163,7 @@ def main():
         f.write("| measure | model | zoo | PyTorch | ratio |\n|---|---|---|---|---|\n")
         for what, name, z, p, r in rows:
             f.write(f"| {what} | {name} | {z:.3f} | {p:.3f} | {r:.2f}x |\n")
-        f.write("\nclassify: 300 JPEGs of 640x480 to 1024x768, batch 32, top-5; PyTorch side is torchvision "
+        f.write("\nclassify: 160 JPEGs of 640x480 to 1024x768, batch 32, top-5; PyTorch side is torchvision "
                 "ImageFolder + DataLoader (2 workers) with the same weights file. forward: batch 16 at 224, eval. "
                 "train_step: batch 32 at 224, forward + cross-entropy + backward + SGD (momentum 0.9).\n")
     print(open(os.path.join(ROOT, "BENCHMARKS.md")).read())

@@ -60,3 +60,10 @@ pub fn assert_parity(what: &str, actual: &Tensor, expected: &Tensor) {
     assert!(err <= tol, "{what}: max |zoo - ref| = {err:e} exceeds {tol:e}");
     eprintln!("{what}: max |zoo - ref| = {err:.3e} (tolerance {tol:.1e})");
 }
+
+/// torchvision's published table (parameters, GFLOPS, digests): the copy in ../shared/reference,
+/// or the one shipped in tests/support (identical when shipped).
+pub fn torchvision_table() -> String {
+    std::fs::read_to_string(root().join("../shared/reference/torchvision-weights.tsv"))
+        .unwrap_or_else(|_| include_str!("../support/torchvision-weights.tsv").to_string())
+}

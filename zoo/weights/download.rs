@@ -218,8 +218,21 @@ fn parse_location(s: &str) -> Location {
         let rest = rest.strip_prefix("localhost").unwrap_or(rest);
         Location::Local(PathBuf::from(percent_decode(rest)))
     } else {
-        Location::Local(PathBuf::from(t))
+        Location::Local(project_relative(PathBuf::from(t)))
     }
+}
+
+/// A relative local source of the built-in manifest (a checkpoint shipped in the repository,
+/// such as LeNet-5's) is found from the working directory, else from the project the binary was
+/// built from.
+fn project_relative(p: PathBuf) -> PathBuf {
+    if p.is_relative() && !p.exists() {
+        let q = Path::new(env!("CARGO_MANIFEST_DIR")).join(&p);
+        if q.exists() {
+            return q;
+        }
+    }
+    p
 }
 
 /// The mirror (serving the verified file as cached) first, then the entry's URLs.

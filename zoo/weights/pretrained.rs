@@ -65,7 +65,15 @@ pub fn load(name: &str, weights: Option<&Path>, device: Device, opts: &FetchOpti
             let sd = checkpoint::read(&path).with_context(|| format!("reading {}", path.display()))?;
             let sd = checkpoint::apply_rules(sd, &entry.key_rules)?;
             let model = build_loaded(spec, &sd, device, &entry.name)?;
-            let labels = category_names(entry)?;
+            // The zoo's own checkpoints carry their class names; others use the entry's list.
+            let meta = match checkpoint::detect_format(&path)? {
+                checkpoint::Format::Safetensors => checkpoint::read_safetensors_metadata(&path)?,
+                _ => BTreeMap::new(),
+            };
+            let labels = match meta.get(meta::CLASSES) {
+                Some(json) => serde_json::from_str(json).context("reading the class names stored in the checkpoint")?,
+                None => category_names(entry)?,
+            };
             Ok(Loaded { model, preprocess: entry.preprocess.clone(), labels, source: entry.name.clone() })
         }
     }
