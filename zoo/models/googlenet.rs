@@ -15,7 +15,9 @@
 //! model with `aux1.`/`aux2.` ignored as missing ([`AUX_PREFIXES`]).
 use super::{find, BuildConfig, Classifier, FeatureInfo, Model};
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, Act, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, Pair, Pool2d, Sequential};
+use crate::nn::{
+    path_of, Act, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, LinearHead, Pair, Pool2d, Sequential,
+};
 use anyhow::Result;
 use tch::{nn, Device, Tensor};
 
@@ -206,8 +208,7 @@ pub struct GoogLeNet {
     /// `aux1`, `aux2` when built, with the module they follow.
     aux: Vec<(&'static str, InceptionAux)>,
     avgpool: AdaptiveAvgPool2d,
-    drop_rate: f64,
-    fc: Option<Linear>,
+    fc: LinearHead,
 }
 
 impl GoogLeNet {
@@ -241,8 +242,7 @@ impl GoogLeNet {
             body,
             aux,
             avgpool: AdaptiveAvgPool2d::new(&(p / "avgpool"), 1),
-            drop_rate: build.drop_rate.unwrap_or(0.2),
-            fc: (build.num_classes > 0).then(|| Linear::new(&(p / "fc"), NUM_FEATURES, build.num_classes)),
+            fc: LinearHead::new(p, "fc", NUM_FEATURES, build.num_classes, build.drop_rate.unwrap_or(0.2)),
         }
     }
 
@@ -267,14 +267,7 @@ impl Classifier for GoogLeNet {
     }
 
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        let xs = trace::point("pre_logits", self.avgpool.forward_t(xs, train).flatten(1, -1));
-        match (&self.fc, pre_logits) {
-            (Some(fc), false) => {
-                let xs = if train && self.drop_rate > 0.0 { xs.dropout(self.drop_rate, true) } else { xs };
-                fc.forward_t(&xs, train)
-            }
-            _ => xs,
-        }
+        self.fc.forward(self.avgpool.forward_t(xs, train).flatten(1, -1), train, pre_logits)
     }
 
     /// In train mode with the heads built: logits and `[aux1, aux2]` (torchvision returns them
@@ -289,12 +282,12 @@ impl Classifier for GoogLeNet {
     }
 
     fn num_classes(&self) -> i64 {
-        self.fc.as_ref().map_or(0, Linear::out_features)
+        self.fc.num_classes()
     }
 
     /// Replaces `fc` and the auxiliary heads' `fc2`, which classify the same classes.
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc = (num_classes > 0).then(|| Linear::new(&(root / "fc"), NUM_FEATURES, num_classes));
+        self.fc.reset(root, num_classes);
         for (i, (_, a)) in self.aux.iter_mut().enumerate() {
             let p = root / AUX[i].0 / "fc2";
             a.fc2 = (num_classes > 0).then(|| Linear::new(&p, 1024, num_classes));
@@ -302,7 +295,7 @@ impl Classifier for GoogLeNet {
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        let mut prefixes = vec!["fc.".to_string()];
+        let mut prefixes = self.fc.prefixes();
         prefixes.extend(AUX.iter().take(self.aux.len()).map(|(name, _, _)| format!("{name}.fc2.")));
         prefixes
     }

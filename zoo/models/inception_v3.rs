@@ -11,7 +11,7 @@
 use super::googlenet::{basic_conv, transform_input};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, Pool2d};
+use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, LinearHead, Pool2d};
 use tch::{nn, Tensor};
 
 /// The parameter-free operation a branch starts with.
@@ -304,8 +304,7 @@ pub struct InceptionV3 {
     body: Vec<(&'static str, Box<dyn Layer>)>,
     aux: Option<InceptionAux>,
     avgpool: AdaptiveAvgPool2d,
-    drop_rate: f64,
-    fc: Option<Linear>,
+    fc: LinearHead,
 }
 
 impl InceptionV3 {
@@ -343,8 +342,7 @@ impl InceptionV3 {
             body,
             aux: aux_logits.then(|| InceptionAux::new(&(p / "AuxLogits"), AUX_AFTER.1, build.num_classes)),
             avgpool: AdaptiveAvgPool2d::new(&(p / "avgpool"), 1),
-            drop_rate: build.drop_rate.unwrap_or(0.5),
-            fc: (build.num_classes > 0).then(|| Linear::new(&(p / "fc"), NUM_FEATURES, build.num_classes)),
+            fc: LinearHead::new(p, "fc", NUM_FEATURES, build.num_classes, build.drop_rate.unwrap_or(0.5)),
         }
     }
 
@@ -368,14 +366,7 @@ impl Classifier for InceptionV3 {
     }
 
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        let xs = trace::point("pre_logits", self.avgpool.forward_t(xs, train).flatten(1, -1));
-        match (&self.fc, pre_logits) {
-            (Some(fc), false) => {
-                let xs = if train && self.drop_rate > 0.0 { xs.dropout(self.drop_rate, true) } else { xs };
-                fc.forward_t(&xs, train)
-            }
-            _ => xs,
-        }
+        self.fc.forward(self.avgpool.forward_t(xs, train).flatten(1, -1), train, pre_logits)
     }
 
     /// In train mode: logits and `[AuxLogits]`. In eval mode the head does not run.
@@ -389,19 +380,19 @@ impl Classifier for InceptionV3 {
     }
 
     fn num_classes(&self) -> i64 {
-        self.fc.as_ref().map_or(0, Linear::out_features)
+        self.fc.num_classes()
     }
 
     /// Replaces `fc` and the auxiliary head's `fc`, which classify the same classes.
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc = (num_classes > 0).then(|| Linear::new(&(root / "fc"), NUM_FEATURES, num_classes));
+        self.fc.reset(root, num_classes);
         if let Some(aux) = &mut self.aux {
             aux.fc = (num_classes > 0).then(|| Linear::new(&(root / "AuxLogits" / "fc"), 768, num_classes));
         }
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        let mut prefixes = vec!["fc.".to_string()];
+        let mut prefixes = self.fc.prefixes();
         if self.aux.is_some() {
             prefixes.push("AuxLogits.fc.".into());
         }

@@ -7,7 +7,7 @@
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
-    no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Layer, Linear, Pool2d, Sequential,
+    no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential,
 };
 use tch::{nn, Tensor};
 
@@ -121,7 +121,7 @@ pub struct ResNet {
     maxpool: Pool2d,
     stages: Vec<Sequential>,
     avgpool: AdaptiveAvgPool2d,
-    fc: Option<Linear>,
+    fc: LinearHead,
     num_features: i64,
 }
 
@@ -150,7 +150,8 @@ impl ResNet {
             maxpool: Pool2d::max(&(p / "maxpool"), 3, 2).padding(1),
             stages,
             avgpool: AdaptiveAvgPool2d::new(&(p / "avgpool"), 1),
-            fc: (build.num_classes > 0).then(|| Linear::new(&(p / "fc"), in_planes, build.num_classes)),
+            // torchvision's ResNet has no dropout; `drop_rate` adds one before `fc`.
+            fc: LinearHead::new(p, "fc", in_planes, build.num_classes, build.drop_rate.unwrap_or(0.0)),
             num_features: in_planes,
         }
     }
@@ -164,11 +165,7 @@ impl Classifier for ResNet {
     }
 
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        let xs = trace::point("pre_logits", self.avgpool.forward_t(xs, train).flatten(1, -1));
-        match (&self.fc, pre_logits) {
-            (Some(fc), false) => fc.forward_t(&xs, train),
-            _ => xs,
-        }
+        self.fc.forward(self.avgpool.forward_t(xs, train).flatten(1, -1), train, pre_logits)
     }
 
     fn num_features(&self) -> i64 {
@@ -176,15 +173,15 @@ impl Classifier for ResNet {
     }
 
     fn num_classes(&self) -> i64 {
-        self.fc.as_ref().map_or(0, Linear::out_features)
+        self.fc.num_classes()
     }
 
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc = (num_classes > 0).then(|| Linear::new(&(root / "fc"), self.num_features, num_classes));
+        self.fc.reset(root, num_classes);
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["fc.".into()]
+        self.fc.prefixes()
     }
 
     fn feature_info(&self) -> Vec<FeatureInfo> {

@@ -14,7 +14,7 @@
 //! input size through.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Layer, Linear, Pool2d, Sequential};
+use crate::nn::{no_bias, path_of, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// The paper's Table 1: output channels of stages 2–4 (pytorchcv's `stage1`–`stage3`) at 1× for
@@ -152,7 +152,7 @@ pub struct ShuffleNetV1 {
     init_block: InitBlock,
     stages: Vec<Sequential>,
     final_pool: AdaptiveAvgPool2d,
-    output: Option<Linear>,
+    output: LinearHead,
     num_features: i64,
     info: Vec<FeatureInfo>,
 }
@@ -199,7 +199,7 @@ impl ShuffleNetV1 {
             init_block,
             stages,
             final_pool: AdaptiveAvgPool2d::new(&(&fp / "final_pool"), 1),
-            output: (build.num_classes > 0).then(|| Linear::new(&(p / "output"), input, build.num_classes)),
+            output: LinearHead::new(p, "output", input, build.num_classes, build.drop_rate.unwrap_or(0.0)),
             num_features: input,
             info,
         }
@@ -215,11 +215,7 @@ impl Classifier for ShuffleNetV1 {
     /// Global average pooling (`features.final_pool`), then `output`; `pre_logits` is the pooled
     /// features.
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        let xs = trace::point("pre_logits", self.final_pool.forward_t(xs, train).flatten(1, -1));
-        match (&self.output, pre_logits) {
-            (Some(fc), false) => fc.forward_t(&xs, train),
-            _ => xs,
-        }
+        self.output.forward(self.final_pool.forward_t(xs, train).flatten(1, -1), train, pre_logits)
     }
 
     fn num_features(&self) -> i64 {
@@ -227,15 +223,15 @@ impl Classifier for ShuffleNetV1 {
     }
 
     fn num_classes(&self) -> i64 {
-        self.output.as_ref().map_or(0, Linear::out_features)
+        self.output.num_classes()
     }
 
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.output = (num_classes > 0).then(|| Linear::new(&(root / "output"), self.num_features, num_classes));
+        self.output.reset(root, num_classes);
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["output.".into()]
+        self.output.prefixes()
     }
 
     /// `features.init_block` (stride 4, after the max pool) and the three stages (8, 16, 32).

@@ -7,7 +7,7 @@
 //! unchanged.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, Linear, Pool2d, Sequential};
+use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// One ShuffleNet v2: units per stage (2, 3, 4) and the widths of `conv1`, the three stages and
@@ -109,7 +109,7 @@ pub struct ShuffleNetV2 {
     maxpool: Pool2d,
     stages: Vec<Sequential>,
     conv5: Sequential,
-    fc: Option<Linear>,
+    fc: LinearHead,
     num_features: i64,
     channels: [i64; 5],
 }
@@ -143,7 +143,7 @@ impl ShuffleNetV2 {
             maxpool: Pool2d::max(&(p / "maxpool"), 3, 2).padding(1),
             stages,
             conv5,
-            fc: (build.num_classes > 0).then(|| Linear::new(&(p / "fc"), c[4], build.num_classes)),
+            fc: LinearHead::new(p, "fc", c[4], build.num_classes, build.drop_rate.unwrap_or(0.0)),
             num_features: c[4],
             channels: c,
         }
@@ -159,11 +159,7 @@ impl Classifier for ShuffleNetV2 {
 
     /// The global mean, then `fc`; `pre_logits` is the pooled `conv5` features.
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        let xs = trace::point("pre_logits", xs.mean_dim(&[2i64, 3][..], false, None));
-        match (&self.fc, pre_logits) {
-            (Some(fc), false) => fc.forward_t(&xs, train),
-            _ => xs,
-        }
+        self.fc.forward(xs.mean_dim(&[2i64, 3][..], false, None), train, pre_logits)
     }
 
     fn num_features(&self) -> i64 {
@@ -171,15 +167,15 @@ impl Classifier for ShuffleNetV2 {
     }
 
     fn num_classes(&self) -> i64 {
-        self.fc.as_ref().map_or(0, Linear::out_features)
+        self.fc.num_classes()
     }
 
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc = (num_classes > 0).then(|| Linear::new(&(root / "fc"), self.num_features, num_classes));
+        self.fc.reset(root, num_classes);
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["fc.".into()]
+        self.fc.prefixes()
     }
 
     fn feature_info(&self) -> Vec<FeatureInfo> {

@@ -15,11 +15,19 @@ pub fn imagenet_classes() -> &'static [&'static str] {
     CLASSES.get_or_init(|| IMAGENET_CLASSES_TXT.lines().filter(|l| !l.is_empty()).collect())
 }
 
-/// The class names an entry's model predicts: `imagenet1k`, or a text file (one name per line;
-/// a relative path is taken from the zoo home, `$ZOO_HOME`).
+/// Fashion-MNIST's classes in the order `zoo dataset export-idx` folders sort (the output order
+/// of the shipped `lenet5.fashion_mnist`).
+pub const FASHION_MNIST_FOLDERS: [&str; 10] =
+    ["Ankle_boot", "Bag", "Coat", "Dress", "Pullover", "Sandal", "Shirt", "Sneaker", "T-shirt_top", "Trouser"];
+
+/// The class names an entry's model predicts: `imagenet1k`, `fashion_mnist`, or a text file (one
+/// name per line; a relative path is taken from the zoo home, `$ZOO_HOME`).
 pub fn category_names(entry: &WeightsEntry) -> Result<Vec<String>> {
     if entry.categories.eq_ignore_ascii_case("imagenet1k") {
         return Ok(imagenet_classes().iter().map(|s| s.to_string()).collect());
+    }
+    if entry.categories.eq_ignore_ascii_case("fashion_mnist") {
+        return Ok(FASHION_MNIST_FOLDERS.iter().map(|s| s.to_string()).collect());
     }
     let mut path = PathBuf::from(&entry.categories);
     if path.is_relative() {
