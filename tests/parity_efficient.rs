@@ -3,6 +3,7 @@
 //! `shufflenet_g*_w*`, all with random weights, see `tests/py/refs_efficient.py`): the reference's
 //! state_dict file loads strictly and gives its eval logits, and the parameter counts agree.
 //! pytorchcv's `mobilenet_w1` loads through key rules. Then the papers' own figures.
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -68,15 +69,6 @@ fn check(name: &str) {
         common::assert_parity(&format!("{name} ({file}, {}px)", input.size()[2]), &logits, &expected);
         assert_eq!(model.num_params(), params, "{name}: parameter count differs from the reference");
     }
-}
-
-macro_rules! parity {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            check(stringify!($name));
-        }
-    )*};
 }
 
 parity!(

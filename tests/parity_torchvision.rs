@@ -1,5 +1,6 @@
 //! Parity with torchvision 0.26: the same state_dict file (written by torch.save, zip and legacy
 //! formats) loaded into the zoo model gives the reference's eval logits.
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -52,15 +53,6 @@ fn check(name: &str) {
         let params = io.get("params").expect("params in io.safetensors").int64_value(&[]);
         assert_eq!(model.num_params(), params, "{name}: parameter count differs from the reference");
     }
-}
-
-macro_rules! parity {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            check(stringify!($name));
-        }
-    )*};
 }
 
 parity!(

@@ -8,6 +8,7 @@
 //! The references of the random-weight models calibrate their batch norms on noise first
 //! (tests/py/refs_lite.py explains why) and also export the unpooled feature map, compared here
 //! with `forward_features`.
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -100,15 +101,6 @@ fn check_with(reference: &str, make: impl Fn() -> Model) {
 
 fn check(name: &str) {
     check_with(name, || Model::new(name, BuildConfig::default(), Device::Cpu).unwrap());
-}
-
-macro_rules! parity {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            check(stringify!($name));
-        }
-    )*};
 }
 
 parity!(

@@ -32,39 +32,30 @@ def main():
     m.load_state_dict(torch.load(ckpt, map_location="cpu"))
     m = m.cuda().eval()
     for dtype in [torch.float32, torch.float16]:
-        mm = m.to(dtype)
-        x = torch.randn(64, 3, 224, 224, device="cuda", dtype=dtype)
-        with torch.no_grad():
-            for _ in range(3):
-                mm(x)
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(20):
-                t = time.perf_counter()
-                mm(x)
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-        t = sorted(times)[10]
-        print(f'{{"bench": "pytorch forward", "model": "efficientnet_lite0", "batch": 64, "dtype": "{dtype}", "seconds": {t}}}')
+        forward_time("efficientnet_lite0", m.to(dtype), dtype)
     try:
         import torchvision
 
-        r = torchvision.models.resnet50(weights=None).cuda().eval()
-        x = torch.randn(64, 3, 224, 224, device="cuda")
-        with torch.no_grad():
-            for _ in range(3):
-                r(x)
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(20):
-                t = time.perf_counter()
-                r(x)
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-        print(f'{{"bench": "pytorch forward", "model": "resnet50", "batch": 64, "dtype": "float32", "seconds": {sorted(times)[10]}}}')
+        forward_time("resnet50", torchvision.models.resnet50(weights=None).cuda().eval(), torch.float32)
     except ImportError:
         print("torchvision is not installed on this machine: resnet50 PyTorch figure skipped")
 
+
+def forward_time(name, model, dtype, warmup=3, runs=20):
+    """Median seconds of one forward pass at batch 64, 224x224, synchronised."""
+    x = torch.randn(64, 3, 224, 224, device="cuda", dtype=dtype)
+    with torch.no_grad():
+        for _ in range(warmup):
+            model(x)
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            model(x)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    t = sorted(times)[runs // 2]
+    print(f'{{"bench": "pytorch forward", "model": "{name}", "batch": 64, "dtype": "{dtype}", "seconds": {t}}}')
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,16 @@
 //! Shared test support: the project's Python (the reference implementations), generated
 //! fixture folders, and the parity comparison.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+/// One `#[test]` per model name, each calling the `check(name)` of the file that invokes it.
+macro_rules! parity {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            check(stringify!($name));
+        }
+    )*};
+}
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
