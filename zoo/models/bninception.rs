@@ -39,7 +39,7 @@ impl Unit {
         Unit {
             conv: Conv2d::new(&(p / name), cin, cout, kernel, opts),
             bn: BatchNorm2d::with_eps(&(p / format!("{name}_bn")), cout, 1e-5),
-            relu: Activation::new(&(p / relu), Act::Relu),
+            relu: Activation::inplace(&(p / relu), Act::Relu),
         }
     }
 }

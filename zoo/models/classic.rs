@@ -82,7 +82,7 @@ impl ClassicNet {
                     features.push(BatchNorm2d::new(&lp, c));
                 }
                 L::Relu => {
-                    features.push(Activation::new(&lp, Act::Relu));
+                    features.push(Activation::inplace(&lp, Act::Relu));
                 }
                 L::Lrn(size, alpha, beta, k) => {
                     features.push(LocalResponseNorm::new(&lp, size, alpha, beta, k));
@@ -110,7 +110,7 @@ impl ClassicNet {
                 hidden.push(Dropout::new(&next(), rate));
             }
             hidden.push(Linear::new(&next(), width, h));
-            hidden.push(Activation::new(&next(), Act::Relu));
+            hidden.push(Activation::inplace(&next(), Act::Relu));
             if spec.dropout == DropoutAt::After {
                 hidden.push(Dropout::new(&next(), rate));
             }

@@ -58,10 +58,10 @@ impl DenseLayer {
         DenseLayer {
             path: path_of(p),
             norm1: BatchNorm2d::new(&(p / "norm1"), cin),
-            relu1: Activation::new(&(p / "relu1"), Act::Relu),
+            relu1: Activation::inplace(&(p / "relu1"), Act::Relu),
             conv1: Conv2d::new(&(p / "conv1"), cin, mid, 1, no_bias()),
             norm2: BatchNorm2d::new(&(p / "norm2"), mid),
-            relu2: Activation::new(&(p / "relu2"), Act::Relu),
+            relu2: Activation::inplace(&(p / "relu2"), Act::Relu),
             conv2: Conv2d::new(&(p / "conv2"), mid, growth_rate, 3, no_bias().padding(1)),
         }
     }
@@ -126,7 +126,7 @@ impl DenseNet {
         let init = cfg.num_init_features;
         features.push(Conv2d::new(&(&fp / "conv0"), 3, init, 7, no_bias().stride(2).padding(3)));
         features.push(BatchNorm2d::new(&(&fp / "norm0"), init));
-        features.push(Activation::new(&(&fp / "relu0"), Act::Relu));
+        features.push(Activation::inplace(&(&fp / "relu0"), Act::Relu));
         features.push(Pool2d::max(&(&fp / "pool0"), 3, 2).padding(1));
         let mut stages = vec![FeatureInfo::new("features.relu0", init, 2)];
         let mut width = init;
@@ -148,7 +148,7 @@ impl DenseNet {
             let tp = &fp / format!("transition{}", i + 1);
             let mut transition = Sequential::named(&tp, "Transition");
             transition.push(BatchNorm2d::new(&(&tp / "norm"), width));
-            transition.push(Activation::new(&(&tp / "relu"), Act::Relu));
+            transition.push(Activation::inplace(&(&tp / "relu"), Act::Relu));
             transition.push(Conv2d::new(&(&tp / "conv"), width, width / 2, 1, no_bias()));
             transition.push(Pool2d::avg(&(&tp / "pool"), 2, 2));
             features.push(transition);

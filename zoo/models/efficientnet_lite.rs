@@ -171,7 +171,7 @@ impl MBConv {
             bn1: batch_norm(&(p / "_bn1"), hidden),
             project: SameConv::new(&(p / "_project_conv"), hidden, output, 1, 1, 1, after),
             bn2: batch_norm(&(p / "_bn2"), output),
-            swish: Activation::new(&(p / "_swish"), Act::Relu6),
+            swish: Activation::inplace(&(p / "_swish"), Act::Relu6),
             residual: stride == 1 && input == output,
             drop_connect: drop,
         }
@@ -270,7 +270,7 @@ impl EfficientNetLite {
             blocks,
             conv_head: SameConv::new(&(p / "_conv_head"), head_in, HEAD, 1, 1, 1, size),
             bn1: batch_norm(&(p / "_bn1"), HEAD),
-            swish: Activation::new(&(p / "_swish"), Act::Relu6),
+            swish: Activation::inplace(&(p / "_swish"), Act::Relu6),
             avg_pooling: AdaptiveAvgPool2d::new(&(p / "_avg_pooling"), 1),
             dropout: Dropout::new(&(p / "_dropout"), build.drop_rate.unwrap_or(cfg.dropout)),
             fc: (build.num_classes > 0).then(|| Linear::new(&(p / "_fc"), HEAD, build.num_classes)),

@@ -26,7 +26,7 @@ use super::inception_v4::{
 };
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, BatchNorm2d, Conv2d, ConvOpts, Layer, Pool2d, Sequential};
+use crate::nn::{path_of, Act, BatchNorm2d, Conv2d, ConvOpts, Layer, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// The three residual block types, by grid.
@@ -70,7 +70,7 @@ impl Layer for Residual {
             |xs| {
                 let ys = self.up.forward_t(&self.branches.forward_t(xs, train), train) * self.scale + xs;
                 if self.relu {
-                    ys.relu()
+                    Act::Relu.apply_owned(ys)
                 } else {
                     ys
                 }

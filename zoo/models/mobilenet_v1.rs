@@ -93,8 +93,8 @@ impl Layer for DepthwiseSeparable {
             || Op::Container("DepthwiseSeparableConv"),
             xs,
             |xs| {
-                let ys = self.act.apply(&self.bn1.forward_t(&self.conv_dw.forward_t(xs, train), train));
-                self.act.apply(&self.bn2.forward_t(&self.conv_pw.forward_t(&ys, train), train))
+                let ys = self.act.apply_owned(self.bn1.forward_t(&self.conv_dw.forward_t(xs, train), train));
+                self.act.apply_owned(self.bn2.forward_t(&self.conv_pw.forward_t(&ys, train), train))
             },
         )
     }
@@ -148,7 +148,7 @@ impl MobileNetV1 {
 
 impl Classifier for MobileNetV1 {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {
-        let xs = self.act.apply(&self.bn1.forward_t(&self.conv_stem.forward_t(xs, train), train));
+        let xs = self.act.apply_owned(self.bn1.forward_t(&self.conv_stem.forward_t(xs, train), train));
         self.blocks.forward_t(&xs, train)
     }
 

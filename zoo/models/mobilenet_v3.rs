@@ -226,7 +226,7 @@ impl MobileNetV3 {
         let cp = p / "classifier";
         let mut hidden = Sequential::named(&cp, "Classifier");
         hidden.push(Linear::new(&(&cp / 0), last_conv, last_channel));
-        hidden.push(Activation::new(&(&cp / 1), Act::Hardswish));
+        hidden.push(Activation::inplace(&(&cp / 1), Act::Hardswish));
         hidden.push(Dropout::new(&(&cp / 2), build.drop_rate.unwrap_or(cfg.dropout)));
         MobileNetV3 {
             features,

@@ -99,14 +99,14 @@ impl Layer for Block {
                 for (i, (conv, bn)) in self.convs.iter().enumerate() {
                     ys = bn.forward_t(&conv.forward_t(&ys, train), train);
                     if i < last {
-                        ys = ys.relu();
+                        ys = Act::Relu.apply_owned(ys);
                     }
                 }
                 let shortcut = match &self.downsample {
                     Some(d) => d.forward_t(xs, train),
                     None => xs.shallow_clone(),
                 };
-                (ys + shortcut).relu()
+                Act::Relu.apply_owned(ys + shortcut)
             },
         )
     }
@@ -146,7 +146,7 @@ impl ResNet {
         ResNet {
             conv1: Conv2d::new(&(p / "conv1"), 3, 64, 7, no_bias().stride(2).padding(3)),
             bn1: BatchNorm2d::new(&(p / "bn1"), 64),
-            relu: Activation::new(&(p / "relu"), Act::Relu),
+            relu: Activation::inplace(&(p / "relu"), Act::Relu),
             maxpool: Pool2d::max(&(p / "maxpool"), 3, 2).padding(1),
             stages,
             avgpool: AdaptiveAvgPool2d::new(&(p / "avgpool"), 1),

@@ -14,7 +14,7 @@
 //! input size through.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
+use crate::nn::{no_bias, path_of, Act, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// The paper's Table 1: output channels of stages 2–4 (pytorchcv's `stage1`–`stage3`) at 1× for
@@ -109,7 +109,8 @@ impl Layer for ShuffleUnit {
             || Op::Container("ShuffleUnit"),
             xs,
             |xs| {
-                let ys = self.compress_bn1.forward_t(&self.compress_conv1.forward_t(xs, train), train).relu();
+                let ys = Act::Relu
+                    .apply_owned(self.compress_bn1.forward_t(&self.compress_conv1.forward_t(xs, train), train));
                 let ys = channel_shuffle(&ys, self.groups);
                 let ys = self.dw_bn2.forward_t(&self.dw_conv2.forward_t(&ys, train), train);
                 let ys = self.expand_bn3.forward_t(&self.expand_conv3.forward_t(&ys, train), train);
@@ -117,7 +118,7 @@ impl Layer for ShuffleUnit {
                     Some(pool) => Tensor::cat(&[ys, pool.forward_t(xs, train)], 1),
                     None => ys + xs,
                 };
-                ys.relu()
+                Act::Relu.apply_owned(ys)
             },
         )
     }
@@ -139,7 +140,7 @@ impl Layer for InitBlock {
             || Op::Container("ShuffleInitBlock"),
             xs,
             |xs| {
-                let ys = self.bn.forward_t(&self.conv.forward_t(xs, train), train).relu();
+                let ys = Act::Relu.apply_owned(self.bn.forward_t(&self.conv.forward_t(xs, train), train));
                 self.pool.forward_t(&ys, train)
             },
         )

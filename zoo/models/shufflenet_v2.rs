@@ -49,7 +49,7 @@ fn push_conv_bn(seq: &mut Sequential, p: &nn::Path, cin: i64, cout: i64, k: i64,
     seq.push(Conv2d::new(&(p / i), cin, cout, k, opts));
     seq.push(BatchNorm2d::new(&(p / (i + 1)), cout));
     if relu {
-        seq.push(Activation::new(&(p / (i + 2)), Act::Relu));
+        seq.push(Activation::inplace(&(p / (i + 2)), Act::Relu));
     }
 }
 
@@ -121,7 +121,7 @@ impl ShuffleNetV2 {
         let mut conv1 = Sequential::new(&(p / "conv1"));
         conv1.push(Conv2d::new(&(p / "conv1" / 0), 3, c[0], 3, no_bias().stride(2).padding(1)));
         conv1.push(BatchNorm2d::new(&(p / "conv1" / 1), c[0]));
-        conv1.push(Activation::new(&(p / "conv1" / 2), Act::Relu));
+        conv1.push(Activation::inplace(&(p / "conv1" / 2), Act::Relu));
         let mut input = c[0];
         let stages = (0..3)
             .map(|s| {

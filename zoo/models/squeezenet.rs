@@ -82,9 +82,12 @@ impl Layer for Fire {
             || Op::Container("Fire"),
             xs,
             |xs| {
-                let s = self.squeeze.forward_t(xs, train).relu();
+                let s = Act::Relu.apply_owned(self.squeeze.forward_t(xs, train));
                 Tensor::cat(
-                    &[self.expand1x1.forward_t(&s, train).relu(), self.expand3x3.forward_t(&s, train).relu()],
+                    &[
+                        Act::Relu.apply_owned(self.expand1x1.forward_t(&s, train)),
+                        Act::Relu.apply_owned(self.expand3x3.forward_t(&s, train)),
+                    ],
                     1,
                 )
             },
@@ -119,7 +122,7 @@ impl SqueezeNet {
             match *entry {
                 F::Stem(out, k) => {
                     features.push(Conv2d::new(&(&fp / index), width, out, k, ConvOpts::default().stride(2)));
-                    features.push(Activation::new(&(&fp / (index + 1)), Act::Relu));
+                    features.push(Activation::inplace(&(&fp / (index + 1)), Act::Relu));
                     index += 2;
                     width = out;
                     reduction *= 2;
@@ -145,7 +148,7 @@ impl SqueezeNet {
             dropout: crate::nn::Dropout::new(&(&cp / 0), build.drop_rate.unwrap_or(0.5)),
             final_conv: (build.num_classes > 0)
                 .then(|| Conv2d::new(&(&cp / 1), width, build.num_classes, 1, ConvOpts::default())),
-            relu: Activation::new(&(&cp / 2), Act::Relu),
+            relu: Activation::inplace(&(&cp / 2), Act::Relu),
             avgpool: AdaptiveAvgPool2d::new(&(&cp / 3), 1),
             num_features: width,
             stages,

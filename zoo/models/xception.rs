@@ -101,7 +101,10 @@ impl Block {
                 (false, i) if i < cfg.reps - 1 => (inc, inc),
                 (false, _) => (inc, outc),
             };
-            if i > 0 || cfg.start_with_relu {
+            // The opening ReLU reads the block's input, which the skip reads too: not in place.
+            if i > 0 {
+                rep.push(Activation::inplace(&(&rp / rep.len()), Act::Relu));
+            } else if cfg.start_with_relu {
                 rep.push(Activation::new(&(&rp / rep.len()), Act::Relu));
             }
             rep.push(SeparableConv2d::new(&(&rp / rep.len()), cin, cout));
@@ -165,17 +168,17 @@ impl Xception {
         Xception {
             conv1: Conv2d::new(&(p / "conv1"), 3, 32, 3, no_bias().stride(2)),
             bn1: BatchNorm2d::new(&(p / "bn1"), 32),
-            act1: Activation::new(&(p / "act1"), Act::Relu),
+            act1: Activation::inplace(&(p / "act1"), Act::Relu),
             conv2: Conv2d::new(&(p / "conv2"), 32, 64, 3, no_bias()),
             bn2: BatchNorm2d::new(&(p / "bn2"), 64),
-            act2: Activation::new(&(p / "act2"), Act::Relu),
+            act2: Activation::inplace(&(p / "act2"), Act::Relu),
             blocks,
             conv3: SeparableConv2d::new(&(p / "conv3"), 1024, 1536),
             bn3: BatchNorm2d::new(&(p / "bn3"), 1536),
-            act3: Activation::new(&(p / "act3"), Act::Relu),
+            act3: Activation::inplace(&(p / "act3"), Act::Relu),
             conv4: SeparableConv2d::new(&(p / "conv4"), 1536, NUM_FEATURES),
             bn4: BatchNorm2d::new(&(p / "bn4"), NUM_FEATURES),
-            act4: Activation::new(&(p / "act4"), Act::Relu),
+            act4: Activation::inplace(&(p / "act4"), Act::Relu),
             dropout: build.drop_rate.unwrap_or(0.0),
             fc: (build.num_classes > 0).then(|| Linear::new(&(p / "fc"), NUM_FEATURES, build.num_classes)),
         }

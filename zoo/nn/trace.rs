@@ -89,6 +89,11 @@ thread_local! {
     static TRACER: RefCell<Tracer> = RefCell::new(Tracer::default());
 }
 
+/// Whether a trace is recording or tapping on this thread (layers then keep their inputs intact).
+pub fn active() -> bool {
+    ACTIVE.with(Cell::get)
+}
+
 /// Runs `f` as the layer at `path`; records it when tracing is on. Every zoo layer and block
 /// goes through here.
 pub fn layer(path: &str, op: impl FnOnce() -> Op, xs: &Tensor, f: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
