@@ -47,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         _ => Kind::Float,
     };
     let (fwd_batch, steps) = if device == Device::Cpu { (16, 5) } else { (64, 20) };
+    zoo::runtime::tune_cpu_allocator(); // as the zoo command does
     tch::set_num_threads(threads);
     tch::manual_seed(0);
     // Forward pass alone, eval mode, batch 16 at 224.

@@ -245,6 +245,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    zoo::runtime::tune_cpu_allocator();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

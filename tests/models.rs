@@ -207,3 +207,20 @@ fn bninception_refuses_sides_its_pools_cannot_take_before_running() {
     let err = model.predict(&input(model.spec, 299)).unwrap_err().to_string();
     assert!(err.contains("299x299") && err.contains("modulo 32"), "{err}");
 }
+
+#[test]
+fn inference_in_cache_sized_chunks_gives_the_whole_batch_result() {
+    tch::manual_seed(3);
+    for name in ["resnet18", "mobilenet_v2"] {
+        let model = Model::new(name, BuildConfig::default(), Device::Cpu).unwrap();
+        let chunk = model.inference_chunk([3, 224, 224]);
+        // A 224-pixel image's largest map is a few MB: some images, not a whole large batch.
+        assert!((1..=64).contains(&chunk), "{name}: chunk {chunk}");
+        let x = Tensor::randn([7, 3, 96, 96], (Kind::Float, Device::Cpu));
+        let whole = model.predict(&x).unwrap();
+        for chunk in [1, 3, 7, 100] {
+            let (err, tol) = common::parity_error(&model.predict_in_chunks(&x, chunk).unwrap(), &whole);
+            assert!(err <= tol, "{name} in chunks of {chunk}: {err:e}");
+        }
+    }
+}

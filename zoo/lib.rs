@@ -7,11 +7,13 @@
 //! - [`data`]: image decoding and preprocessing, class names, data sets.
 //! - [`train`]: fine-tuning and training (data sets, augmentation, optimisers, the loop).
 //! - [`commands`]: what the `zoo` command line runs.
+//! - [`runtime`]: process-wide settings for libtorch on the CPU ([`runtime::tune_cpu_allocator`]).
 pub mod checkpoint;
 pub mod commands;
 pub mod data;
 pub mod models;
 pub mod nn;
 pub mod plot;
+pub mod runtime;
 pub mod train;
 pub mod weights;

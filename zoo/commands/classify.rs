@@ -1,11 +1,13 @@
 //! `zoo classify`: batch classification of image files and folders.
 //!
 //! Decoding and preprocessing run in parallel (rayon) one batch ahead of the forward pass,
-//! through a bounded queue, so memory stays bounded by batch size and queue depth whatever the
-//! number of files. Every result is written and flushed per batch: an interrupted run keeps all
+//! through a bounded queue ([`crate::data::prefetch`]), so memory stays bounded by batch size and
+//! queue depth whatever the number of files. On the CPU the forward pass runs the batch in
+//! cache-sized chunks ([`crate::models::Model::inference_chunk`]). Every result is written and flushed per batch: an interrupted run keeps all
 //! it has written. A file that cannot be read is reported (stderr and the output) and the run
 //! goes on.
 use crate::data::image::{load_luma, load_rgb, DecodeLimits};
+use crate::data::prefetch::prefetch;
 use crate::data::preprocess::Preprocess;
 use crate::weights::pretrained::Loaded;
 use anyhow::{bail, Context, Result};
@@ -207,7 +209,8 @@ pub(crate) fn prepare(path: &Path, pre: &Preprocess, limits: &DecodeLimits) -> P
     Prepared { data: data.map_err(|e| format!("{e:#}")), warning }
 }
 
-/// Decodes batches on a worker thread, one queue ahead of `consume`, which runs on this thread.
+/// Decodes and preprocesses `files` a batch at a time (each batch in parallel), `queue_depth`
+/// batches ahead of `consume`, which gets the index of the batch's first file.
 pub(crate) fn pipeline(
     files: &[PathBuf],
     pre: &Preprocess,
@@ -217,21 +220,9 @@ pub(crate) fn pipeline(
     mut consume: impl FnMut(usize, Vec<Prepared>) -> Result<()>,
 ) -> Result<()> {
     let batch_size = batch_size.max(1);
-    let (tx, rx) = crossbeam_channel::bounded::<(usize, Vec<Prepared>)>(queue_depth.max(1));
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            for (i, chunk) in files.chunks(batch_size).enumerate() {
-                let prepared: Vec<Prepared> = chunk.par_iter().map(|p| prepare(p, pre, limits)).collect();
-                if tx.send((i * batch_size, prepared)).is_err() {
-                    break; // the consumer stopped (an error): stop decoding
-                }
-            }
-        });
-        for (start, batch) in rx {
-            consume(start, batch)?;
-        }
-        Ok(())
-    })
+    let chunks: Vec<&[PathBuf]> = files.chunks(batch_size).collect();
+    let make = |chunk: &&[PathBuf]| chunk.par_iter().map(|p| prepare(p, pre, limits)).collect::<Vec<_>>();
+    prefetch(&chunks, queue_depth, make, |i, batch| consume(i * batch_size, batch))
 }
 
 /// Stacks the successfully prepared items of a batch into `[n, C, H, W]`.
@@ -275,19 +266,20 @@ pub fn set_precision(loaded: &mut Loaded, precision: Precision) -> Result<()> {
 pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out: &mut dyn Write) -> Result<RunSummary> {
     let start = Instant::now();
     let model = &loaded.model;
-    let device = model.vs.device();
-    let kind = opts.precision.kind();
     let k = opts.top_k.clamp(1, loaded.labels.len().max(1));
     let bar = progress_bar(files.len(), opts.progress);
     let (mut ok, mut failed) = (0, 0);
     if opts.format == OutputFormat::Csv {
         writeln!(out, "path,rank,index,label,prob,error")?;
     }
-    pipeline(files, &loaded.preprocess, &opts.limits, opts.batch_size, opts.queue_depth, |first, batch| {
+    let [c, h, w] = loaded.preprocess.output_shape();
+    let chunk = model.inference_chunk([c as i64, h as i64, w as i64]);
+    let (pre, limits) = (&loaded.preprocess, &opts.limits);
+    pipeline(files, pre, limits, opts.batch_size, opts.queue_depth, |first, batch| {
         let mut tops = Vec::new();
         if let Some(xs) = stack(&batch, &loaded.preprocess) {
-            model.check_input(&xs)?;
-            let probs = tch::no_grad(|| model.net.forward_t(&xs.to_device(device).to_kind(kind), false))
+            let probs = model
+                .predict_in_chunks(&xs, chunk)?
                 .to_kind(Kind::Float)
                 .softmax(-1, Kind::Float)
                 .to_device(Device::Cpu);

@@ -1,5 +1,6 @@
 //! Images, preprocessing, class names and data sets.
 pub mod fashion_mnist;
 pub mod image;
+pub mod prefetch;
 pub mod preprocess;
 pub mod transform;

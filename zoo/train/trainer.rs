@@ -1,8 +1,8 @@
 //! The training loop behind `zoo finetune` and `zoo train`, and the evaluation behind `zoo eval`.
 //!
 //! Per epoch: batches are decoded and augmented in rayon workers on a producer thread, one
-//! bounded queue ahead of the forward/backward pass; then the val split is evaluated with the
-//! eval transform. Each epoch appends a row to `OUT/metrics.csv`, redraws `OUT/curves.png`, and
+//! bounded queue ahead of the forward/backward pass ([`crate::data::prefetch`]); then the val
+//! split is evaluated with the eval transform. Each epoch appends a row to `OUT/metrics.csv`, redraws `OUT/curves.png`, and
 //! writes `OUT/last.safetensors`, `OUT/best.safetensors` (best val top-1) and
 //! `OUT/resume.safetensors` (weights, optimiser state, epoch, step), each atomically: a crash or
 //! Ctrl-C loses at most the epoch in progress, and `--resume OUT` continues from the last
@@ -17,6 +17,7 @@ use super::optim::{GradScaler, Optimizer, OptimizerKind, Param, Schedule};
 use crate::checkpoint::{self, StateDict};
 use crate::commands::classify::{parse_device, progress_bar};
 use crate::data::image::{load_luma, load_rgb, DecodeLimits};
+use crate::data::prefetch::prefetch;
 use crate::data::preprocess::Preprocess;
 use crate::models::{is_buffer, BuildConfig, Model};
 use crate::weights::pretrained::{self, meta, Loaded};
@@ -306,30 +307,6 @@ struct Batch {
     labels: Vec<i64>,
 }
 
-/// Prepares `batches` on a producer thread (each batch in parallel), one queue ahead of
-/// `consume`, which runs on this thread.
-fn pipeline(
-    batches: &[Vec<usize>],
-    make: impl Fn(&[usize]) -> Batch + Sync,
-    mut consume: impl FnMut(usize, Batch) -> Result<()>,
-) -> Result<()> {
-    let (tx, rx) = crossbeam_channel::bounded::<(usize, Batch)>(2);
-    std::thread::scope(|scope| {
-        let make = &make;
-        scope.spawn(move || {
-            for (i, b) in batches.iter().enumerate() {
-                if tx.send((i, make(b))).is_err() {
-                    break;
-                }
-            }
-        });
-        for (i, b) in rx {
-            consume(i, b)?;
-        }
-        Ok(())
-    })
-}
-
 /// Stacks per-sample results into a batch, dropping the failures.
 fn assemble(items: Vec<Option<(Vec<f32>, i64)>>) -> Batch {
     let mut data = Vec::new();
@@ -430,32 +407,41 @@ pub fn evaluate(
                 .collect(),
         )
     };
-    pipeline(&batches, make, |_, b| {
-        bar.inc(b.labels.len() as u64);
-        if b.labels.is_empty() {
-            return Ok(());
-        }
-        let (xs, ys) = to_input(&b, pre, device, false);
-        model.check_input(&xs)?;
-        let logits = tch::no_grad(|| model.net.forward_t(&xs, false)).to_kind(Kind::Float);
-        ensure!(
-            logits.size()[1] as usize == num_classes,
-            "the model has {} outputs, the data set {num_classes} classes",
-            logits.size()[1]
-        );
-        let loss = logits.cross_entropy_loss::<Tensor>(&ys, None, Reduction::Sum, -100, 0.0);
-        loss_sum += loss.double_value(&[]);
-        let k = 5.min(num_classes as i64);
-        let (_, idx) = logits.topk(k, -1, true, true);
-        let idx = Vec::<Vec<i64>>::try_from(idx.to_device(Device::Cpu))?;
-        for (row, &y) in idx.iter().zip(&b.labels) {
-            confusion[y as usize][row[0] as usize] += 1;
-            top1 += u64::from(row[0] == y);
-            top5 += u64::from(row.contains(&y));
-        }
-        n += b.labels.len();
-        Ok(())
-    })?;
+    let chunk = {
+        let [c, h, w] = pre.output_shape();
+        model.inference_chunk([c as i64, h as i64, w as i64])
+    };
+    prefetch(
+        &batches,
+        2,
+        |b| make(b),
+        |_, b| {
+            bar.inc(b.labels.len() as u64);
+            if b.labels.is_empty() {
+                return Ok(());
+            }
+            let (xs, ys) = to_input(&b, pre, device, false);
+            model.check_input(&xs)?;
+            let logits = model.predict_in_chunks(&xs, chunk)?.to_kind(Kind::Float);
+            ensure!(
+                logits.size()[1] as usize == num_classes,
+                "the model has {} outputs, the data set {num_classes} classes",
+                logits.size()[1]
+            );
+            let loss = logits.cross_entropy_loss::<Tensor>(&ys, None, Reduction::Sum, -100, 0.0);
+            loss_sum += loss.double_value(&[]);
+            let k = 5.min(num_classes as i64);
+            let (_, idx) = logits.topk(k, -1, true, true);
+            let idx = Vec::<Vec<i64>>::try_from(idx.to_device(Device::Cpu))?;
+            for (row, &y) in idx.iter().zip(&b.labels) {
+                confusion[y as usize][row[0] as usize] += 1;
+                top1 += u64::from(row[0] == y);
+                top5 += u64::from(row.contains(&y));
+            }
+            n += b.labels.len();
+            Ok(())
+        },
+    )?;
     bar.finish_and_clear();
     let mut failed: Vec<(PathBuf, String)> = Vec::new();
     let wanted: HashSet<&Path> = indices.iter().map(|&i| source.samples[i].path.as_path()).collect();
@@ -829,67 +815,72 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         };
         opt.zero_grad();
         let mut micro = 0;
-        pipeline(&batches, make, |bi, b| {
-            bar.inc(b.labels.len() as u64);
-            let last = bi + 1 == batches.len();
-            if !b.labels.is_empty() {
-                let (xs, ys) = to_input(&b, &pre, device, cl);
-                if bi == 0 {
-                    model.check_input(&xs)?;
-                }
-                let scale = scaler.scale;
-                let forward = || {
-                    let (logits, aux) = model.net.forward_aux(&xs, true);
-                    let logits = logits.to_kind(Kind::Float);
-                    let ce = |l: &Tensor| {
-                        l.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
-                            &ys,
-                            None,
-                            Reduction::Mean,
-                            -100,
-                            cfg.label_smoothing,
-                        )
+        prefetch(
+            &batches,
+            2,
+            |b| make(b),
+            |bi, b| {
+                bar.inc(b.labels.len() as u64);
+                let last = bi + 1 == batches.len();
+                if !b.labels.is_empty() {
+                    let (xs, ys) = to_input(&b, &pre, device, cl);
+                    if bi == 0 {
+                        model.check_input(&xs)?;
+                    }
+                    let scale = scaler.scale;
+                    let forward = || {
+                        let (logits, aux) = model.net.forward_aux(&xs, true);
+                        let logits = logits.to_kind(Kind::Float);
+                        let ce = |l: &Tensor| {
+                            l.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+                                &ys,
+                                None,
+                                Reduction::Mean,
+                                -100,
+                                cfg.label_smoothing,
+                            )
+                        };
+                        let loss = aux.iter().fold(ce(&logits), |acc, a| acc + ce(a) * aux_weight);
+                        (loss, logits)
                     };
-                    let loss = aux.iter().fold(ce(&logits), |acc, a| acc + ce(a) * aux_weight);
-                    (loss, logits)
-                };
-                let (loss, logits) = crate::nn::with_frozen_batch_norms(&frozen.batch_norms, || {
-                    crate::nn::with_batch_norm_momentum(cfg.bn_momentum, || {
-                        if amp {
-                            tch::autocast(true, forward)
-                        } else {
-                            forward()
-                        }
-                    })
-                });
-                (&loss * (scale / cfg.accumulate as f64)).backward();
-                let l = loss.double_value(&[]);
-                if !l.is_finite() && !amp {
-                    bail!("the loss became {l} at epoch {epoch}, batch {}: lower --lr", bi + 1);
+                    let (loss, logits) = crate::nn::with_frozen_batch_norms(&frozen.batch_norms, || {
+                        crate::nn::with_batch_norm_momentum(cfg.bn_momentum, || {
+                            if amp {
+                                tch::autocast(true, forward)
+                            } else {
+                                forward()
+                            }
+                        })
+                    });
+                    (&loss * (scale / cfg.accumulate as f64)).backward();
+                    let l = loss.double_value(&[]);
+                    if !l.is_finite() && !amp {
+                        bail!("the loss became {l} at epoch {epoch}, batch {}: lower --lr", bi + 1);
+                    }
+                    let n = b.labels.len();
+                    loss_sum += l * n as f64;
+                    correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+                    seen += n;
+                    micro += 1;
+                    bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
                 }
-                let n = b.labels.len();
-                loss_sum += l * n as f64;
-                correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
-                seen += n;
-                micro += 1;
-                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-            }
-            if micro > 0 && (micro % cfg.accumulate == 0 || last) {
-                lr = Schedule::lr(&cfg.schedule, cfg.lr, global_step, steps_per_epoch, cfg.epochs);
-                global_step += 1;
-                // Every micro-batch of this step was scaled by the current scale.
-                let scale_used = scaler.scale;
-                let finite = !amp || opt.grads_finite();
-                if scaler.update(finite) {
-                    opt.step(lr, scale_used);
-                } else {
-                    eprintln!("amp: gradient overflow, step skipped (loss scale now {})", scaler.scale);
+                if micro > 0 && (micro % cfg.accumulate == 0 || last) {
+                    lr = Schedule::lr(&cfg.schedule, cfg.lr, global_step, steps_per_epoch, cfg.epochs);
+                    global_step += 1;
+                    // Every micro-batch of this step was scaled by the current scale.
+                    let scale_used = scaler.scale;
+                    let finite = !amp || opt.grads_finite();
+                    if scaler.update(finite) {
+                        opt.step(lr, scale_used);
+                    } else {
+                        eprintln!("amp: gradient overflow, step skipped (loss scale now {})", scaler.scale);
+                    }
+                    opt.zero_grad();
+                    micro = 0;
                 }
-                opt.zero_grad();
-                micro = 0;
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
         ensure!(seen > 0, "no training image of epoch {epoch} could be read");
