@@ -2,10 +2,12 @@
 //!
 //! - [`dataset`]: image folders (`DIR/train` + `DIR/val`, or one folder split per class).
 //! - [`augment`]: on-the-fly augmentation in rayon workers, reproducible per sample.
+//! - [`autocast`]: float16 autocast on CUDA (`--amp`).
 //! - [`optim`]: SGD / AdamW over explicit parameter groups, schedules, loss scaling.
 //! - [`freeze`]: `--freeze none|backbone|until:STAGE`, frozen batch norms kept in eval mode.
 //! - [`trainer`]: the loop, checkpoints, metrics, resume, and evaluation.
 pub mod augment;
+pub mod autocast;
 pub mod dataset;
 pub mod freeze;
 pub mod optim;

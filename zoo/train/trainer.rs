@@ -846,7 +846,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
                     let (loss, logits) = crate::nn::with_frozen_batch_norms(&frozen.batch_norms, || {
                         crate::nn::with_batch_norm_momentum(cfg.bn_momentum, || {
                             if amp {
-                                tch::autocast(true, forward)
+                                super::autocast::autocast(true, forward)
                             } else {
                                 forward()
                             }
