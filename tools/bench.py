@@ -74,6 +74,16 @@ def python_classify(name, folder, batch):
     return n / (time.perf_counter() - t)
 
 
+def python_classify_tuned(name, folder, batch, threads):
+    """python_classify in a child process whose glibc keeps freed memory, as zoo's
+    runtime::tune_cpu_allocator does (set through the environment, so the DataLoader's workers
+    inherit it)."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30))
+    out = subprocess.run([sys.executable, __file__, "--classify", name, folder, str(batch), OUT, str(threads)],
+                         env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
 def zoo_classify(zoo, name, folder, batch, threads):
     env = dict(os.environ, ZOO_OFFLINE="1", OMP_NUM_THREADS=str(threads))
     t = time.perf_counter()
@@ -124,6 +134,11 @@ def timeit(f, warmup, runs, grad):
 
 def main():
     global OUT
+    if sys.argv[1] == "--classify":  # the child of python_classify_tuned
+        name, folder, batch, OUT, threads = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+        torch.set_num_threads(threads)
+        print(python_classify(name, folder, batch))
+        return
     zoo, OUT, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(threads)
@@ -135,19 +150,29 @@ def main():
             torch.save(build().state_dict(), path)
     folder = os.path.join(OUT, "jpegs")
     make_jpegs(folder)
+    # Two rounds, zoo and PyTorch alternating, and the best of each side: these machines are
+    # shared, and a neighbour's burst should hit both sides alike rather than decide the ratio.
     rows = []
     for name in MODELS:
         z = zoo_classify(zoo, name, folder, 32, threads)
         p = python_classify(name, folder, 32)
+        z = max(z, zoo_classify(zoo, name, folder, 32, threads))
+        p = max(p, python_classify(name, folder, 32))
         rows.append(("classify images/s", name, z, p, z / p))
-    rust = subprocess.run(["cargo", "bench", "--bench", "step", "--", OUT, str(threads)], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
-    zoo_times = {}
-    for line in rust.stdout.splitlines():
-        if line.startswith("{"):
-            r = json.loads(line)
-            zoo_times[(r["bench"], r["model"])] = r["seconds"]
-    py = python_steps(threads)
+    # PyTorch given what zoo does for itself (see the notes): the allocator kept from returning
+    # memory, and small batches. Not part of the ratios; it shows where zoo's speed comes from.
+    tuned = {name: python_classify_tuned(name, folder, 4, threads) for name in MODELS}
+    zoo_times, py = {}, {}
+    for _ in range(2):
+        rust = subprocess.run(["cargo", "bench", "--bench", "step", "--", OUT, str(threads)], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+        for line in rust.stdout.splitlines():
+            if line.startswith("{"):
+                r = json.loads(line)
+                key = (r["bench"], r["model"])
+                zoo_times[key] = min(zoo_times.get(key, float("inf")), r["seconds"])
+        for key, t in python_steps(threads).items():
+            py[key] = min(py.get(key, float("inf")), t)
     for key, t in zoo_times.items():
         rows.append((f"{key[0]} seconds", key[1], t, py[key], py[key] / t))
     cpu = platform.processor() or "unknown CPU"
@@ -155,7 +180,11 @@ def main():
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+    # The GPU section is written by hand from tools/gpu-check.sh's output: keep it.
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    previous = open(path).read() if os.path.exists(path) else ""
+    gpu = previous[previous.find("\n## GPU"):] if "\n## GPU" in previous else ""
+    with open(path, "w") as f:
         f.write("# Benchmarks\n\n")
         f.write(f"Measured by `make bench` on {os.cpu_count()} cores ({cpu}), {threads} libtorch threads on both sides, "
                 f"torch {torch.__version__}, torchvision {torchvision.__version__}, {time.strftime('%Y-%m-%d')}.\n"
@@ -165,8 +194,18 @@ def main():
             f.write(f"| {what} | {name} | {z:.3f} | {p:.3f} | {r:.2f}x |\n")
         f.write("\nclassify: 160 JPEGs of 640x480 to 1024x768, batch 32, top-5; PyTorch side is torchvision "
                 "ImageFolder + DataLoader (2 workers) with the same weights file. forward: batch 16 at 224, eval. "
-                "train_step: batch 32 at 224, forward + cross-entropy + backward + SGD (momentum 0.9).\n")
-    print(open(os.path.join(ROOT, "BENCHMARKS.md")).read())
+                "train_step: batch 32 at 224, forward + cross-entropy + backward + SGD (momentum 0.9). "
+                "Each figure is the best of two rounds, zoo and PyTorch alternating.\n\n")
+        f.write("Where zoo's speed on the CPU comes from: (1) the allocator keeps freed memory for reuse "
+                "(`zoo/runtime.rs`: glibc otherwise maps every large activation afresh and the kernel zeroes "
+                "its pages on every batch); (2) inference runs the 32-image batch in chunks whose largest "
+                "activation map fits the last-level cache (`Model::inference_chunk`); (3) JPEG decoding and the "
+                "resize cost about a quarter of PIL's (2.2 against 8.4 ms per image, one thread); (4) in-place "
+                "activations, as PyTorch's `inplace=True` modules. PyTorch's pipeline given (1) and (2) by hand "
+                "(MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ at 1 GiB, batch 4), for comparison: "
+                + ", ".join(f"{n} {v:.3f} images/s" for n, v in tuned.items()) + ".\n")
+        f.write(gpu)
+    print(open(path).read())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine (the `device` tool), from the repository root, with build/gpu/ carried:
 # zoo and the step bench built here, the real EfficientNet-Lite0 checkpoint, and the reference
-# package. Checks CUDA inference against the CPU, --half/--bf16, and throughput against PyTorch
-# eager on the same card (fine-tuning on CUDA: `zoo finetune --device cuda --amp`, see RESULTS.md).
+# package. Checks CUDA inference against the CPU, --half/--bf16, forward and training-step
+# throughput against PyTorch eager on the same card, and a short fine-tuning run on CUDA (fp32 and
+# --amp) against the same run on the CPU.
 # Writes $OUT/gpu-report.txt.
 set -uo pipefail
 G=build/gpu
@@ -24,5 +25,13 @@ W=$G/efficientnet-lite0-57934424.pth
   echo "## zoo step bench (forward batch 64 at 224; train step batch 32)"
   $G/step $G 16 cuda f32
   $G/step $G 16 cuda f16
+  echo "## fine-tuning on CUDA against the CPU: same data, seed and schedule, no augmentation"
+  T="finetune efficientnet_lite0 --weights $W --data $G/data --epochs 2 --batch-size 30 --input-size 112 --no-augment --seed 0 --bn-momentum 0.1"
+  for mode in cpu cuda amp; do
+    case $mode in cpu) flags="--device cpu";; cuda) flags="--device cuda";; amp) flags="--device cuda --amp";; esac
+    s=$SECONDS
+    $G/zoo $T $flags --out "$OUT/ft-$mode" > "$OUT/ft-$mode.log" 2>&1
+    echo "finetune $mode: exit $? in $((SECONDS - s)) s"; cat "$OUT/ft-$mode/metrics.csv"
+  done
 } > "$R" 2>&1
 cat "$R"

@@ -35,27 +35,50 @@ def main():
         forward_time("efficientnet_lite0", m.to(dtype), dtype)
     try:
         import torchvision
-
-        forward_time("resnet50", torchvision.models.resnet50(weights=None).cuda().eval(), torch.float32)
     except ImportError:
-        print("torchvision is not installed on this machine: resnet50 PyTorch figure skipped")
+        print("torchvision is not installed on this machine: resnet50 and training-step figures skipped")
+        return
+    forward_time("resnet50", torchvision.models.resnet50(weights=None).cuda().eval(), torch.float32)
+    for name in ["resnet18", "mobilenet_v2"]:
+        train_step_time(name, getattr(torchvision.models, name)(weights=None).cuda().train())
 
 
-def forward_time(name, model, dtype, warmup=3, runs=20):
+def timed(f, warmup=3, runs=20):
+    """Median seconds of f(), synchronised, after warm-up."""
+    for _ in range(warmup):
+        f()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[runs // 2]
+
+
+def train_step_time(name, model):
+    """One SGD step (momentum 0.9) at batch 32, 224x224, float32: the zoo step bench's work."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(32, 3, 224, 224, device="cuda")
+    y = torch.randint(1000, (32,), device="cuda")
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    t = timed(step)
+    print(f'{{"bench": "pytorch train_step", "model": "{name}", "batch": 32, "seconds": {t}}}')
+
+
+def forward_time(name, model, dtype):
     """Median seconds of one forward pass at batch 64, 224x224, synchronised."""
     x = torch.randn(64, 3, 224, 224, device="cuda", dtype=dtype)
     with torch.no_grad():
-        for _ in range(warmup):
-            model(x)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            model(x)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-    t = sorted(times)[runs // 2]
+        t = timed(lambda: model(x))
     print(f'{{"bench": "pytorch forward", "model": "{name}", "batch": 64, "dtype": "{dtype}", "seconds": {t}}}')
+
 
 if __name__ == "__main__":
     main()
