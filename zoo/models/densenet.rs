@@ -9,7 +9,7 @@
 //! Variants are rows of [`DenseNetConfig`].
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, Linear, Pool2d, Sequential};
+use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// One DenseNet variant (torchvision's `_densenet` arguments).
@@ -111,9 +111,8 @@ impl Layer for DenseBlock {
 #[derive(Debug)]
 pub struct DenseNet {
     features: Sequential,
-    classifier: Option<Linear>,
+    classifier: LinearHead,
     num_features: i64,
-    drop_rate: f64,
     stages: Vec<FeatureInfo>,
 }
 
@@ -159,9 +158,8 @@ impl DenseNet {
         stages.push(FeatureInfo::new("features.norm5", width, reduction));
         DenseNet {
             features,
-            classifier: (build.num_classes > 0).then(|| Linear::new(&(p / "classifier"), width, build.num_classes)),
+            classifier: LinearHead::new(p, "classifier", width, build.num_classes, build.drop_rate.unwrap_or(0.0)),
             num_features: width,
-            drop_rate: build.drop_rate.unwrap_or(0.0),
             stages,
         }
     }
@@ -175,14 +173,7 @@ impl Classifier for DenseNet {
 
     /// ReLU, global average pool, classifier.
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        let xs = trace::point("pre_logits", xs.relu().mean_dim(&[-2i64, -1][..], false, None));
-        match (&self.classifier, pre_logits) {
-            (Some(fc), false) => {
-                let xs = if train && self.drop_rate > 0.0 { xs.dropout(self.drop_rate, true) } else { xs };
-                fc.forward_t(&xs, train)
-            }
-            _ => xs,
-        }
+        self.classifier.forward(xs.relu().mean_dim(&[-2i64, -1][..], false, None), train, pre_logits)
     }
 
     fn num_features(&self) -> i64 {
@@ -190,16 +181,15 @@ impl Classifier for DenseNet {
     }
 
     fn num_classes(&self) -> i64 {
-        self.classifier.as_ref().map_or(0, Linear::out_features)
+        self.classifier.num_classes()
     }
 
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.classifier =
-            (num_classes > 0).then(|| Linear::new(&(root / "classifier"), self.num_features, num_classes));
+        self.classifier.reset(root, num_classes);
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["classifier.".into()]
+        self.classifier.prefixes()
     }
 
     /// timm's stages: the stem after its ReLU (stride 2), each dense block but the last (before

@@ -9,44 +9,15 @@
 //! Default input 299×299; the smallest that goes through is 75×75 (in train mode the auxiliary
 //! head needs about 299).
 use super::googlenet::{basic_conv, transform_input};
+use super::inception_v4::{convs, max_pool, pooled_counting_pad, same, split, valid, BranchSpec, Mixed};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, LinearHead, Pool2d};
 use tch::{nn, Tensor};
 
-/// The parameter-free operation a branch starts with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BranchPool {
-    None,
-    /// 3×3 average pool, stride 1, padding 1 (counting the padding, PyTorch's default).
-    Avg,
-    /// 3×3 max pool, stride 2: the branch of a grid reduction that is only a pool.
-    Max,
-}
-
-/// A `BasicConv2d` of a branch: name, output channels, kernel [h, w], stride. Padding is "same"
-/// (kernel / 2) at stride 1 and none at stride 2, which is how every block of torchvision's file
-/// pads.
-type C = (&'static str, i64, [i64; 2], i64);
-
-const fn c(name: &'static str, out: i64, kh: i64, kw: i64, stride: i64) -> C {
-    (name, out, [kh, kw], stride)
-}
-
-/// One branch: a pool, a chain of convolutions, and optionally two final convolutions applied
-/// to the chain's output side by side and concatenated (InceptionE's 1×3 and 3×1 split).
-struct BranchSpec {
-    pool: BranchPool,
-    chain: Vec<C>,
-    split: Vec<C>,
-}
-
-fn chain(chain: Vec<C>) -> BranchSpec {
-    BranchSpec { pool: BranchPool::None, chain, split: Vec::new() }
-}
-
-/// The five block types of torchvision's file, as branch tables. Branch order is the order of
-/// the concatenation.
+/// The five block types of torchvision's file, as branch tables (Inception v4's builders: every
+/// convolution is "same" at stride 1 and unpadded at stride 2, as torchvision's file pads them).
+/// Branch order is the order of the concatenation.
 #[derive(Debug, Clone, Copy)]
 enum Block {
     /// InceptionA (35×35 grid): pool projection width.
@@ -73,67 +44,66 @@ impl Block {
     }
 
     fn branches(self) -> Vec<BranchSpec> {
-        let pool = |chain: Vec<C>| BranchSpec { pool: BranchPool::Avg, chain, split: Vec::new() };
-        let max = BranchSpec { pool: BranchPool::Max, chain: Vec::new(), split: Vec::new() };
+        // torchvision's average pools count the padding (PyTorch's default).
+        let pool = pooled_counting_pad;
+        let max = max_pool();
         match self {
             Block::A(pool_features) => vec![
-                chain(vec![c("branch1x1", 64, 1, 1, 1)]),
-                chain(vec![c("branch5x5_1", 48, 1, 1, 1), c("branch5x5_2", 64, 5, 5, 1)]),
-                chain(vec![
-                    c("branch3x3dbl_1", 64, 1, 1, 1),
-                    c("branch3x3dbl_2", 96, 3, 3, 1),
-                    c("branch3x3dbl_3", 96, 3, 3, 1),
+                convs(vec![same("branch1x1", 64, 1, 1)]),
+                convs(vec![same("branch5x5_1", 48, 1, 1), same("branch5x5_2", 64, 5, 5)]),
+                convs(vec![
+                    same("branch3x3dbl_1", 64, 1, 1),
+                    same("branch3x3dbl_2", 96, 3, 3),
+                    same("branch3x3dbl_3", 96, 3, 3),
                 ]),
-                pool(vec![c("branch_pool", pool_features, 1, 1, 1)]),
+                pool(vec![same("branch_pool", pool_features, 1, 1)]),
             ],
             Block::B => vec![
-                chain(vec![c("branch3x3", 384, 3, 3, 2)]),
-                chain(vec![
-                    c("branch3x3dbl_1", 64, 1, 1, 1),
-                    c("branch3x3dbl_2", 96, 3, 3, 1),
-                    c("branch3x3dbl_3", 96, 3, 3, 2),
+                convs(vec![valid("branch3x3", 384, 3, 2)]),
+                convs(vec![
+                    same("branch3x3dbl_1", 64, 1, 1),
+                    same("branch3x3dbl_2", 96, 3, 3),
+                    valid("branch3x3dbl_3", 96, 3, 2),
                 ]),
                 max,
             ],
             Block::C(c7) => vec![
-                chain(vec![c("branch1x1", 192, 1, 1, 1)]),
-                chain(vec![
-                    c("branch7x7_1", c7, 1, 1, 1),
-                    c("branch7x7_2", c7, 1, 7, 1),
-                    c("branch7x7_3", 192, 7, 1, 1),
+                convs(vec![same("branch1x1", 192, 1, 1)]),
+                convs(vec![
+                    same("branch7x7_1", c7, 1, 1),
+                    same("branch7x7_2", c7, 1, 7),
+                    same("branch7x7_3", 192, 7, 1),
                 ]),
-                chain(vec![
-                    c("branch7x7dbl_1", c7, 1, 1, 1),
-                    c("branch7x7dbl_2", c7, 7, 1, 1),
-                    c("branch7x7dbl_3", c7, 1, 7, 1),
-                    c("branch7x7dbl_4", c7, 7, 1, 1),
-                    c("branch7x7dbl_5", 192, 1, 7, 1),
+                convs(vec![
+                    same("branch7x7dbl_1", c7, 1, 1),
+                    same("branch7x7dbl_2", c7, 7, 1),
+                    same("branch7x7dbl_3", c7, 1, 7),
+                    same("branch7x7dbl_4", c7, 7, 1),
+                    same("branch7x7dbl_5", 192, 1, 7),
                 ]),
-                pool(vec![c("branch_pool", 192, 1, 1, 1)]),
+                pool(vec![same("branch_pool", 192, 1, 1)]),
             ],
             Block::D => vec![
-                chain(vec![c("branch3x3_1", 192, 1, 1, 1), c("branch3x3_2", 320, 3, 3, 2)]),
-                chain(vec![
-                    c("branch7x7x3_1", 192, 1, 1, 1),
-                    c("branch7x7x3_2", 192, 1, 7, 1),
-                    c("branch7x7x3_3", 192, 7, 1, 1),
-                    c("branch7x7x3_4", 192, 3, 3, 2),
+                convs(vec![same("branch3x3_1", 192, 1, 1), valid("branch3x3_2", 320, 3, 2)]),
+                convs(vec![
+                    same("branch7x7x3_1", 192, 1, 1),
+                    same("branch7x7x3_2", 192, 1, 7),
+                    same("branch7x7x3_3", 192, 7, 1),
+                    valid("branch7x7x3_4", 192, 3, 2),
                 ]),
                 max,
             ],
             Block::E => vec![
-                chain(vec![c("branch1x1", 320, 1, 1, 1)]),
-                BranchSpec {
-                    pool: BranchPool::None,
-                    chain: vec![c("branch3x3_1", 384, 1, 1, 1)],
-                    split: vec![c("branch3x3_2a", 384, 1, 3, 1), c("branch3x3_2b", 384, 3, 1, 1)],
-                },
-                BranchSpec {
-                    pool: BranchPool::None,
-                    chain: vec![c("branch3x3dbl_1", 448, 1, 1, 1), c("branch3x3dbl_2", 384, 3, 3, 1)],
-                    split: vec![c("branch3x3dbl_3a", 384, 1, 3, 1), c("branch3x3dbl_3b", 384, 3, 1, 1)],
-                },
-                pool(vec![c("branch_pool", 192, 1, 1, 1)]),
+                convs(vec![same("branch1x1", 320, 1, 1)]),
+                split(
+                    vec![same("branch3x3_1", 384, 1, 1)],
+                    vec![same("branch3x3_2a", 384, 1, 3), same("branch3x3_2b", 384, 3, 1)],
+                ),
+                split(
+                    vec![same("branch3x3dbl_1", 448, 1, 1), same("branch3x3dbl_2", 384, 3, 3)],
+                    vec![same("branch3x3dbl_3a", 384, 1, 3), same("branch3x3dbl_3b", 384, 3, 1)],
+                ),
+                pool(vec![same("branch_pool", 192, 1, 1)]),
             ],
         }
     }
@@ -177,84 +147,6 @@ const AUX_AFTER: (&str, i64) = ("Mixed_6e", 768);
 
 /// Width of `Mixed_7c`, the classifier's input.
 const NUM_FEATURES: i64 = 2048;
-
-fn conv_of(p: &nn::Path, cin: i64, (name, out, kernel, stride): C) -> ConvBnAct {
-    let pad = if stride == 1 { [kernel[0] / 2, kernel[1] / 2] } else { [0, 0] };
-    basic_conv(&(p / name), cin, out, kernel, ConvOpts::default().stride(stride).padding(pad))
-}
-
-/// A built branch.
-#[derive(Debug)]
-struct Branch {
-    pool: BranchPool,
-    chain: Vec<ConvBnAct>,
-    split: Vec<ConvBnAct>,
-}
-
-impl Branch {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let xs = match self.pool {
-            BranchPool::None => xs.shallow_clone(),
-            BranchPool::Avg => xs.avg_pool2d([3, 3], [1, 1], [1, 1], false, true, None),
-            BranchPool::Max => xs.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false),
-        };
-        let ys = self.chain.iter().fold(xs, |acc, conv| conv.forward_t(&acc, train));
-        if self.split.is_empty() {
-            ys
-        } else {
-            Tensor::cat(&self.split.iter().map(|conv| conv.forward_t(&ys, train)).collect::<Vec<_>>(), 1)
-        }
-    }
-}
-
-/// A mixed (Inception) block: branches concatenated along channels.
-#[derive(Debug)]
-struct Mixed {
-    path: String,
-    kind: &'static str,
-    branches: Vec<Branch>,
-    out_channels: i64,
-}
-
-impl Mixed {
-    fn new(p: &nn::Path, cin: i64, block: Block) -> Self {
-        let mut out_channels = 0;
-        let branches = block
-            .branches()
-            .into_iter()
-            .map(|spec| {
-                let mut width = cin;
-                let chain: Vec<ConvBnAct> = spec
-                    .chain
-                    .iter()
-                    .map(|&conv| {
-                        let built = conv_of(p, width, conv);
-                        width = conv.1;
-                        built
-                    })
-                    .collect();
-                let split: Vec<ConvBnAct> = spec.split.iter().map(|&conv| conv_of(p, width, conv)).collect();
-                if !split.is_empty() {
-                    width = spec.split.iter().map(|conv| conv.1).sum();
-                }
-                out_channels += width;
-                Branch { pool: spec.pool, chain, split }
-            })
-            .collect();
-        Mixed { path: path_of(p), kind: block.name(), branches, out_channels }
-    }
-}
-
-impl Layer for Mixed {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        trace::layer(
-            &self.path,
-            || Op::Container(self.kind),
-            xs,
-            |xs| Tensor::cat(&self.branches.iter().map(|b| b.forward_t(xs, train)).collect::<Vec<_>>(), 1),
-        )
-    }
-}
 
 /// The auxiliary classifier: 5×5/3 average pool, 1×1 conv to 128, 5×5 conv to 768, global
 /// pool, FC.
@@ -328,8 +220,8 @@ impl InceptionV3 {
                     Step::MaxPool => Box::new(Pool2d::max(&sp, 3, 2)),
                     Step::Mixed(cin, block) => {
                         debug_assert_eq!(cin, width, "{name}");
-                        let mixed = Mixed::new(&sp, cin, block);
-                        width = mixed.out_channels;
+                        let mixed = Mixed::new(&sp, cin, block.name(), &block.branches());
+                        width = mixed.out_channels();
                         Box::new(mixed)
                     }
                 };

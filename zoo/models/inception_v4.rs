@@ -61,6 +61,8 @@ pub(crate) enum BranchPool {
     None,
     /// 3×3 average pool, stride 1, padding 1, not counting the padding (`count_include_pad=False`).
     Avg,
+    /// The same, counting the padding (PyTorch's default, which torchvision's Inception v3 keeps).
+    AvgCountingPad,
     /// 3×3 max pool, stride 2, no padding: the pool-only branch of a grid reduction.
     Max,
 }
@@ -82,6 +84,11 @@ pub(crate) fn convs(chain: Vec<ConvSpec>) -> BranchSpec {
 /// Average pool, then a chain of conv units.
 pub(crate) fn pooled(chain: Vec<ConvSpec>) -> BranchSpec {
     BranchSpec { pool: BranchPool::Avg, chain, split: Vec::new() }
+}
+
+/// Average pool counting the padding, then a chain of conv units.
+pub(crate) fn pooled_counting_pad(chain: Vec<ConvSpec>) -> BranchSpec {
+    BranchSpec { pool: BranchPool::AvgCountingPad, chain, split: Vec::new() }
 }
 
 /// The 3×3 stride-2 max pool alone.
@@ -107,6 +114,7 @@ impl Branch {
         let xs = match self.pool {
             BranchPool::None => xs.shallow_clone(),
             BranchPool::Avg => xs.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None),
+            BranchPool::AvgCountingPad => xs.avg_pool2d([3, 3], [1, 1], [1, 1], false, true, None),
             BranchPool::Max => xs.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false),
         };
         let ys = self.chain.iter().fold(xs, |acc, conv| conv.forward_t(&acc, train));

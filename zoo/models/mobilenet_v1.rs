@@ -12,7 +12,7 @@
 use super::mobilenet_v2::make_divisible;
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, BatchNorm2d, Conv2d, Layer, Linear, Sequential};
+use crate::nn::{no_bias, path_of, Act, BatchNorm2d, Conv2d, Layer, LinearHead, Sequential};
 use tch::{nn, Tensor};
 
 /// The paper's Table 1 as stages: output channels, units, stride of the first unit. The stem
@@ -107,8 +107,7 @@ pub struct MobileNetV1 {
     bn1: BatchNorm2d,
     act: Act,
     blocks: Sequential,
-    dropout: f64,
-    classifier: Option<Linear>,
+    classifier: LinearHead,
     num_features: i64,
     stages: Vec<FeatureInfo>,
 }
@@ -138,8 +137,13 @@ impl MobileNetV1 {
             bn1: BatchNorm2d::new(&(p / "bn1"), stem),
             act: cfg.act,
             blocks,
-            dropout: build.drop_rate.unwrap_or(cfg.dropout),
-            classifier: (build.num_classes > 0).then(|| Linear::new(&(p / "classifier"), input, build.num_classes)),
+            classifier: LinearHead::new(
+                p,
+                "classifier",
+                input,
+                build.num_classes,
+                build.drop_rate.unwrap_or(cfg.dropout),
+            ),
             num_features: input,
             stages,
         }
@@ -155,14 +159,7 @@ impl Classifier for MobileNetV1 {
     /// Global average pooling, dropout (when set), then `classifier`; `pre_logits` is the pooled
     /// features.
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        let xs = trace::point("pre_logits", xs.mean_dim(&[-2i64, -1][..], false, None));
-        match (&self.classifier, pre_logits) {
-            (Some(fc), false) => {
-                let xs = if train && self.dropout > 0.0 { xs.dropout(self.dropout, true) } else { xs };
-                fc.forward_t(&xs, train)
-            }
-            _ => xs,
-        }
+        self.classifier.forward(xs.mean_dim(&[-2i64, -1][..], false, None), train, pre_logits)
     }
 
     fn num_features(&self) -> i64 {
@@ -170,16 +167,15 @@ impl Classifier for MobileNetV1 {
     }
 
     fn num_classes(&self) -> i64 {
-        self.classifier.as_ref().map_or(0, Linear::out_features)
+        self.classifier.num_classes()
     }
 
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        let path = root / "classifier";
-        self.classifier = (num_classes > 0).then(|| Linear::new(&path, self.num_features, num_classes));
+        self.classifier.reset(root, num_classes);
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["classifier.".into()]
+        self.classifier.prefixes()
     }
 
     /// timm's: `blocks.0` … `blocks.4`, reductions 2 to 32; the last is `forward_features`.

@@ -54,16 +54,22 @@ impl MobileNetV2Config {
     }
 }
 
-/// The inverted residual block (`features.N`): `conv` holds [expand 1×1,] depthwise 3×3, then
-/// the linear projection 1×1 and its batch norm; the input is added back when shapes agree.
+/// The inverted residual block (`features.N`): a body, here `conv` with [expand 1×1,] depthwise
+/// 3×3, then the linear projection 1×1 and its batch norm; the input is added back when shapes
+/// agree. MobileNet v3's bottleneck is the same block with another body.
 #[derive(Debug)]
-struct InvertedResidual {
+pub(super) struct InvertedResidual {
     path: String,
-    conv: Sequential,
+    body: Sequential,
     use_res_connect: bool,
 }
 
 impl InvertedResidual {
+    /// The block at `p` around `body`, with the identity shortcut when `use_res_connect`.
+    pub(super) fn with_body(p: &nn::Path, body: Sequential, use_res_connect: bool) -> Self {
+        InvertedResidual { path: path_of(p), body, use_res_connect }
+    }
+
     fn new(p: &nn::Path, inp: i64, oup: i64, stride: i64, expand_ratio: i64) -> Self {
         let hidden = inp * expand_ratio;
         let cp = p / "conv";
@@ -80,7 +86,7 @@ impl InvertedResidual {
         conv.push(ConvBnAct::new(&next(), "0", "1", hidden, hidden, 3, dw, 1e-5, Act::Relu6));
         conv.push(Conv2d::new(&next(), hidden, oup, 1, no_bias()));
         conv.push(BatchNorm2d::new(&next(), oup));
-        InvertedResidual { path: path_of(p), conv, use_res_connect: stride == 1 && inp == oup }
+        Self::with_body(p, conv, stride == 1 && inp == oup)
     }
 }
 
@@ -91,7 +97,7 @@ impl Layer for InvertedResidual {
             || Op::Container("InvertedResidual"),
             xs,
             |xs| {
-                let ys = self.conv.forward_t(xs, train);
+                let ys = self.body.forward_t(xs, train);
                 if self.use_res_connect {
                     ys + xs
                 } else {

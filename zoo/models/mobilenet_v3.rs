@@ -6,7 +6,7 @@
 //! the SE's `fc1`/`fc2` 1×1 convolutions from `torchvision.ops.SqueezeExcitation`,
 //! `classifier.0` and `classifier.3`), with its batch norm (eps 0.001, momentum 0.01), so
 //! torchvision's checkpoints load unchanged.
-use super::mobilenet_v2::make_divisible;
+use super::mobilenet_v2::{make_divisible, InvertedResidual};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
@@ -134,55 +134,28 @@ impl Layer for SqueezeExcitation {
     }
 }
 
-/// The v3 bottleneck (`features.N`): `block` holds [expand 1×1,] depthwise k×k, [SE,] and the
-/// linear projection; the input is added back when shapes agree.
-#[derive(Debug)]
-struct InvertedResidual {
-    path: String,
-    block: Sequential,
-    use_res_connect: bool,
-}
-
-impl InvertedResidual {
-    fn new(p: &nn::Path, cfg: &MobileNetV3Config, b: &Bneck) -> Self {
-        let &Bneck(inp, k, exp, out, se, act, stride) = b;
-        let (inp, exp, out) = (cfg.adjust(inp), cfg.adjust(exp), cfg.adjust(out));
-        let bp = p / "block";
-        let mut block = Sequential::new(&bp);
-        let mut idx = 0;
-        let mut next = || {
-            idx += 1;
-            &bp / (idx - 1)
-        };
-        if exp != inp {
-            block.push(conv_bn_act(&next(), inp, exp, 1, no_bias(), act));
-        }
-        let dw = no_bias().stride(stride).padding((k - 1) / 2).groups(exp);
-        block.push(conv_bn_act(&next(), exp, exp, k, dw, act));
-        if se {
-            block.push(SqueezeExcitation::new(&next(), exp, make_divisible((exp / 4) as f64, 8)));
-        }
-        block.push(conv_bn_act(&next(), exp, out, 1, no_bias(), Act::Identity));
-        InvertedResidual { path: path_of(p), block, use_res_connect: stride == 1 && inp == out }
+/// The v3 bottleneck (`features.N`): v2's inverted residual around `block`, which holds [expand
+/// 1×1,] depthwise k×k, [SE,] and the linear projection.
+fn bneck(p: &nn::Path, cfg: &MobileNetV3Config, b: &Bneck) -> InvertedResidual {
+    let &Bneck(inp, k, exp, out, se, act, stride) = b;
+    let (inp, exp, out) = (cfg.adjust(inp), cfg.adjust(exp), cfg.adjust(out));
+    let bp = p / "block";
+    let mut block = Sequential::new(&bp);
+    let mut idx = 0;
+    let mut next = || {
+        idx += 1;
+        &bp / (idx - 1)
+    };
+    if exp != inp {
+        block.push(conv_bn_act(&next(), inp, exp, 1, no_bias(), act));
     }
-}
-
-impl Layer for InvertedResidual {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        trace::layer(
-            &self.path,
-            || Op::Container("InvertedResidual"),
-            xs,
-            |xs| {
-                let ys = self.block.forward_t(xs, train);
-                if self.use_res_connect {
-                    ys + xs
-                } else {
-                    ys
-                }
-            },
-        )
+    let dw = no_bias().stride(stride).padding((k - 1) / 2).groups(exp);
+    block.push(conv_bn_act(&next(), exp, exp, k, dw, act));
+    if se {
+        block.push(SqueezeExcitation::new(&next(), exp, make_divisible((exp / 4) as f64, 8)));
     }
+    block.push(conv_bn_act(&next(), exp, out, 1, no_bias(), Act::Identity));
+    InvertedResidual::with_body(p, block, stride == 1 && inp == out)
 }
 
 /// MobileNet v3 (large or small) at any width.
@@ -210,7 +183,7 @@ impl MobileNetV3 {
         let mut stages = vec![FeatureInfo::new("features.0", first, reduction)];
         for (i, b) in cfg.blocks.iter().enumerate() {
             let idx = features.len();
-            features.push(InvertedResidual::new(&(&fp / idx), cfg, b));
+            features.push(bneck(&(&fp / idx), cfg, b));
             reduction *= b.6;
             // A stage ends before the next downsampling block, or at the last block.
             if cfg.blocks.get(i + 1).is_none_or(|next| next.6 > 1) {

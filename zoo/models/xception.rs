@@ -13,7 +13,7 @@
 //! convolutions are unpadded.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, Linear, Pool2d, Sequential};
+use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// One residual block of the paper's Figure 5 (timm's `Block` arguments).
@@ -154,8 +154,7 @@ pub struct Xception {
     conv4: SeparableConv2d,
     bn4: BatchNorm2d,
     act4: Activation,
-    dropout: f64,
-    fc: Option<Linear>,
+    fc: LinearHead,
 }
 
 /// Width of the features before the classifier.
@@ -179,8 +178,7 @@ impl Xception {
             conv4: SeparableConv2d::new(&(p / "conv4"), 1536, NUM_FEATURES),
             bn4: BatchNorm2d::new(&(p / "bn4"), NUM_FEATURES),
             act4: Activation::inplace(&(p / "act4"), Act::Relu),
-            dropout: build.drop_rate.unwrap_or(0.0),
-            fc: (build.num_classes > 0).then(|| Linear::new(&(p / "fc"), NUM_FEATURES, build.num_classes)),
+            fc: LinearHead::new(p, "fc", NUM_FEATURES, build.num_classes, build.drop_rate.unwrap_or(0.0)),
         }
     }
 }
@@ -197,14 +195,7 @@ impl Classifier for Xception {
     /// Global average pooling, dropout (when set; timm's default is none), then `fc`;
     /// `pre_logits` is the pooled features.
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        let xs = trace::point("pre_logits", xs.mean_dim(&[-2i64, -1][..], false, None));
-        match (&self.fc, pre_logits) {
-            (Some(fc), false) => {
-                let xs = if train && self.dropout > 0.0 { xs.dropout(self.dropout, true) } else { xs };
-                fc.forward_t(&xs, train)
-            }
-            _ => xs,
-        }
+        self.fc.forward(xs.mean_dim(&[-2i64, -1][..], false, None), train, pre_logits)
     }
 
     fn num_features(&self) -> i64 {
@@ -212,15 +203,15 @@ impl Classifier for Xception {
     }
 
     fn num_classes(&self) -> i64 {
-        self.fc.as_ref().map_or(0, Linear::out_features)
+        self.fc.num_classes()
     }
 
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc = (num_classes > 0).then(|| Linear::new(&(root / "fc"), NUM_FEATURES, num_classes));
+        self.fc.reset(root, num_classes);
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["fc.".into()]
+        self.fc.prefixes()
     }
 
     /// timm's taps: the stem (`act2`), the ReLU that opens `block2`, `block3` and `block12`
