@@ -24,10 +24,8 @@ const CASES: &[Case] = &[
 
 #[test]
 fn features_equal_torchvision_feature_extractor() {
-    let dir = common::fixtures("parity");
-    let mut args = vec![dir.to_str().unwrap()];
-    args.extend(CASES.iter().map(|c| c.0));
-    common::run_python("reference.py", &args);
+    let references: Vec<&str> = CASES.iter().map(|c| c.0).collect();
+    let dir = common::export_references("parity", &references);
     for (reference, arch, nodes) in CASES {
         let d = dir.join(reference);
         let io = zoo::checkpoint::read(&d.join("io.safetensors")).unwrap();

@@ -30,13 +30,7 @@ const MODELS: &[&str] = &[
 
 fn references() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = common::fixtures("parity_b");
-        let mut args = vec![dir.to_str().unwrap()];
-        args.extend_from_slice(MODELS);
-        common::run_python("reference.py", &args);
-        dir
-    })
+    DIR.get_or_init(|| common::export_references("parity_b", MODELS))
 }
 
 /// The reference's folder, its inputs and outputs.

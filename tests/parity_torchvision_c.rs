@@ -44,13 +44,7 @@ const LITE0_SHA256: &str = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaa
 
 fn references() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = common::fixtures("parity");
-        let mut args = vec![dir.to_str().unwrap()];
-        args.extend_from_slice(MODELS);
-        common::run_python("reference.py", &args);
-        dir
-    })
+    DIR.get_or_init(|| common::export_references("parity", MODELS))
 }
 
 fn io(dir: &Path) -> StateDict {

@@ -54,6 +54,16 @@ pub fn run_python(script: &str, args: &[&str]) {
     );
 }
 
+/// Runs tests/py/reference.py for `models` in one Python process, writing into
+/// `fixtures(folder)` (a model already there from the same scripts is skipped); returns the folder.
+pub fn export_references(folder: &str, models: &[&str]) -> PathBuf {
+    let dir = fixtures(folder);
+    let mut args = vec![dir.to_str().unwrap()];
+    args.extend_from_slice(models);
+    run_python("reference.py", &args);
+    dir
+}
+
 /// max |a - b| and the tolerance 1e-4 × max(1, max |b|) the parity tests use.
 pub fn parity_error(actual: &Tensor, expected: &Tensor) -> (f64, f64) {
     assert_eq!(actual.size(), expected.size(), "shape differs from the reference");
