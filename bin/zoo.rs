@@ -17,9 +17,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List the models (name, family, parameters, input size), optionally matching a glob.
-    List { glob: Option<String> },
-    /// Describe one model: paper, input, parameters, feature stages.
-    Info { model: String },
+    List {
+        glob: Option<String>,
+        #[arg(long, value_enum, default_value_t = TextFormat::Table)]
+        format: TextFormat,
+    },
+    /// Describe one model (`ARCH` or `ARCH.TAG`): paper, input, parameters, feature stages, and
+    /// the weights entry's preprocessing.
+    Info {
+        model: String,
+        #[arg(long, value_enum, default_value_t = TextFormat::Table)]
+        format: TextFormat,
+    },
     /// Per-layer shapes, parameters, multiply-adds, memory and receptive field.
     Summary(SummaryArgs),
     /// Classify images and folders of images.
@@ -38,6 +47,17 @@ enum Command {
     /// Data set tools: export-idx (Fashion-MNIST / MNIST to an image folder).
     #[command(subcommand)]
     Dataset(zoo::commands::train::DatasetCommand),
+    /// Print a shell completion script: `zoo completions bash > ~/.local/share/bash-completion/completions/zoo`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TextFormat {
+    Table,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -62,9 +82,11 @@ struct ClassifyArgs {
     /// Image files and folders (walked recursively).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    #[arg(long, default_value_t = 5)]
+    /// Classes reported per image (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     top_k: usize,
-    #[arg(long, default_value_t = 32)]
+    /// Images per forward pass (at least 1).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
     /// float16 on CUDA.
     #[arg(long, conflicts_with = "bf16")]
@@ -98,7 +120,8 @@ struct FeaturesArgs {
     /// Global pooling of spatial maps.
     #[arg(long, value_enum, default_value_t = PoolArg::None)]
     pool: PoolArg,
-    #[arg(long, default_value_t = 32)]
+    /// Images per forward pass (at least 1).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
     /// float16 on CUDA.
     #[arg(long, conflicts_with = "bf16")]
@@ -188,6 +211,14 @@ enum SortBy {
     Field,
 }
 
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
 fn parse_size(s: &str) -> Result<(i64, i64), String> {
     let parse = |v: &str| {
         v.trim().parse::<i64>().map_err(|_| format!("'{s}' is not a size: use H or HxW, e.g. 224 or 160x192"))
@@ -209,7 +240,12 @@ fn summary(a: SummaryArgs) -> Result<()> {
             SortBy::Field => summary::SortBy::Field,
         };
         let rows = summary::compare(&a.models, a.input_size, sort)?;
-        print!("{}", summary::render_compare(&rows));
+        let format = match a.format {
+            SummaryFormat::Table => Format::Table,
+            SummaryFormat::Csv => Format::Csv,
+            SummaryFormat::Json => Format::Json,
+        };
+        print!("{}", summary::render_compare_as(&rows, format)?);
         if let Some(path) = a.plot {
             summary::plot(&rows, &path)?;
             eprintln!("wrote {}", path.display());
@@ -228,8 +264,16 @@ fn summary(a: SummaryArgs) -> Result<()> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::List { glob } => print!("{}", zoo::commands::list::list(glob.as_deref())?),
-        Command::Info { model } => print!("{}", zoo::commands::list::info(&model)?),
+        Command::List { glob, format: TextFormat::Table } => print!("{}", zoo::commands::list::list(glob.as_deref())?),
+        Command::List { glob, format: TextFormat::Json } => {
+            print!("{}", zoo::commands::list::list_json(glob.as_deref())?)
+        }
+        Command::Info { model, format: TextFormat::Table } => print!("{}", zoo::commands::list::info(&model)?),
+        Command::Info { model, format: TextFormat::Json } => print!("{}", zoo::commands::list::info_json(&model)?),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());
+        }
         Command::Summary(args) => summary(args)?,
         Command::Classify(args) => return classify(args),
         Command::Features(args) => return features(args),
@@ -249,8 +293,10 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
+            // 2: the run could not start (or could not go on); 1 is kept for "some inputs
+            // failed, the rest were written"; clap's own usage errors are 2 as well.
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

@@ -58,95 +58,243 @@ pub fn scatter(path: &Path, title: &str, x_label: &str, y_label: &str, points: &
     Ok(())
 }
 
-/// Line chart of several named series sharing the x axis (e.g. loss per epoch).
-pub fn lines(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> Result<()> {
-    fonts();
-    let all = series.iter().flat_map(|(_, s)| s.iter());
-    let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in all {
-        (xmin, xmax, ymin, ymax) = (xmin.min(x), xmax.max(x), ymin.min(y), ymax.max(y));
-    }
-    if xmin > xmax {
-        return Err(anyhow!("nothing to plot"));
-    }
-    let pad = ((ymax - ymin) * 0.05).max(1e-6);
-    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(20)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(xmin..xmax.max(xmin + 1.0), (ymin - pad)..(ymax + pad))
-        .map_err(err)?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 15)).draw().map_err(err)?;
-    for (i, (name, points)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
-    }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+/// One epoch's figures for [`training_curves`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochPoint {
+    pub epoch: usize,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    /// Top-1 accuracy in percent (NaN where not measured).
+    pub train_acc1: f64,
+    pub val_acc1: f64,
 }
 
-/// A confusion matrix as a heat map: rows are true classes, columns predictions.
-pub fn confusion(path: &Path, title: &str, labels: &[String], counts: &[Vec<u64>]) -> Result<()> {
+/// Training curves in three panels sharing integer epoch ticks: loss (train, val), top-1 accuracy
+/// in percent (train, val) and the learning rate. Each panel's legend sits above its plot, off the
+/// data; a series with no finite value is left out.
+pub fn training_curves(path: &Path, title: &str, rows: &[EpochPoint]) -> Result<()> {
     fonts();
-    let n = labels.len();
-    let side = (60 + 40 * n as u32).clamp(400, 1400);
-    let root = BitMapBackend::new(path, (side + 200, side + 120)).into_drawing_area();
+    if rows.is_empty() {
+        return Err(anyhow!("nothing to plot: no epoch finished"));
+    }
+    let first = rows.iter().map(|r| r.epoch).min().unwrap_or(1) as i32;
+    let last = rows.iter().map(|r| r.epoch).max().unwrap_or(1) as i32;
+    let root = BitMapBackend::new(path, (900, 960)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(20)
-        .x_label_area_size(120)
-        .y_label_area_size(160)
-        .build_cartesian_2d(0..n, 0..n)
-        .map_err(err)?;
-    let label = |i: &usize| labels.get(*i).cloned().unwrap_or_default();
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_labels(n)
-        .y_labels(n)
-        .x_label_formatter(&label)
-        .y_label_formatter(&label)
-        .x_desc("predicted")
-        .y_desc("true")
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
-    for (t, row) in counts.iter().enumerate() {
-        let total: u64 = row.iter().sum::<u64>().max(1);
-        for (p, &c) in row.iter().enumerate() {
-            let v = c as f64 / total as f64;
-            let color = RGBColor(255 - (v * 200.0) as u8, 255 - (v * 120.0) as u8, 255);
-            let y = n - 1 - t;
-            chart
-                .draw_series(std::iter::once(Rectangle::new([(p, y), (p + 1, y + 1)], color.filled())))
-                .map_err(err)?;
-            chart
-                .draw_series(std::iter::once(Text::new(c.to_string(), (p, y + 1), ("sans-serif", 12))))
-                .map_err(err)?;
+    let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
+    let panels = root.split_evenly((3, 1));
+    type Series<'a> = (&'a str, &'a dyn Fn(&EpochPoint) -> f64);
+    let specs: [(&str, Vec<Series>); 3] = [
+        ("loss", vec![("train loss", &|r| r.train_loss), ("val loss", &|r| r.val_loss)]),
+        ("top-1 (%)", vec![("train top-1", &|r| r.train_acc1), ("val top-1", &|r| r.val_acc1)]),
+        ("learning rate", vec![("learning rate", &|r| r.lr)]),
+    ];
+    for (panel, (y_desc, series)) in panels.iter().zip(specs) {
+        let series: Vec<(String, Vec<(i32, f64)>)> = series
+            .iter()
+            .map(|(name, f)| {
+                let pts = rows.iter().map(|r| (r.epoch as i32, f(r))).filter(|(_, y)| y.is_finite()).collect();
+                (name.to_string(), pts)
+            })
+            .filter(|(_, p): &(String, Vec<(i32, f64)>)| !p.is_empty())
+            .collect();
+        let ys = series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y));
+        let (ymin, ymax) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+        let (ymin, ymax) = if ymin > ymax { (0.0, 1.0) } else { (ymin, ymax) };
+        let pad = ((ymax - ymin) * 0.08).max(ymax.abs() * 0.02).max(1e-9);
+        // The legend strip: above the plot area, so it never covers a point.
+        let (legend, body) = panel.split_vertically(26);
+        let mut x = 70;
+        for (i, (name, _)) in series.iter().enumerate() {
+            let color = series_color(y_desc, i);
+            legend.draw(&PathElement::new(vec![(x, 14), (x + 24, 14)], color.stroke_width(3))).map_err(err)?;
+            legend.draw(&Text::new(name.clone(), (x + 30, 6), ("sans-serif", 15))).map_err(err)?;
+            x += 40 + 9 * name.len() as i32;
+        }
+        // Integer epochs only: one tick per epoch up to 20, fewer beyond.
+        let span = (last - first + 1).max(1);
+        let mut chart = ChartBuilder::on(&body)
+            .margin_left(10)
+            .margin_right(20)
+            .margin_bottom(5)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d((first - 1)..(last + 1), (ymin - pad)..(ymax + pad))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_labels((span as usize + 2).min(22))
+            .x_label_formatter(&|e| if *e >= first && *e <= last { e.to_string() } else { String::new() })
+            .x_desc("epoch")
+            .y_desc(y_desc)
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+        for (i, (_, pts)) in series.iter().enumerate() {
+            let color = series_color(y_desc, i);
+            chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))).map_err(err)?;
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
         }
     }
     root.present().map_err(err)?;
     Ok(())
+}
+
+fn series_color(panel: &str, i: usize) -> RGBAColor {
+    if panel == "learning rate" {
+        return RGBColor(90, 90, 90).to_rgba();
+    }
+    [RGBColor(31, 119, 180), RGBColor(214, 39, 40)][i % 2].to_rgba()
+}
+
+/// Most classes a confusion-matrix picture shows cell by cell; beyond it, the classes most
+/// involved (true or predicted) are shown and the largest confusions are listed beside them.
+pub const CONFUSION_MAX_CLASSES: usize = 30;
+
+/// Where [`confusion`] draws each part, in pixels of the PNG: computed once and used both to
+/// draw and, in tests, to check the picture against the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfusionLayout {
+    /// Width and height of the image.
+    pub size: (u32, u32),
+    /// The classes shown, as indices into the labels, in the order of rows (top to bottom) and
+    /// columns (left to right).
+    pub shown: Vec<usize>,
+    /// Top-left corner of the grid and the side of one cell.
+    pub origin: (i32, i32),
+    pub cell: i32,
+    /// Width of the row-label column left of the grid (labels end at its right edge).
+    pub label_width: i32,
+    /// Off-diagonal confusions listed beside the grid, largest first: `(true, predicted, count)`.
+    pub top_confusions: Vec<(usize, usize, u64)>,
+}
+
+impl ConfusionLayout {
+    /// Lays out `counts` (rows true classes, columns predictions) for `labels`.
+    pub fn new(labels: &[String], counts: &[Vec<u64>]) -> Self {
+        let n = labels.len();
+        let row_sum = |i: usize| counts.get(i).map_or(0, |r| r.iter().sum::<u64>());
+        let col_sum = |j: usize| counts.iter().map(|r| r.get(j).copied().unwrap_or(0)).sum::<u64>();
+        let mut shown: Vec<usize> = if n <= CONFUSION_MAX_CLASSES {
+            (0..n).collect()
+        } else {
+            let mut present: Vec<(u64, usize)> =
+                (0..n).map(|i| (row_sum(i) + col_sum(i), i)).filter(|&(s, _)| s > 0).collect();
+            present.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            present.truncate(CONFUSION_MAX_CLASSES);
+            present.into_iter().map(|(_, i)| i).collect()
+        };
+        shown.sort_unstable();
+        let mut top_confusions: Vec<(usize, usize, u64)> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(t, row)| row.iter().enumerate().map(move |(p, &c)| (t, p, c)))
+            .filter(|&(t, p, c)| t != p && c > 0)
+            .collect();
+        top_confusions.sort_by(|a, b| b.2.cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+        top_confusions.truncate(if n > CONFUSION_MAX_CLASSES { 15 } else { 0 });
+        let k = shown.len().max(1) as i32;
+        let cell = (600 / k).clamp(18, 60);
+        let longest = shown.iter().map(|&i| short_label(&labels[i]).chars().count()).max().unwrap_or(1) as i32;
+        let label_width = (longest * 8 + 16).clamp(40, 260);
+        let origin = (label_width + 40, 70);
+        let list_width = if top_confusions.is_empty() { 0 } else { 420 };
+        let width = origin.0 + k * cell + 30 + list_width;
+        let height = origin.1 + k * cell + label_width + 50;
+        ConfusionLayout {
+            size: (width as u32, height.max(origin.1 + 40 + 22 * top_confusions.len() as i32) as u32),
+            shown,
+            origin,
+            cell,
+            label_width,
+            top_confusions,
+        }
+    }
+
+    /// Pixel rectangle `(x0, y0, x1, y1)` of the cell for true class `row` and prediction `col`
+    /// (positions in [`ConfusionLayout::shown`]).
+    pub fn cell_rect(&self, row: usize, col: usize) -> (i32, i32, i32, i32) {
+        let (x0, y0) = (self.origin.0 + col as i32 * self.cell, self.origin.1 + row as i32 * self.cell);
+        (x0, y0, x0 + self.cell, y0 + self.cell)
+    }
+}
+
+/// The fill of a cell whose share of its row is `v` in [0, 1].
+pub fn confusion_color(v: f64) -> RGBColor {
+    let v = v.clamp(0.0, 1.0);
+    RGBColor(255 - (v * 215.0) as u8, 255 - (v * 155.0) as u8, 255 - (v * 40.0) as u8)
+}
+
+fn short_label(s: &str) -> String {
+    let s: String = s.chars().filter(|c| !c.is_control()).collect();
+    if s.chars().count() > 30 {
+        s.chars().take(29).chain(std::iter::once('…')).collect()
+    } else {
+        s
+    }
+}
+
+/// A confusion matrix as a heat map: rows are true classes (top to bottom in label order),
+/// columns predictions (left to right); each cell is shaded by its share of the row and shows its
+/// count at its centre, each label sits at the centre of its row or column. With more than
+/// [`CONFUSION_MAX_CLASSES`] classes only the classes most involved are drawn, and the largest
+/// confusions are listed beside the grid.
+pub fn confusion(path: &Path, title: &str, labels: &[String], counts: &[Vec<u64>]) -> Result<ConfusionLayout> {
+    fonts();
+    let layout = ConfusionLayout::new(labels, counts);
+    let root = BitMapBackend::new(path, layout.size).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let centred = |size: u32| ("sans-serif", size).into_font().into_text_style(&root);
+    let anchor = |h, v| plotters::style::text_anchor::Pos::new(h, v);
+    use plotters::style::text_anchor::{HPos, VPos};
+    root.draw(&Text::new(title.to_string(), (20, 18), centred(22))).map_err(err)?;
+    let k = layout.shown.len();
+    let (gx, gy) = layout.origin;
+    let side = k as i32 * layout.cell;
+    let count_size = (layout.cell as u32 * 2 / 5).clamp(9, 16);
+    for (r, &t) in layout.shown.iter().enumerate() {
+        let row = &counts[t];
+        let total = row.iter().sum::<u64>().max(1);
+        for (c, &p) in layout.shown.iter().enumerate() {
+            let count = row.get(p).copied().unwrap_or(0);
+            let v = count as f64 / total as f64;
+            let (x0, y0, x1, y1) = layout.cell_rect(r, c);
+            root.draw(&Rectangle::new([(x0, y0), (x1, y1)], confusion_color(v).filled())).map_err(err)?;
+            if count > 0 {
+                let ink = if v > 0.6 { WHITE } else { BLACK };
+                let style = centred(count_size).color(&ink).pos(anchor(HPos::Center, VPos::Center));
+                // VPos::Center centres the font's box, whose descender space leaves digits high:
+                // a quarter of the size down puts their ink at the cell's centre.
+                let y = (y0 + y1) / 2 + count_size as i32 / 4;
+                root.draw(&Text::new(count.to_string(), ((x0 + x1) / 2, y), style)).map_err(err)?;
+            }
+        }
+        // Row label: right-aligned against the grid, at the row's centre.
+        let y = gy + r as i32 * layout.cell + layout.cell / 2 + 13 / 4;
+        let style = centred(13).pos(anchor(HPos::Right, VPos::Center));
+        root.draw(&Text::new(short_label(&labels[t]), (gx - 8, y), style)).map_err(err)?;
+        // Column label: below the grid, rotated, starting at the column's centre.
+        let x = gx + r as i32 * layout.cell + layout.cell / 2;
+        let style = centred(13).transform(FontTransform::Rotate90).pos(anchor(HPos::Left, VPos::Center));
+        root.draw(&Text::new(short_label(&labels[t]), (x, gy + side + 8), style)).map_err(err)?;
+    }
+    root.draw(&Rectangle::new([(gx, gy), (gx + side, gy + side)], BLACK.stroke_width(1))).map_err(err)?;
+    let axis = centred(15).pos(anchor(HPos::Center, VPos::Center));
+    root.draw(&Text::new("predicted", (gx + side / 2, gy - 16), axis.clone())).map_err(err)?;
+    let true_style = centred(15).transform(FontTransform::Rotate270).pos(anchor(HPos::Center, VPos::Center));
+    root.draw(&Text::new("true", (14, gy + side / 2), true_style)).map_err(err)?;
+    if !layout.top_confusions.is_empty() {
+        let x = gx + side + 30;
+        let n = labels.len();
+        let head = format!("{} of {n} classes shown; largest confusions:", layout.shown.len());
+        root.draw(&Text::new(head, (x, gy), centred(14))).map_err(err)?;
+        for (i, &(t, p, c)) in layout.top_confusions.iter().enumerate() {
+            let line = format!("{c}  {} → {}", short_label(&labels[t]), short_label(&labels[p]));
+            root.draw(&Text::new(line, (x, gy + 24 + 22 * i as i32), centred(13))).map_err(err)?;
+        }
+    }
+    root.present().map_err(err)?;
+    Ok(layout)
 }

@@ -47,10 +47,62 @@ pub fn list(glob: Option<&str>) -> Result<String> {
     Ok(out)
 }
 
-/// The `zoo info MODEL` report: paper, input, parameters, feature stages and top-level layers.
+/// `zoo list --format json`: one object per model (name, family, params, input).
+pub fn list_json(glob: Option<&str>) -> Result<String> {
+    let rows: Vec<serde_json::Value> = matching(glob)?
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "model": s.name,
+                "family": s.family,
+                "params": param_count(s),
+                "input_size": s.input_size,
+            })
+        })
+        .collect();
+    Ok(serde_json::to_string_pretty(&rows)? + "\n")
+}
+
+/// The `zoo info MODEL` report as JSON: what [`info`] prints, plus the weights entry's
+/// preprocessing and metrics when `name` is `ARCH.TAG` (or `ARCH` with default weights).
+pub fn info_json(name: &str) -> Result<String> {
+    let (model, entry) = info_parts(name)?;
+    let s = model.spec;
+    let stages: Vec<serde_json::Value> = model
+        .net
+        .feature_info()
+        .iter()
+        .map(|f| serde_json::json!({"name": f.name, "channels": f.channels, "reduction": f.reduction}))
+        .collect();
+    let v = serde_json::json!({
+        "model": s.name,
+        "family": s.family,
+        "paper": s.paper,
+        "input_size": s.input_size,
+        "min_input": s.min_input,
+        "params": model.num_params(),
+        "num_features": model.net.num_features(),
+        "num_classes": s.num_classes,
+        "classifier": model.net.classifier_prefixes(),
+        "stages": stages,
+        "weights": entry,
+    });
+    Ok(serde_json::to_string_pretty(&v)? + "\n")
+}
+
+/// The model named by `ARCH` or `ARCH.TAG` (built with zeroed weights) and the weights entry the
+/// name resolves to, if any.
+fn info_parts(name: &str) -> Result<(Model, Option<&'static crate::weights::WeightsEntry>)> {
+    let spec = crate::weights::pretrained::arch_of(name)?;
+    let entry = crate::weights::pretrained::entry_for(name)?;
+    let model = crate::nn::without_init(|| Model::new(spec.name, spec.default_config(), Device::Cpu))?;
+    Ok((model, entry))
+}
+
+/// The `zoo info MODEL` report: paper, input, parameters, feature stages and top-level layers;
+/// with `ARCH.TAG`, also that entry's preprocessing and published accuracy.
 pub fn info(name: &str) -> Result<String> {
-    let spec = crate::models::find(name)?;
-    let model = crate::nn::without_init(|| Model::new(name, spec.default_config(), Device::Cpu))?;
+    let (model, entry) = info_parts(name)?;
     let s = model.spec;
     let mut out = String::new();
     writeln!(out, "{} ({})", s.name, s.family)?;
@@ -67,6 +119,18 @@ pub fn info(name: &str) -> Result<String> {
     writeln!(out, "stages (name, channels, reduction):")?;
     for f in model.net.feature_info() {
         writeln!(out, "  {:<16} {:>6} {:>6}", f.name, f.channels, f.reduction)?;
+    }
+    if let Some(e) = entry {
+        let p = &e.preprocess;
+        writeln!(out, "weights:     {} ({} classes)", e.name, e.num_classes)?;
+        writeln!(
+            out,
+            "preprocess:  resize {} ({:?}), crop {}x{}, mean {:?}, std {:?}",
+            p.resize, p.interpolation, p.crop[0], p.crop[1], p.mean, p.std
+        )?;
+        if let Some(a) = e.acc1 {
+            writeln!(out, "top-1:       {a:.2}%")?;
+        }
     }
     Ok(out)
 }

@@ -394,6 +394,30 @@ pub fn render_compare(rows: &[CompareRow]) -> String {
     out
 }
 
+/// The comparison as CSV (`model,params,macs,top1,receptive_field`; empty where unknown) or as
+/// a JSON array of [`CompareRow`]s.
+pub fn render_compare_as(rows: &[CompareRow], format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Table => render_compare(rows),
+        Format::Json => serde_json::to_string_pretty(rows)? + "\n",
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(["model", "params", "macs", "top1", "receptive_field"])?;
+            for r in rows {
+                let opt = |v: Option<String>| v.unwrap_or_default();
+                w.write_record([
+                    r.model.clone(),
+                    r.params.to_string(),
+                    r.macs.to_string(),
+                    opt(r.top1.map(|t| t.to_string())),
+                    opt(r.field.map(|f| f.to_string())),
+                ])?;
+            }
+            String::from_utf8(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?
+        }
+    })
+}
+
 /// Top-1 accuracy against multiply-adds, the chart that shows the lineage's trade-offs.
 pub fn plot(rows: &[CompareRow], path: &std::path::Path) -> Result<()> {
     let points: Vec<crate::plot::Point> = rows

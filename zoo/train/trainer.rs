@@ -26,7 +26,6 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -515,18 +514,18 @@ fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
 }
 
 fn plot_curves(path: &Path, title: &str, rows: &[EpochMetrics]) -> Result<()> {
-    let series = |name: &str, f: &dyn Fn(&EpochMetrics) -> f64| {
-        let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.epoch as f64, f(r))).filter(|(_, y)| y.is_finite()).collect();
-        (name.to_string(), pts)
-    };
-    let all = vec![
-        series("train loss", &|r| r.train_loss),
-        series("val loss", &|r| r.val_loss),
-        series("train top-1 (fraction)", &|r| r.train_acc1 / 100.0),
-        series("val top-1 (fraction)", &|r| r.val_acc1 / 100.0),
-    ];
-    let all: Vec<_> = all.into_iter().filter(|(_, p)| !p.is_empty()).collect();
-    crate::plot::lines(path, title, "epoch", "loss / accuracy", &all)
+    let points: Vec<crate::plot::EpochPoint> = rows
+        .iter()
+        .map(|r| crate::plot::EpochPoint {
+            epoch: r.epoch,
+            lr: r.lr,
+            train_loss: r.train_loss,
+            val_loss: r.val_loss,
+            train_acc1: r.train_acc1,
+            val_acc1: r.val_acc1,
+        })
+        .collect();
+    crate::plot::training_curves(path, title, &points)
 }
 
 /// Compares the stored configuration with the current one: hard mismatches fail, others warn.
@@ -999,30 +998,31 @@ fn write_run_json(
 }
 
 /// Writes `confusion.csv`, `confusion.png` and `per_class.csv` of an evaluation into `dir`.
+/// `confusion.csv` has a row and a column for every class when there are at most
+/// [`crate::plot::CONFUSION_MAX_CLASSES`], else for the classes that occur (as truth or as a
+/// prediction), so 3 images of a 1,000-class model give a 3x3 table, not a 1000x1000 one.
 pub fn write_eval_reports(dir: &Path, title: &str, classes: &[String], r: &EvalResult) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let q = |s: &str| if s.contains([',', '"']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
-    let mut csv = String::from("true\\predicted");
-    for c in classes {
-        csv += &format!(",{}", q(c));
+    let n = classes.len();
+    let occurs = |i: usize| r.confusion[i].iter().sum::<u64>() > 0 || r.confusion.iter().any(|row| row[i] > 0);
+    let shown: Vec<usize> = (0..n).filter(|&i| n <= crate::plot::CONFUSION_MAX_CLASSES || occurs(i)).collect();
+    let csv_err = |e: csv::Error| anyhow::anyhow!("writing a CSV report in {}: {e}", dir.display());
+    let mut w = csv::Writer::from_path(dir.join("confusion.csv")).map_err(csv_err)?;
+    w.write_record(std::iter::once("true\\predicted").chain(shown.iter().map(|&i| classes[i].as_str())))
+        .map_err(csv_err)?;
+    for &t in &shown {
+        let row = shown.iter().map(|&p| r.confusion[t][p].to_string());
+        w.write_record(std::iter::once(classes[t].clone()).chain(row)).map_err(csv_err)?;
     }
-    csv.push('\n');
-    for (c, row) in classes.iter().zip(&r.confusion) {
-        csv += &q(c);
-        for v in row {
-            csv += &format!(",{v}");
-        }
-        csv.push('\n');
-    }
-    std::fs::write(dir.join("confusion.csv"), csv)?;
-    let mut per = String::from("class,images,correct,accuracy\n");
+    w.flush()?;
+    let mut w = csv::Writer::from_path(dir.join("per_class.csv")).map_err(csv_err)?;
+    w.write_record(["class", "images", "correct", "accuracy"]).map_err(csv_err)?;
     for (i, c) in classes.iter().enumerate() {
         let total: u64 = r.confusion[i].iter().sum();
         let acc =
             if total > 0 { format!("{:.2}", 100.0 * r.confusion[i][i] as f64 / total as f64) } else { String::new() };
-        per += &format!("{},{total},{},{acc}\n", q(c), r.confusion[i][i]);
+        w.write_record([c.clone(), total.to_string(), r.confusion[i][i].to_string(), acc]).map_err(csv_err)?;
     }
-    let mut f = std::fs::File::create(dir.join("per_class.csv"))?;
-    f.write_all(per.as_bytes())?;
-    crate::plot::confusion(&dir.join("confusion.png"), title, classes, &r.confusion)
+    w.flush()?;
+    crate::plot::confusion(&dir.join("confusion.png"), title, classes, &r.confusion).map(|_| ())
 }
