@@ -2,7 +2,10 @@
 //! what torch saved, via `expected.json`), hostile files, strict loading, key rules and
 //! safetensors round trips. Fixtures come from `tests/py/make_checkpoint_fixtures.py`, run once
 //! with `$ZOO_PYTHON` (default `<crate>/.venv/bin/python`) into
-//! `target/test-fixtures/checkpoint/` and reused while the script is unchanged.
+//! `target/test-fixtures/checkpoint/` and reused while the script and the reference libraries' versions
+//! are unchanged.
+mod common;
+
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,18 +19,18 @@ fn fixtures() -> &'static Path {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let script = root.join("tests/py/make_checkpoint_fixtures.py");
         let dir = root.join("target/test-fixtures/checkpoint");
-        // FNV-1a of the script: regenerate when it changes.
+        // FNV-1a of the script and of the reference libraries' versions: regenerate when either
+        // changes (a new torch writes its files differently).
+        let mut keyed = std::fs::read(&script).expect("fixture script");
+        keyed.extend_from_slice(common::library_versions().as_bytes());
         let stamp = format!(
             "{:016x}",
-            std::fs::read(&script)
-                .expect("fixture script")
-                .iter()
-                .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+            keyed.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
         );
         if std::fs::read_to_string(dir.join("stamp")).ok().as_deref() == Some(stamp.as_str()) {
             return dir;
         }
-        let python = std::env::var_os("ZOO_PYTHON").map(PathBuf::from).unwrap_or_else(|| root.join(".venv/bin/python"));
+        let python = common::python();
         let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let out = std::process::Command::new(&python)

@@ -42,16 +42,10 @@ fn get<'a>(io: &'a StateDict, key: &str) -> &'a tch::Tensor {
     io.get(key).unwrap_or_else(|| panic!("{key} missing from io.safetensors"))
 }
 
-/// The checkpoint files of a reference: zip format, and legacy format where written.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    ["weights.pth", "weights_legacy.pth"].iter().map(|f| dir.join(f)).filter(|p| p.exists()).collect()
-}
-
 /// Eval logits and parameter count of the registry model `name`, loaded strictly from each file.
 fn check(name: &str, expect_legacy: bool) {
     let (dir, io) = reference(name);
-    let files = files(&dir);
-    assert_eq!(files.len(), 1 + expect_legacy as usize, "{name}: reference files {files:?}");
+    let files = common::weight_files(&dir, expect_legacy);
     let params = get(&io, "params").int64_value(&[]);
     for file in files {
         let mut model = Model::new(name, BuildConfig::default(), tch::Device::Cpu).unwrap();

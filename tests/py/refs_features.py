@@ -1,6 +1,9 @@
 """Feature-extraction references: torchvision's `create_feature_extractor` on the same networks,
 for `zoo features` parity. Names end in `_features`; the zoo architecture is the name without it.
 Each extra output is named `node:<torchvision node>`; the Rust test maps it to the zoo layer.
+Every 4-D node also gets `avg:<node>` and `max:<node>`, torch's global average and max pools of
+it (`adaptive_avg_pool2d` / `adaptive_max_pool2d`, flattened): what `zoo features --pool avg|max`
+must give.
 """
 import os
 import sys
@@ -25,8 +28,14 @@ NODES = {
 def extractor(nodes):
     def extra(model, x):
         fx = create_feature_extractor(model, return_nodes=nodes).eval()  # dropout off, as zoo's eval
+        out = {}
         with torch.no_grad():
-            return {f"node:{k}": v for k, v in fx(x).items()}
+            for k, v in fx(x).items():
+                out[f"node:{k}"] = v
+                if v.dim() == 4:
+                    out[f"avg:{k}"] = torch.nn.functional.adaptive_avg_pool2d(v, 1).flatten(1)
+                    out[f"max:{k}"] = torch.nn.functional.adaptive_max_pool2d(v, 1).flatten(1)
+        return out
 
     return extra
 

@@ -189,8 +189,8 @@ impl Model {
     /// runs slower per image (measured on this project's 2-core EPYC with the allocator tuned by
     /// [`crate::runtime::tune_cpu_allocator`], images/s at 4 and at 16: mobilenet_v2 117 and 96,
     /// efficientnet_lite0 84 and 79, resnet50 19 and 18): the chunk is the number of images whose
-    /// largest map fits in two thirds of that cache, found by tracing one image. `ZOO_CPU_CHUNK`
-    /// overrides it.
+    /// largest map fits in two thirds of this process's share of that cache
+    /// ([`cpu_cache_share_bytes`]), found by tracing one image. `ZOO_CPU_CHUNK` overrides it.
     pub fn inference_chunk(&self, input: [i64; 3]) -> i64 {
         if self.vs.device() != Device::Cpu {
             return i64::MAX;
@@ -205,7 +205,7 @@ impl Model {
         let (_, events) = tch::no_grad(|| crate::nn::trace::record(|| self.net.forward_t(&one, false)));
         let largest = events.iter().map(|e| e.output_shape.iter().product::<i64>()).max().unwrap_or(1);
         let bytes = largest.max(1) * self.kind().elt_size_in_bytes() as i64;
-        (last_level_cache_bytes() * 2 / 3 / bytes).max(1)
+        (cpu_cache_share_bytes() * 2 / 3 / bytes).max(1)
     }
 
     /// The floating-point kind of the variables.
@@ -227,8 +227,31 @@ impl Model {
     }
 }
 
-/// The size of the CPU's largest cache (Linux sysfs), or 32 MiB where it cannot be read.
-fn last_level_cache_bytes() -> i64 {
+/// The most last-level cache one core is counted for. A VM's sysfs may describe the whole
+/// socket's L3 (480 MiB seen on a 2-core Xeon guest) as shared by its own few CPUs only; no CPU
+/// sold today gives a core more than this (AMD's 3D V-Cache parts: 96 MiB for 8 cores, 12 MiB).
+const MAX_CACHE_PER_CORE: i64 = 16 << 20;
+
+/// The last-level cache bytes this process can count on: the cache's size divided among the
+/// CPUs that share it (sysfs `shared_cpu_list`), at most [`MAX_CACHE_PER_CORE`] each, times
+/// the CPUs this process may run on (never more than the whole cache). 32 MiB where sysfs
+/// cannot be read.
+pub fn cpu_cache_share_bytes() -> i64 {
+    let usable = std::thread::available_parallelism().map_or(1, |n| n.get() as i64);
+    match last_level_cache() {
+        Some((size, sharing)) => cache_share(size, sharing, usable),
+        None => 32 << 20,
+    }
+}
+
+/// `size` bytes of cache shared by `sharing` CPUs, for a process on `usable` CPUs.
+fn cache_share(size: i64, sharing: i64, usable: i64) -> i64 {
+    let per_core = (size / sharing.max(1)).min(MAX_CACHE_PER_CORE);
+    (per_core * usable.clamp(1, sharing.max(1))).clamp(1, size.max(1))
+}
+
+/// The CPU's highest-level cache (Linux sysfs): its size in bytes and how many CPUs share it.
+fn last_level_cache() -> Option<(i64, i64)> {
     let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
     let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
     let size = |s: &str| match s.strip_suffix('K') {
@@ -239,15 +262,25 @@ fn last_level_cache_bytes() -> i64 {
         },
     };
     std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
+        .ok()?
         .flatten()
         .filter_map(|e| {
-            Some((read(e.path().join("level"))?.parse::<u32>().ok()?, size(&read(e.path().join("size"))?)?))
+            let level = read(e.path().join("level"))?.parse::<u32>().ok()?;
+            let bytes = size(&read(e.path().join("size"))?)?;
+            let sharing = read(e.path().join("shared_cpu_list")).and_then(|l| cpu_list_len(&l)).unwrap_or(1);
+            Some((level, bytes, sharing))
         })
         .max()
-        .map(|(_, bytes)| bytes)
-        .unwrap_or(32 << 20)
+        .map(|(_, bytes, sharing)| (bytes, sharing))
+}
+
+/// The number of CPUs in a sysfs CPU list such as `0-3,8-11` or `0,2`.
+fn cpu_list_len(list: &str) -> Option<i64> {
+    list.split(',').filter(|r| !r.is_empty()).try_fold(0, |n, range| {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let (a, b) = (a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?);
+        (b >= a).then_some(n + b - a + 1)
+    })
 }
 
 /// Parameters of a var store: trainable and frozen variables, not running statistics.
@@ -258,4 +291,32 @@ pub fn count_params(vs: &nn::VarStore) -> i64 {
 /// Whether a variable path is a buffer (batch-norm statistics) rather than a parameter.
 pub fn is_buffer(path: &str) -> bool {
     path.ends_with("running_mean") || path.ends_with("running_var") || path.ends_with("num_batches_tracked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cache_share, cpu_list_len, MAX_CACHE_PER_CORE};
+
+    #[test]
+    fn cpu_lists_count_every_cpu() {
+        assert_eq!(cpu_list_len("0"), Some(1));
+        assert_eq!(cpu_list_len("0-1"), Some(2));
+        assert_eq!(cpu_list_len("0-3,8-11"), Some(8));
+        assert_eq!(cpu_list_len("0,2,4"), Some(3));
+        assert_eq!(cpu_list_len("3-1"), None);
+        assert_eq!(cpu_list_len("x"), None);
+    }
+
+    /// The share never exceeds the cache, nor the bounded per-core share times the CPUs used:
+    /// a 2-CPU guest that sees a 480 MiB socket L3 counts 32 MiB, like one that sees 32 MiB.
+    #[test]
+    fn cache_share_is_bounded_per_core() {
+        let mib = 1 << 20;
+        assert_eq!(cache_share(480 * mib, 2, 2), 2 * MAX_CACHE_PER_CORE);
+        assert_eq!(cache_share(32 * mib, 2, 2), 32 * mib);
+        assert_eq!(cache_share(32 * mib, 8, 2), 8 * mib, "a CCX shared with 6 other CPUs");
+        assert_eq!(cache_share(105 * mib, 56, 56), 105 * mib);
+        assert_eq!(cache_share(105 * mib, 56, 1000), 105 * mib, "never more than the cache");
+        assert_eq!(cache_share(0, 0, 0), 1);
+    }
 }

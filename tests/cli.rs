@@ -1,0 +1,436 @@
+//! Every `zoo` command through the binary, as a user runs it: `list`, `info`, `summary`,
+//! `weights list | fetch | path | verify` (fetch from a server on 127.0.0.1), `dataset
+//! export-idx`, `train`, `eval`, `finetune`, and `features` values against torchvision. Each
+//! spawn gets its own `ZOO_HOME` (a temporary folder) and `ZOO_OFFLINE` (1, or 0 for the one
+//! fetch from the local server). Expectations come from outside the zoo: torchvision's
+//! `Weights.meta` and feature extractor, timm's `feature_info`, the IDX files read by numpy, the
+//! published digest of the EfficientNet-Lite0 file, the Fashion-MNIST labels.
+#[path = "support/weights_server.rs"]
+mod server;
+#[macro_use]
+mod common;
+
+use server::{Reply, Server};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use tempfile::TempDir;
+
+const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// `zoo ARGS` with `ZOO_HOME=home` and `ZOO_OFFLINE=1`, from the repository root.
+fn zoo_in(home: &Path, args: &[&str]) -> Output {
+    zoo_env(home, args, &[("ZOO_OFFLINE", "1")])
+}
+
+/// `zoo ARGS` with `ZOO_HOME=home` and the given variables (`ZOO_OFFLINE` among them).
+fn zoo_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    assert!(env.iter().any(|(k, _)| *k == "ZOO_OFFLINE"), "every spawn sets ZOO_OFFLINE");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zoo"));
+    cmd.args(args).current_dir(common::root()).env("ZOO_HOME", home).env_remove("ZOO_MIRROR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Runs and asserts success; returns stdout.
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn tmp() -> TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The CPU flags of the training runs: one libtorch thread, fastest for LeNet on a shared machine.
+const ONE_CPU: &str = "--device cpu --threads 1";
+
+/// A command line's words.
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// The first column of a table's rows (header and total line left out).
+fn first_column(table: &str) -> Vec<String> {
+    let lines: Vec<&str> = table.lines().collect();
+    lines[1..lines.len() - 1].iter().map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
+}
+
+#[test]
+fn list_shows_every_registered_model_and_filters_by_glob() {
+    let home = tmp();
+    let out = ok(zoo_in(home.path(), &["list"]), "zoo list");
+    let names = first_column(&out);
+    let registry: Vec<String> = zoo::models::registry().iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, registry, "zoo list: one row per registered model, in order");
+    assert!(out.trim_end().ends_with(&format!("{} models", registry.len())), "{out}");
+    let out = ok(zoo_in(home.path(), &["list", "resnet*"]), "zoo list resnet*");
+    assert_eq!(first_column(&out), ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]);
+    let bad = zoo_in(home.path(), &["list", "[unclosed"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid pattern"));
+}
+
+/// `zoo info resnet50`: torchvision's parameter count, and the stages timm's `feature_info`
+/// reports for the same architecture (channels and reduction of layer1..layer4).
+#[test]
+fn info_agrees_with_torchvision_and_timm() {
+    let home = tmp();
+    let out = ok(zoo_in(home.path(), &["info", "resnet50"]), "zoo info");
+    let meta = common::torchvision_meta().iter().find(|r| r["model"] == "resnet50").unwrap();
+    let params = meta["num_params"].as_i64().unwrap();
+    assert!(out.contains(&format!("parameters:  {params} ")), "torchvision's {params} parameters:\n{out}");
+    assert!(out.contains("classes:     1000") && out.contains("classifier:  fc"), "{out}");
+    let scratch = tmp();
+    let json = scratch.path().join("stages.json");
+    common::run_python("cli_reference.py", &["stages", "resnet50", s(&json)]);
+    let timm: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let stages: BTreeMap<&str, (i64, i64)> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("stages"))
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0], (f[1].parse().unwrap(), f[2].parse().unwrap()))
+        })
+        .collect();
+    let mut compared = 0;
+    for st in timm.as_array().unwrap().iter().filter(|s| s["module"].as_str().unwrap().starts_with("layer")) {
+        let name = st["module"].as_str().unwrap();
+        let want = (st["channels"].as_i64().unwrap(), st["reduction"].as_i64().unwrap());
+        assert_eq!(stages.get(name), Some(&want), "{name}: zoo info against timm's feature_info\n{out}");
+        compared += 1;
+    }
+    assert_eq!(compared, 4);
+    let bad = zoo_in(home.path(), &["info", "resnet5"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("resnet50"));
+}
+
+/// `zoo summary resnet18 --format json`: torchvision's parameters and GFLOPS at its crop.
+#[test]
+fn summary_json_agrees_with_torchvision_meta() {
+    let home = tmp();
+    let out = ok(zoo_in(home.path(), &["summary", "resnet18", "--format", "json"]), "zoo summary");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let meta = common::torchvision_meta().iter().find(|r| r["model"] == "resnet18").unwrap();
+    assert_eq!(s["params"], meta["num_params"]);
+    assert_eq!(s["input"], serde_json::json!([1, 3, 224, 224]));
+    let (g, published) = (s["macs"].as_f64().unwrap() / 1e9, meta["gflops"].as_f64().unwrap());
+    assert!((g - published).abs() <= 0.01 * published, "{g} GMACs, torchvision publishes {published}");
+    let csv = ok(zoo_in(home.path(), &["summary", "--compare", "resnet18", "alexnet", "--format", "csv"]), "compare");
+    assert_eq!(csv.lines().count(), 3, "header and one line per model:\n{csv}");
+}
+
+/// The EfficientNet-Lite0 file served by a server on 127.0.0.1 as a mirror: fetched and
+/// verified against the manifest's published sha256, then found by `path`, `list` and `verify`;
+/// a corrupted copy fails `verify` with a non-zero status. Offline, a missing entry is refused
+/// without a request.
+#[test]
+fn weights_fetch_path_list_and_verify_against_a_local_server() {
+    let body = std::fs::read(common::lite0_checkpoint()).unwrap();
+    let file = "efficientnet-lite0-57934424.pth";
+    let srv = Server::start({
+        let body = body.clone();
+        move |req, _| if req.path == format!("/{file}") { Reply::Body(body.clone()) } else { Reply::Status(404) }
+    });
+    let home = tmp();
+    let mirror = srv.url("");
+    let online = [("ZOO_OFFLINE", "0"), ("ZOO_MIRROR", mirror.trim_end_matches('/'))];
+    let out = ok(zoo_env(home.path(), &["weights", "fetch", "efficientnet_lite0"], &online), "weights fetch");
+    assert!(out.starts_with("efficientnet_lite0.in1k "), "{out}");
+    assert_eq!(srv.requests().len(), 1, "one request, to the mirror");
+    let path = ok(zoo_in(home.path(), &["weights", "path", "efficientnet_lite0"]), "weights path");
+    let path = PathBuf::from(path.trim());
+    assert!(path.starts_with(home.path()), "{} is in ZOO_HOME", path.display());
+    assert_eq!(std::fs::read(&path).unwrap(), body, "the cached file is the served file");
+
+    let list = ok(zoo_in(home.path(), &["weights", "list", "efficientnet_lite*"]), "weights list");
+    let rows: Vec<&str> = list.lines().filter(|l| l.starts_with("efficientnet_lite")).collect();
+    let manifest = zoo::weights::manifest().unwrap().list(Some("efficientnet_lite*")).unwrap();
+    assert_eq!(rows.len(), manifest.len(), "{list}");
+    for row in &rows {
+        let cached = row.split_whitespace().last().unwrap();
+        assert_eq!(cached, if row.starts_with("efficientnet_lite0.in1k") { "yes" } else { "no" }, "{row}");
+    }
+    let verify = ok(zoo_in(home.path(), &["weights", "verify"]), "weights verify");
+    assert!(verify.lines().any(|l| l.starts_with("ok") && l.contains("efficientnet_lite0.in1k")), "{verify}");
+
+    // One byte changed, same size, a later mtime: verify rehashes and fails.
+    let mut bad = body.clone();
+    bad[1000] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
+    let out = zoo_in(home.path(), &["weights", "verify"]);
+    assert!(!out.status.success(), "a corrupted cache file must fail verify");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("CORRUPT") && text.contains("zoo weights fetch"), "{text}");
+
+    // Offline: not in the cache, no request, and a message that says what to do.
+    let before = srv.requests().len();
+    let out = zoo_in(home.path(), &["weights", "fetch", "resnet18"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zoo weights import") && err.contains("ZOO_OFFLINE"), "{err}");
+    assert_eq!(srv.requests().len(), before, "offline makes no request");
+}
+
+/// A Fashion-MNIST image folder exported by `zoo dataset export-idx` (20 images per class of the
+/// training file, 20 of the test file), shared by the training tests of this process (exported
+/// afresh at each run, under target/test-fixtures); checked once against the IDX
+/// files read by numpy.
+fn fashion_folder() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = common::fixtures("cli").join("fmnist");
+        let _ = std::fs::remove_dir_all(&dir);
+        let home = tmp();
+        for (split, stem) in [("train", "train"), ("val", "t10k")] {
+            let images = format!("{FMNIST}/{stem}-images-idx3-ubyte.gz");
+            let labels = format!("{FMNIST}/{stem}-labels-idx1-ubyte.gz");
+            let args = [
+                "dataset",
+                "export-idx",
+                "--images",
+                images.as_str(),
+                "--labels",
+                labels.as_str(),
+                "--out",
+                s(&dir),
+                "--split",
+                split,
+                "--limit-per-class",
+                "20",
+            ];
+            ok(zoo_in(home.path(), &args), "dataset export-idx");
+            let json = dir.with_extension(format!("{split}.json"));
+            common::run_python("cli_reference.py", &["idx", &images, &labels, s(&dir.join(split)), s(&json)]);
+            let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            assert_eq!(r["mismatches"], serde_json::json!([]), "{split}: PNGs differ from the IDX images");
+            assert_eq!(r["compared"], 200, "{split}: 10 classes x 20 images");
+            let labels = r["labels"].as_object().unwrap();
+            let mut names: Vec<&str> = zoo::data::fashion_mnist::FASHION_CLASSES.to_vec();
+            names.sort();
+            assert_eq!(labels.keys().map(String::as_str).collect::<Vec<_>>(), names, "{split}: class folders");
+            for (class, seen) in labels {
+                let index = zoo::data::fashion_mnist::FASHION_CLASSES.iter().position(|c| c == class).unwrap();
+                let seen = seen.as_array().unwrap();
+                assert!(seen.len() == 20 && seen.iter().all(|l| *l == index), "{split}/{class}: IDX labels {seen:?}");
+            }
+        }
+        dir
+    })
+}
+
+/// The `val_acc1` column of the last row of a run's metrics.csv.
+fn last_val_acc1(run: &Path) -> f64 {
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "val_acc1").unwrap();
+    csv.lines().last().unwrap().split(',').nth(col).unwrap().parse().unwrap()
+}
+
+/// The top-1 of a `zoo eval` report ("... top-1 87.50%, ...").
+fn eval_top1(report: &str) -> f64 {
+    let after = report.split("top-1 ").nth(1).unwrap_or_else(|| panic!("no top-1 in {report}"));
+    after.split('%').next().unwrap().parse().unwrap()
+}
+
+/// `zoo eval` of the shipped LeNet-5 on 200 official test images: the top-1 it reports is the
+/// share of images whose folder is the top class `zoo classify` gives, every class has its 20
+/// images in per_class.csv, and the accuracy is in line with the 89.99% published for the
+/// 10,000 test images (above 80%: five standard deviations of a 200-image sample below it).
+#[test]
+fn eval_reports_what_classify_predicts() {
+    let data = fashion_folder();
+    let home = tmp();
+    let out_dir = tmp();
+    let report = ok(
+        zoo_in(home.path(), &["eval", "lenet5", "--data", s(data), "--device", "cpu", "--out", s(out_dir.path())]),
+        "zoo eval",
+    );
+    let top1 = eval_top1(&report);
+    let per_class = std::fs::read_to_string(out_dir.path().join("per_class.csv")).unwrap();
+    assert_eq!(per_class.lines().count(), 11, "{per_class}");
+    assert!(per_class.lines().skip(1).all(|l| l.split(',').nth(1) == Some("20")), "{per_class}");
+    assert!(out_dir.path().join("confusion.csv").exists() && out_dir.path().join("confusion.png").exists());
+
+    let val = data.join("val");
+    let out =
+        ok(zoo_in(home.path(), &["classify", "lenet5", s(&val), "--format", "jsonl", "--top-k", "1"]), "classify");
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 200);
+    let correct = rows
+        .iter()
+        .filter(|r| {
+            let folder = Path::new(r["path"].as_str().unwrap()).parent().unwrap().file_name().unwrap();
+            r["top"][0]["label"].as_str().unwrap() == folder.to_str().unwrap()
+        })
+        .count();
+    let classify_top1 = 100.0 * correct as f64 / 200.0;
+    eprintln!("lenet5 on 200 Fashion-MNIST test images: eval {top1}%, classify {classify_top1}%");
+    assert!((top1 - classify_top1).abs() < 1e-9, "eval says {top1}%, classify's predictions give {classify_top1}%");
+    assert!(top1 > 80.0, "{top1}% against the published 89.99%");
+}
+
+/// `zoo train lenet5` from scratch for two epochs: metrics.csv holds both epochs, the val top-1 of
+/// the last is what `zoo eval` measures on the saved last.safetensors, and it is far above
+/// chance (10%).
+#[test]
+fn train_then_eval_agree_on_the_saved_model() {
+    let data = fashion_folder();
+    let home = tmp();
+    let run = tmp();
+    let mut args = words("train lenet5 --epochs 2 --batch-size 32 --optimizer adamw --lr 2e-3 --no-crop --seed 0");
+    args.extend(["--data", s(data), "--out", s(run.path())]);
+    args.extend(words(ONE_CPU));
+    ok(zoo_in(home.path(), &args), "zoo train");
+    let csv = std::fs::read_to_string(run.path().join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().next().unwrap(), zoo::train::trainer::METRICS_HEADER);
+    assert_eq!(csv.lines().count(), 3, "two epochs:\n{csv}");
+    let val = last_val_acc1(run.path());
+    let last = run.path().join("last.safetensors");
+    let report = ok(
+        zoo_in(home.path(), &["eval", "lenet5", "--weights", s(&last), "--data", s(data), "--device", "cpu"]),
+        "zoo eval of the run",
+    );
+    let top1 = eval_top1(&report);
+    eprintln!("lenet5 trained 2 epochs on 200 images: val top-1 {val}% (metrics.csv), {top1}% (zoo eval)");
+    assert!((val - top1).abs() < 0.006, "metrics.csv says {val}%, zoo eval {top1}%");
+    assert!(top1 > 30.0, "two epochs should be far above chance: {top1}%");
+    let refused = zoo_in(home.path(), &["train", "lenet5", "--data", s(data), "--freeze", "backbone"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("zoo finetune"));
+}
+
+/// `zoo finetune lenet5 --freeze backbone` on three classes: the head is new (3 rows), every
+/// other tensor is the shipped file's unchanged, and `zoo classify` with the result names one of
+/// the three folders.
+#[test]
+fn finetune_replaces_the_head_and_keeps_a_frozen_backbone() {
+    let data = fashion_folder();
+    let three = tmp();
+    for split in ["train", "val"] {
+        for class in ["Bag", "Sandal", "Trouser"] {
+            let (from, to) = (data.join(split).join(class), three.path().join(split).join(class));
+            std::fs::create_dir_all(&to).unwrap();
+            for f in std::fs::read_dir(&from).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let home = tmp();
+    let run = tmp();
+    let mut args = words("finetune lenet5 --epochs 1 --batch-size 16 --freeze backbone --no-crop --seed 0");
+    args.extend(["--data", s(three.path()), "--out", s(run.path())]);
+    args.extend(words(ONE_CPU));
+    ok(zoo_in(home.path(), &args), "zoo finetune");
+    let shipped =
+        zoo::checkpoint::read(&common::root().join("assets/weights/lenet5-fashion_mnist.safetensors")).unwrap();
+    let tuned = zoo::checkpoint::read(&run.path().join("last.safetensors")).unwrap();
+    let (mut same, mut head) = (0, 0);
+    for (key, before) in &shipped.entries {
+        let after = tuned.get(key).unwrap_or_else(|| panic!("{key} missing after finetune"));
+        if after.size() == before.size() {
+            assert!(after.equal(before), "{key}: frozen, yet changed");
+            same += 1;
+        } else {
+            assert_eq!(after.size()[0], 3, "{key}: the new head has the folder's 3 classes");
+            head += 1;
+        }
+    }
+    assert_eq!(head, 2, "the head's weight and bias are new");
+    assert!(same >= 6, "{same} frozen tensors compared");
+    let img = three.path().join("val/Bag");
+    let out = ok(
+        zoo_in(
+            home.path(),
+            &["classify", "lenet5", "--weights", s(&run.path().join("last.safetensors")), s(&img), "--format", "jsonl"],
+        ),
+        "classify with the fine-tuned file",
+    );
+    for line in out.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let top = r["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "three classes, so at most three in the top-5: {line}");
+        let label = top[0]["label"].as_str().unwrap();
+        assert!(["Bag", "Sandal", "Trouser"].contains(&label), "{label}");
+    }
+}
+
+/// A deterministic 256x256 RGB test image: resize 256 is the identity and crop 224 exact, so
+/// the comparison with torchvision tests the network, not two resamplers.
+fn test_image(path: &Path, seed: u32) {
+    let img = image::RgbImage::from_fn(256, 256, |x, y| {
+        let h = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663) ^ seed.wrapping_mul(83_492_791)) % 251;
+        image::Rgb([(x + seed * 40) as u8, (y * 2 + seed) as u8, h as u8])
+    });
+    img.save(path).unwrap();
+}
+
+/// `zoo features resnet18.tv_in1k --weights FILE` on PNG files: the values (pre_logits, and
+/// layer3 pooled by average and by max) are torchvision's on the same file and images, through
+/// torchvision's own eval transform; the index CSV names each row's file.
+#[test]
+fn features_values_match_torchvision() {
+    let refs = common::export_references("parity", &["resnet18"]);
+    let weights = refs.join("resnet18/weights.pth");
+    let dir = tmp();
+    let images: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("img{i}.png"))).collect();
+    for (i, p) in images.iter().enumerate() {
+        test_image(p, i as u32);
+    }
+    let expected = dir.path().join("expected.safetensors");
+    let mut args = vec!["features", s(&weights), s(&expected)];
+    args.extend(images.iter().map(|p| s(p)));
+    common::run_python("cli_reference.py", &args);
+    let want = zoo::checkpoint::read(&expected).unwrap();
+    let home = tmp();
+    for (layer, pool, key) in
+        [("pre_logits", "none", "pre_logits"), ("layer3", "avg", "layer3_avg"), ("layer3", "max", "layer3_max")]
+    {
+        let out = dir.path().join(format!("{key}.safetensors"));
+        let args = [
+            "features",
+            "resnet18.tv_in1k",
+            "--weights",
+            s(&weights),
+            s(dir.path()),
+            "--layer",
+            layer,
+            "--pool",
+            pool,
+            "--output",
+            s(&out),
+            "--device",
+            "cpu",
+        ];
+        ok(zoo_in(home.path(), &args), "zoo features");
+        let got = zoo::checkpoint::read(&out).unwrap();
+        let index = std::fs::read_to_string(zoo::commands::features::index_path(&out)).unwrap();
+        // Rows in the index's order; the reference's are in `images` order.
+        let order: Vec<i64> = index
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let name = l.split(',').find(|f| f.ends_with(".png")).unwrap_or_else(|| panic!("{l}"));
+                images.iter().position(|p| name.ends_with(p.file_name().unwrap().to_str().unwrap())).unwrap() as i64
+            })
+            .collect();
+        assert_eq!(order.len(), images.len(), "{index}");
+        let expected = want.get(key).unwrap().index_select(0, &tch::Tensor::from_slice(&order));
+        common::assert_parity(&format!("zoo features {layer} --pool {pool}"), got.get("features").unwrap(), &expected);
+    }
+}
