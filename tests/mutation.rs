@@ -506,10 +506,10 @@ fn mutated_checkpoints_never_crash_and_accepted_ones_match_torch() {
     };
     let t = campaign("checkpoints", &inputs, &read, &mut keep);
 
-    // A sample in child processes: every 60th input.
+    // A sample in child processes: every 120th input.
     let mut children = 0;
     let mut aborts = Vec::new();
-    for (i, (_, bytes)) in inputs.iter().enumerate().step_by(60) {
+    for (i, (_, bytes)) in inputs.iter().enumerate().step_by(120) {
         let p = work.path().join(format!("child-{i}"));
         std::fs::write(&p, bytes).unwrap();
         children += 1;
@@ -612,7 +612,7 @@ fn mutated_images_never_crash() {
     let work = tempfile::tempdir().unwrap();
     let mut children = 0;
     let mut aborts = Vec::new();
-    for (i, (_, bytes)) in inputs.iter().enumerate().step_by(100) {
+    for (i, (_, bytes)) in inputs.iter().enumerate().step_by(200) {
         let p = work.path().join(format!("child-{i}"));
         std::fs::write(&p, bytes).unwrap();
         children += 1;
