@@ -7,6 +7,7 @@
 //! - [`data`]: image decoding and preprocessing, class names, data sets.
 //! - [`train`]: fine-tuning and training (data sets, augmentation, optimisers, the loop).
 //! - [`commands`]: what the `zoo` command line runs.
+//! - [`text`]: escaping control characters in messages that quote file content.
 //! - [`runtime`]: process-wide settings for libtorch on the CPU ([`runtime::tune_cpu_allocator`]).
 pub mod checkpoint;
 pub mod commands;
@@ -15,5 +16,6 @@ pub mod models;
 pub mod nn;
 pub mod plot;
 pub mod runtime;
+pub mod text;
 pub mod train;
 pub mod weights;

@@ -1,7 +1,8 @@
 //! Copying a [`StateDict`] into a `tch` VarStore, strictly by default: every missing key,
 //! unexpected key and shape mismatch is collected and reported in one error, and nothing is
-//! copied unless everything matches.
+//! copied unless everything matches. Keys come from the file, so the report escapes them.
 use super::StateDict;
+use crate::text::escape_controls;
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -57,9 +58,9 @@ impl fmt::Display for LoadError {
         if !self.missing.is_empty() {
             writeln!(f, "  missing from the checkpoint ({}):", self.missing.len())?;
             for (k, s) in &self.missing {
-                write!(f, "    {k} {s:?}")?;
+                write!(f, "    {} {s:?}", escape_controls(k))?;
                 if let Some(c) = closest(k, self.unexpected.iter().map(|(u, _)| u.as_str())) {
-                    write!(f, "  (closest unexpected key: {c})")?;
+                    write!(f, "  (closest unexpected key: {})", escape_controls(c))?;
                 }
                 writeln!(f)?;
             }
@@ -67,13 +68,13 @@ impl fmt::Display for LoadError {
         if !self.unexpected.is_empty() {
             writeln!(f, "  unexpected in the checkpoint ({}):", self.unexpected.len())?;
             for (k, s) in &self.unexpected {
-                writeln!(f, "    {k} {s:?}")?;
+                writeln!(f, "    {} {s:?}", escape_controls(k))?;
             }
         }
         if !self.mismatched.is_empty() {
             writeln!(f, "  shape mismatch ({}):", self.mismatched.len())?;
             for (k, file, model) in &self.mismatched {
-                writeln!(f, "    {k}: checkpoint {file:?} vs model {model:?}")?;
+                writeln!(f, "    {}: checkpoint {file:?} vs model {model:?}", escape_controls(k))?;
             }
         }
         let hints = self.hints();

@@ -14,10 +14,11 @@ pub use load::{load_into, LoadError, LoadOptions, LoadReport};
 pub use rules::{apply_rules, KeyRule};
 pub use safetensors_io::{read_safetensors, read_safetensors_metadata, write_safetensors};
 
-use anyhow::{bail, Context, Result};
+use crate::text::escape_controls;
+use anyhow::{anyhow, bail, Context, Result};
 use std::io::Read;
 use std::path::Path;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Named tensors in file order, all on the CPU and contiguous.
 #[derive(Debug, Default)]
@@ -61,6 +62,7 @@ pub enum Format {
 
 /// Detects the format from the first bytes of the file.
 pub fn detect_format(path: &Path) -> Result<Format> {
+    ensure_regular(path)?;
     let mut head = Vec::with_capacity(16);
     std::fs::File::open(path)?.take(16).read_to_end(&mut head)?;
     // Legacy files start with the pickle of the magic number: PROTO 2, LONG1 10 bytes.
@@ -94,4 +96,41 @@ pub fn read(path: &Path) -> Result<StateDict> {
         }
     }
     Ok(sd)
+}
+
+/// Refuses what is not a regular file before opening it: a FIFO would block the open, a device
+/// such as `/dev/zero` would never end.
+pub(crate) fn ensure_regular(path: &Path) -> Result<()> {
+    crate::data::inputs::check_regular(path)
+        .map_err(|e| anyhow!("{}: {}", path.display(), e.replace("an image file", "a checkpoint file")))
+}
+
+/// A libtorch error as one line: its message without the C++ backtrace that follows it
+/// ("Exception raised from ... frame #0 ..."), which tells a user nothing.
+pub(crate) fn libtorch(e: tch::TchError) -> anyhow::Error {
+    let text = e.to_string();
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("unknown error");
+    let first = first.split(" Exception raised from ").next().unwrap_or(first);
+    anyhow!("libtorch refused it: {}", escape_controls(first))
+}
+
+/// Checks a shape from a file against what libtorch can represent, before any libtorch call:
+/// every dimension and the element count fit in an i64 (zero-sized dimensions included, since
+/// libtorch still multiplies the others for strides), and so does the size in bytes. Returns
+/// the element count.
+pub(crate) fn check_shape(shape: &[u64], kind: Kind) -> Result<u64> {
+    let max = i64::MAX as u64;
+    let overflow =
+        || anyhow!("shape {shape:?} of {kind:?} overflows: more elements or bytes than libtorch can address");
+    let mut nonzero = 1u64;
+    for (i, &d) in shape.iter().enumerate() {
+        if d > max {
+            bail!("dimension {i} of shape {shape:?} is {d}, more than libtorch can address (at most 2^63-1)");
+        }
+        if d != 0 {
+            nonzero = nonzero.checked_mul(d).filter(|&n| n <= max).ok_or_else(overflow)?;
+        }
+    }
+    nonzero.checked_mul(kind.elt_size_in_bytes() as u64).filter(|&b| b <= max).ok_or_else(overflow)?;
+    Ok(if shape.contains(&0) { 0 } else { nonzero })
 }

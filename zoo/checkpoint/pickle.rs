@@ -4,12 +4,18 @@
 //! itself. Any other global is an error naming it.
 //!
 //! Hostile input is expected: every read is bounds-checked against the bytes that are actually
-//! available, the work done is bounded by a multiple of the input size (no quadratic blow-ups
-//! through the memo), tuple/list nesting is bounded (no deep recursive drops), and nothing is
-//! allocated from a length field before checking that the input really holds that many bytes.
+//! available, tuple/list nesting is bounded (no deep recursive drops), and nothing is allocated
+//! from a length field before checking that the input really holds that many bytes. The work
+//! done and the memory built are both budgeted against the bytes of the *file* read so far
+//! ([`WORK_PER_BYTE`], [`MEMORY_PER_BYTE`] plus a floor): for a deflated zip record that is its
+//! compressed size, so neither memo amplification nor a record that inflates a thousandfold can
+//! make a small file cost much more than a small multiple of itself. Names quoted from the
+//! pickle in errors are escaped ([`crate::text::escape_controls`]).
+use crate::text::escape_controls;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Read;
+use std::mem::size_of;
 use std::rc::Rc;
 use tch::Kind;
 
@@ -17,6 +23,17 @@ use tch::Kind;
 pub const MAX_DEPTH: u32 = 200;
 /// Most dimensions a rebuilt tensor may have (libtorch itself caps dimensions well below this).
 pub const MAX_DIMS: usize = 64;
+/// Work units (opcodes, items moved) allowed per byte of the file read so far. Real pickles do
+/// 2-4 per byte: each item is pushed, moved into its container and perhaps memoised.
+pub const WORK_PER_BYTE: u64 = 16;
+/// Work allowed whatever the size, so tiny pickles never hit the per-byte bound.
+pub const WORK_FLOOR: u64 = 4 << 20;
+/// Bytes of values, containers and memo entries allowed per byte of the file read so far. The
+/// charge is an upper bound (temporaries are never refunded): a real state-dict pickle is
+/// charged ~20 per byte (a 2-byte memo entry is ~40 bytes), a run of empty dicts ~45.
+pub const MEMORY_PER_BYTE: u64 = 64;
+/// Memory allowed whatever the size (covers every real state-dict pickle of up to some MB).
+pub const MEMORY_FLOOR: u64 = 32 << 20;
 
 /// Index of a mutable container (list, dict, set) in [`Unpickled::heap`]. Containers live in an
 /// arena so that the memo can share them and later `APPEND`/`SETITEM`s are seen by every
@@ -237,10 +254,18 @@ impl Unpickled {
 /// Runs one pickle from `input`, reading at most `available` bytes (the rest of the file or
 /// record): every length field is checked against it before anything is allocated.
 pub fn unpickle<R: Read>(input: &mut R, available: u64) -> Result<Unpickled> {
+    unpickle_costed(input, available, available)
+}
+
+/// [`unpickle`] for input that occupies only `cost` bytes of the file (a deflated record of
+/// `available` bytes once inflated): work and memory are budgeted against `cost`, in proportion
+/// to how far the pickle has been read.
+pub fn unpickle_costed<R: Read>(input: &mut R, available: u64, cost: u64) -> Result<Unpickled> {
     let mut vm = Machine {
         input,
         pos: 0,
         available,
+        cost: cost.min(available),
         heap: Vec::new(),
         obj_depth: Vec::new(),
         stack: Vec::new(),
@@ -248,9 +273,8 @@ pub fn unpickle<R: Read>(input: &mut R, available: u64) -> Result<Unpickled> {
         memo: HashMap::new(),
         storages: Vec::new(),
         work: 0,
-        // Legitimate pickles do a few units of work per byte; 32x plus a floor leaves ample
-        // room while still stopping memo-amplified quadratic work.
-        work_budget: available.saturating_mul(32).saturating_add(1 << 20),
+        memory: 0,
+        stack_peak: 0,
     };
     let root = vm.run()?;
     Ok(Unpickled { heap: vm.heap, root, storages: vm.storages, consumed: vm.pos })
@@ -272,8 +296,13 @@ struct Machine<'r, R: Read> {
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
     storages: Vec<Rc<StorageRef>>,
+    /// File bytes behind the `available` input bytes.
+    cost: u64,
     work: u64,
-    work_budget: u64,
+    /// Bytes charged for everything built (never refunded: an upper bound of what is held).
+    memory: u64,
+    /// Most stack slots and marks seen, so that their growth is charged once.
+    stack_peak: usize,
 }
 
 /// Maps `module.name` to what it stands for, or `None` if it is not whitelisted.
@@ -332,21 +361,46 @@ fn dtype_kind(name: &str) -> Option<Kind> {
 /// `nt.system`), so name both spellings.
 fn forbidden_global(module: &str, name: &str) -> anyhow::Error {
     let alias = match module {
-        "posix" | "nt" => format!(" (os.{name})"),
+        "posix" | "nt" => format!(" (os.{})", escape_controls(name)),
         _ => String::new(),
     };
     anyhow!(
-        "the pickle references the global `{module}.{name}`{alias}, which a plain tensor checkpoint never \
+        "the pickle references the global `{}.{}`{alias}, which a plain tensor checkpoint never \
          needs: this file is not a plain tensor checkpoint (it may be a full pickled model or code, or \
-         malicious) and is refused; re-save it with `torch.save(model.state_dict(), path)`"
+         malicious) and is refused; re-save it with `torch.save(model.state_dict(), path)`",
+        escape_controls(module),
+        escape_controls(name),
     )
 }
 
 impl<R: Read> Machine<'_, R> {
+    /// File bytes read so far: input bytes scaled down by the record's compression ratio.
+    fn file_bytes_read(&self) -> u64 {
+        (self.pos as u128 * self.cost as u128 / self.available.max(1) as u128) as u64
+    }
+
     fn charge(&mut self, units: u64) -> Result<()> {
         self.work = self.work.saturating_add(units);
-        if self.work > self.work_budget {
-            bail!("the pickle does far more work than its size justifies (memo amplification?)");
+        if self.work > self.file_bytes_read().saturating_mul(WORK_PER_BYTE).saturating_add(WORK_FLOOR) {
+            bail!(
+                "the pickle does far more work than its {} bytes in the file justify (memo amplification or \
+                 a record that inflates enormously): refused",
+                self.cost
+            );
+        }
+        Ok(())
+    }
+
+    /// Charges `bytes` of memory built by the pickle.
+    fn charge_memory(&mut self, bytes: usize) -> Result<()> {
+        self.memory = self.memory.saturating_add(bytes as u64);
+        if self.memory > self.file_bytes_read().saturating_mul(MEMORY_PER_BYTE).saturating_add(MEMORY_FLOOR) {
+            bail!(
+                "the pickle builds far more data ({} bytes so far) than its {} bytes in the file justify (memo \
+                 amplification or a record that inflates enormously): refused",
+                self.memory,
+                self.cost
+            );
         }
         Ok(())
     }
@@ -385,6 +439,7 @@ impl<R: Read> Machine<'_, R> {
                 self.remaining()
             );
         }
+        self.charge_memory(n as usize + 2 * size_of::<usize>())?;
         let mut v = vec![0u8; n as usize];
         self.read_into(&mut v)?;
         Ok(v)
@@ -400,6 +455,7 @@ impl<R: Read> Machine<'_, R> {
             }
             out.push(b);
         }
+        self.charge_memory(out.len())?;
         String::from_utf8(out).map_err(|_| anyhow!("invalid UTF-8 in a text opcode"))
     }
 
@@ -446,6 +502,7 @@ impl<R: Read> Machine<'_, R> {
     }
 
     fn tuple(&mut self, items: Vec<Value>) -> Result<Value> {
+        self.charge_memory(size_of::<Tuple>() + 2 * size_of::<usize>() + items.len() * size_of::<Value>())?;
         let depth = 1 + items.iter().map(|v| self.depth(v)).max().unwrap_or(0);
         if depth > MAX_DEPTH {
             bail!("the pickle nests deeper than {MAX_DEPTH} levels");
@@ -453,10 +510,11 @@ impl<R: Read> Machine<'_, R> {
         Ok(Value::Tuple(Rc::new(Tuple { items, depth })))
     }
 
-    fn new_obj(&mut self, obj: Obj) -> ObjId {
+    fn new_obj(&mut self, obj: Obj) -> Result<ObjId> {
+        self.charge_memory(size_of::<Obj>() + size_of::<u32>())?;
         self.heap.push(obj);
         self.obj_depth.push(1);
-        self.heap.len() - 1
+        Ok(self.heap.len() - 1)
     }
 
     /// Records that `id` now contains values; bounds nesting (best effort: a child mutated after
@@ -473,6 +531,7 @@ impl<R: Read> Machine<'_, R> {
 
     fn append(&mut self, target: &Value, items: Vec<Value>) -> Result<()> {
         self.charge(items.len() as u64)?;
+        self.charge_memory(items.len() * size_of::<Value>())?;
         let id = match target {
             Value::List(id) | Value::Set(id) => *id,
             other => bail!("malformed pickle: APPEND to a {}", other.type_name()),
@@ -487,6 +546,8 @@ impl<R: Read> Machine<'_, R> {
 
     fn set_items(&mut self, target: &Value, kvs: Vec<(Value, Value)>) -> Result<()> {
         self.charge(kvs.len() as u64)?;
+        // The entry, plus its slot in the string index.
+        self.charge_memory(kvs.len() * (size_of::<(Value, Value)>() + size_of::<(Rc<str>, usize)>() + 8))?;
         let Value::Dict(id) = target else {
             bail!("malformed pickle: SETITEM on a {}", target.type_name());
         };
@@ -515,7 +576,9 @@ impl<R: Read> Machine<'_, R> {
 
     fn memo_put(&mut self, i: u32) -> Result<()> {
         let v = self.top()?.clone();
-        self.memo.insert(i, v);
+        if self.memo.insert(i, v).is_none() {
+            self.charge_memory(size_of::<(u32, Value)>() + 8)?;
+        }
         Ok(())
     }
 
@@ -532,6 +595,11 @@ impl<R: Read> Machine<'_, R> {
                 return Ok(self.stack.pop().expect("checked above"));
             }
             self.step(op).with_context(|| format!("pickle opcode 0x{op:02x} at offset {at}"))?;
+            let slots = self.stack.len() + self.marks.len();
+            if slots > self.stack_peak {
+                self.charge_memory((slots - self.stack_peak) * size_of::<Value>())?;
+                self.stack_peak = slots;
+            }
         }
     }
 
@@ -701,12 +769,12 @@ impl<R: Read> Machine<'_, R> {
             }
             // Lists.
             b']' => {
-                let id = self.new_obj(Obj::List(Vec::new()));
+                let id = self.new_obj(Obj::List(Vec::new()))?;
                 self.push(Value::List(id));
             }
             b'l' => {
                 let items = self.pop_mark()?;
-                let id = self.new_obj(Obj::List(Vec::new()));
+                let id = self.new_obj(Obj::List(Vec::new()))?;
                 self.append(&Value::List(id), items)?;
                 self.push(Value::List(id));
             }
@@ -722,12 +790,12 @@ impl<R: Read> Machine<'_, R> {
             }
             // Dicts.
             b'}' => {
-                let id = self.new_dict();
+                let id = self.new_dict()?;
                 self.push(Value::Dict(id));
             }
             b'd' => {
                 let items = self.pop_mark()?;
-                let id = self.new_dict();
+                let id = self.new_dict()?;
                 self.set_items(&Value::Dict(id), pairs(items)?)?;
                 self.push(Value::Dict(id));
             }
@@ -744,7 +812,7 @@ impl<R: Read> Machine<'_, R> {
             }
             // Sets.
             0x8f => {
-                let id = self.new_obj(Obj::Set(Vec::new()));
+                let id = self.new_obj(Obj::Set(Vec::new()))?;
                 self.push(Value::Set(id));
             }
             0x90 => {
@@ -757,7 +825,7 @@ impl<R: Read> Machine<'_, R> {
             }
             0x91 => {
                 let items = self.pop_mark()?;
-                let id = self.new_obj(Obj::Set(Vec::new()));
+                let id = self.new_obj(Obj::Set(Vec::new()))?;
                 self.append(&Value::Set(id), items)?;
                 self.push(Value::Set(id));
             }
@@ -855,7 +923,7 @@ impl<R: Read> Machine<'_, R> {
         Ok(())
     }
 
-    fn new_dict(&mut self) -> ObjId {
+    fn new_dict(&mut self) -> Result<ObjId> {
         self.new_obj(Obj::Dict { entries: Vec::new(), index: HashMap::new() })
     }
 
@@ -894,7 +962,7 @@ impl<R: Read> Machine<'_, R> {
         self.charge(args.len() as u64)?;
         match f {
             Callable::OrderedDict => {
-                let id = self.new_dict();
+                let id = self.new_dict()?;
                 match args.as_slice() {
                     [] => {}
                     [Value::Dict(src)] => {
@@ -933,7 +1001,7 @@ impl<R: Read> Machine<'_, R> {
                     [Value::Tuple(t)] => t.items.clone(),
                     _ => bail!("unsupported set() arguments"),
                 };
-                let id = self.new_obj(Obj::Set(Vec::new()));
+                let id = self.new_obj(Obj::Set(Vec::new()))?;
                 self.append(&Value::Set(id), items)?;
                 Ok(Value::Set(id))
             }
@@ -947,6 +1015,7 @@ impl<R: Read> Machine<'_, R> {
                         .chars()
                         .map(|c| u8::try_from(c as u32).map_err(|_| anyhow!("non-latin1 character")))
                         .collect::<Result<Vec<u8>>>()?;
+                    self.charge_memory(bytes.len() + 2 * size_of::<usize>())?;
                     Ok(Value::Bytes(bytes.into()))
                 }
                 _ => bail!("unsupported _codecs.encode() arguments"),
@@ -965,10 +1034,12 @@ impl<R: Read> Machine<'_, R> {
                     bail!("tensor has {} sizes but {} strides", size.len(), stride.len());
                 }
                 let requires_grad = args.get(4).and_then(Value::as_int).unwrap_or(0) != 0;
+                self.charge_memory(size_of::<TensorSpec>() + 2 * size_of::<usize>() + 16 * size.len())?;
                 Ok(Value::Tensor(Rc::new(TensorSpec { storage: storage.clone(), offset, size, stride, requires_grad })))
             }
             Callable::RebuildParameter | Callable::RebuildParameterWithState => match args.first() {
                 Some(Value::Tensor(t)) if (3..=4).contains(&args.len()) => {
+                    self.charge_memory(size_of::<TensorSpec>() + 2 * size_of::<usize>() + 16 * t.size.len())?;
                     let mut t = (**t).clone();
                     t.requires_grad = args[1].as_int().unwrap_or(0) != 0;
                     Ok(Value::Tensor(Rc::new(t)))
@@ -998,7 +1069,7 @@ impl<R: Read> Machine<'_, R> {
         };
         let numel = t[4].as_int().ok_or_else(|| anyhow!("storage size is not an int"))?;
         if numel < 0 {
-            bail!("storage {key} claims a negative size {numel}");
+            bail!("storage {} claims a negative size {numel}", escape_controls(&key));
         }
         let view = match t.get(5) {
             None | Some(Value::None) => None,
@@ -1014,6 +1085,7 @@ impl<R: Read> Machine<'_, R> {
             },
             Some(other) => bail!("storage view metadata is a {}", other.type_name()),
         };
+        self.charge_memory(size_of::<StorageRef>() + 2 * size_of::<usize>() + key.len() + location.len())?;
         let r = Rc::new(StorageRef { key, kind, location, numel, view });
         self.storages.push(r.clone());
         Ok(Value::Storage(r))
@@ -1111,6 +1183,31 @@ mod tests {
         }
         p.extend([b'.']);
         let e = unpickle_bytes(&p).unwrap_err();
-        assert!(format!("{e:#}").contains("more work"), "{e:#}");
+        assert!(format!("{e:#}").contains("justify"), "{e:#}");
+    }
+
+    #[test]
+    fn budgets_follow_the_bytes_in_the_file_not_the_inflated_record() {
+        // 2 Mi empty dicts, each popped at once: 4 MiB of pickle but ~180 MiB of dicts, from a
+        // record compressed 8:1.
+        let mut p = vec![0x80, 2];
+        for _ in 0..(2 << 20) {
+            p.extend([b'}', b'0']);
+        }
+        p.extend([b'N', b'.']);
+        let e = unpickle_costed(&mut &p[..], p.len() as u64, p.len() as u64 / 8).unwrap_err();
+        assert!(format!("{e:#}").contains("builds far more data"), "{e:#}");
+        // A small pickle read as a record that cost 1 byte per 1000: the floor still admits it.
+        let small = b"\x80\x02}q\x00X\x01\x00\x00\x00aK\x01s.";
+        assert!(unpickle_costed(&mut &small[..], small.len() as u64, 1).is_ok());
+        // 3 Mi EMPTY_TUPLE + POP: fine when stored, refused as a 4 KB deflated record.
+        let mut p = vec![0x80, 2];
+        for _ in 0..(3 << 20) {
+            p.extend([b')', b'0']);
+        }
+        p.extend([b'N', b'.']);
+        assert!(unpickle_bytes(&p).is_ok());
+        let e = unpickle_costed(&mut &p[..], p.len() as u64, 4096).unwrap_err();
+        assert!(format!("{e:#}").contains("4096 bytes in the file"), "{e:#}");
     }
 }

@@ -51,7 +51,11 @@ pub fn apply_rules(sd: StateDict, rules: &[KeyRule]) -> Result<StateDict> {
                 KeyRule::DropFirstRow { .. } => {
                     let rows = t.size().first().copied().unwrap_or(0);
                     if rows < 1 {
-                        bail!("drop_first_row on `{key}` of shape {:?}: it has no first row", t.size());
+                        bail!(
+                            "drop_first_row on `{}` of shape {:?}: it has no first row",
+                            crate::text::escape_controls(&key),
+                            t.size()
+                        );
                     }
                     // A copy, so the smaller tensor does not keep the dropped row alive.
                     t = t.f_narrow(0, 1, rows - 1)?.f_contiguous()?;
@@ -63,6 +67,7 @@ pub fn apply_rules(sd: StateDict, rules: &[KeyRule]) -> Result<StateDict> {
     let mut seen = HashSet::new();
     let dups: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).filter(|k| !seen.insert(*k)).collect();
     if !dups.is_empty() {
+        let dups: Vec<_> = dups.iter().map(|k| crate::text::escape_controls(k)).collect();
         bail!("after applying the key rules several tensors share the key(s) {}", dups.join(", "));
     }
     Ok(StateDict { entries })

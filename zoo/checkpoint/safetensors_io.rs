@@ -1,8 +1,9 @@
 //! Safetensors files: reading into a [`StateDict`] (in file order), writing atomically, and
 //! reading only the header's `__metadata__`.
 use super::StateDict;
+use crate::text::escape_controls;
 use anyhow::{anyhow, bail, Context, Result};
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, View};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -43,18 +44,117 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
     })
 }
 
-/// Reads a safetensors file; entries come in the order of their data in the file.
+/// One tensor of a safetensors header, as the format defines it.
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+fn dtype_named(name: &str) -> Result<Kind> {
+    let dtype: Dtype = serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|_| anyhow!("unknown dtype \"{}\"", escape_controls(name)))?;
+    kind_of(dtype)
+}
+
+/// Reads the header: its length, then the JSON object, each checked against the file first.
+fn read_header(f: &mut File, file_len: u64) -> Result<(u64, serde_json::Map<String, serde_json::Value>)> {
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).context("not a safetensors file: shorter than the 8-byte header length")?;
+    let n = u64::from_le_bytes(n);
+    // Same cap as the safetensors crate, and never beyond the file.
+    if n > 100_000_000 || n > file_len - 8 {
+        bail!("not a safetensors file: the header claims {n} bytes but the file has {}", file_len - 8);
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| anyhow!("the header is not valid JSON: {}", escape_controls(&e.to_string())))?;
+    match json {
+        serde_json::Value::Object(map) => Ok((n, map)),
+        other => bail!("the header is a JSON {}, not an object of tensors", json_kind(&other)),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Reads a safetensors file; entries come in the order of their data in the file. The header is
+/// validated in full (dtypes, shapes against libtorch's i64 limits, offsets contiguous and
+/// covering exactly the data present) before any tensor is allocated, and each tensor's bytes
+/// are then read straight into its memory (never held twice).
 pub fn read_safetensors(path: &Path) -> Result<StateDict> {
-    let bytes = std::fs::read(path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("invalid safetensors file: {e:?}"))?;
-    let mut views = st.tensors();
-    views.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
-    let mut entries = Vec::with_capacity(views.len());
-    for (name, view) in views {
-        let kind = kind_of(view.dtype()).with_context(|| format!("tensor `{name}`"))?;
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        // The header was validated by `deserialize`: the data length matches shape and dtype.
-        let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+    super::ensure_regular(path)?;
+    let mut f = File::open(path)?;
+    let file_len = f.metadata()?.len();
+    let (n, header) = read_header(&mut f, file_len)?;
+    let data_len = file_len - 8 - n;
+    let mut tensors = Vec::with_capacity(header.len());
+    for (name, value) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shown = escape_controls(&name).into_owned();
+        let e: HeaderEntry = serde_json::from_value(value).map_err(|e| {
+            anyhow!(
+                "tensor `{shown}`: the header entry is not {{dtype, shape, data_offsets}}: {}",
+                escape_controls(&e.to_string())
+            )
+        })?;
+        let kind = dtype_named(&e.dtype).with_context(|| format!("tensor `{shown}`"))?;
+        let numel = super::check_shape(&e.shape, kind).with_context(|| format!("tensor `{shown}`"))?;
+        let (start, end) = e.data_offsets;
+        let nbytes = numel * kind.elt_size_in_bytes() as u64;
+        if end < start || end - start != nbytes {
+            bail!(
+                "tensor `{shown}`: shape {:?} of {kind:?} needs {nbytes} bytes, but its data_offsets [{start}, {end}] \
+                 span {}",
+                e.shape,
+                end.saturating_sub(start)
+            );
+        }
+        if end > data_len {
+            bail!("tensor `{shown}`: its data ends at byte {end} of the data, but the file holds only {data_len}");
+        }
+        tensors.push((start, end, name, kind, e.shape));
+    }
+    tensors.sort_by_key(|t| (t.0, t.1));
+    // The format packs tensors back to back from offset 0: a gap or an overlap means two names
+    // share bytes or bytes belong to no tensor.
+    let mut at = 0;
+    for (start, end, name, _, _) in &tensors {
+        if *start != at {
+            bail!(
+                "tensor `{}`: its data starts at byte {start}, expected {at}: tensors overlap or leave gaps",
+                escape_controls(name)
+            );
+        }
+        at = *end;
+    }
+    if at != data_len {
+        bail!("the tensors cover {at} bytes but the file holds {data_len} bytes of data after the header");
+    }
+    let mut r = std::io::BufReader::new(f);
+    let mut entries = Vec::with_capacity(tensors.len());
+    for (start, end, name, kind, shape) in tensors {
+        let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_empty(shape.as_slice(), (kind, Device::Cpu)).map_err(super::libtorch)?;
+        let len = (end - start) as usize;
+        if len > 0 {
+            // SAFETY: `t` is a new contiguous CPU tensor of exactly `len` bytes (checked against
+            // shape and dtype above) that nothing else refers to; the slice ends with this block.
+            let buf = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, len) };
+            r.read_exact(buf).with_context(|| format!("reading tensor `{}`", escape_controls(&name)))?;
+        }
         entries.push((name, t));
     }
     Ok(StateDict { entries })
@@ -62,23 +162,16 @@ pub fn read_safetensors(path: &Path) -> Result<StateDict> {
 
 /// Reads only the `__metadata__` map of a safetensors file's header (empty if absent).
 pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    super::ensure_regular(path)?;
     let mut f = File::open(path)?;
     let file_len = f.metadata()?.len();
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).context("not a safetensors file: too short")?;
-    let n = u64::from_le_bytes(n);
-    // Same cap as the safetensors crate, and never beyond the file.
-    if n > 100_000_000 || n > file_len - 8 {
-        bail!("not a safetensors file: header length {n} is implausible");
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header)?;
-    let json: serde_json::Value = serde_json::from_slice(&header).context("invalid safetensors header")?;
+    let (_, header) = read_header(&mut f, file_len)?;
     let mut out = BTreeMap::new();
-    if let Some(meta) = json.get("__metadata__") {
+    if let Some(meta) = header.get("__metadata__") {
         let meta = meta.as_object().ok_or_else(|| anyhow!("__metadata__ is not an object"))?;
         for (k, v) in meta {
-            let v = v.as_str().ok_or_else(|| anyhow!("__metadata__ value for {k} is not a string"))?;
+            let v =
+                v.as_str().ok_or_else(|| anyhow!("__metadata__ value for {} is not a string", escape_controls(k)))?;
             out.insert(k.clone(), v.to_owned());
         }
     }

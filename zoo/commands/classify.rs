@@ -7,6 +7,7 @@
 //! it has written. A file that cannot be read is reported (stderr and the output) and the run
 //! goes on.
 use crate::data::image::{load_luma, load_rgb, DecodeLimits};
+use crate::data::inputs;
 use crate::data::prefetch::prefetch;
 use crate::data::preprocess::Preprocess;
 use crate::weights::pretrained::Loaded;
@@ -115,38 +116,15 @@ pub fn shard(files: Vec<PathBuf>, k: usize, n: usize) -> Vec<PathBuf> {
 }
 
 /// Expands files and folders (recursively, following symlinks, loops skipped) into a sorted,
-/// de-duplicated list. Folders contribute files with an image extension; a path that does not
+/// de-duplicated list. Folders contribute files with an image extension and every file that is
+/// not regular (FIFOs, devices: reported when prepared, never opened); a path that does not
 /// exist is kept, so it is reported as a failed file rather than silently dropped.
 pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let is_image = |f: &Path| {
-                f.extension()
-                    .and_then(|x| x.to_str())
-                    .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
-            };
-            let mut found = Vec::new();
-            for entry in walkdir::WalkDir::new(p).follow_links(true) {
-                match entry {
-                    Ok(e) if e.file_type().is_file() && is_image(e.path()) => found.push(e.into_path()),
-                    Ok(_) => {}
-                    // A dangling link named like an image is kept, to be reported as unreadable.
-                    Err(e) if e.loop_ancestor().is_none() && e.path().is_some_and(is_image) => {
-                        found.push(e.path().unwrap().to_path_buf())
-                    }
-                    Err(e) => eprintln!("zoo: skipping {e}"),
-                }
-            }
-            found.sort();
-            out.extend(found);
-        } else {
-            out.push(p.clone());
-        }
+    let (files, problems) = inputs::collect(paths, &|f: &Path| inputs::has_extension(f, IMAGE_EXTENSIONS));
+    for p in problems {
+        eprintln!("zoo: skipping {p}");
     }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|p| seen.insert(p.clone()));
-    out
+    files
 }
 
 /// One class of a result.
@@ -191,6 +169,9 @@ pub(crate) struct Prepared {
 
 /// Decodes and preprocesses one file (used by classify and features).
 pub(crate) fn prepare(path: &Path, pre: &Preprocess, limits: &DecodeLimits) -> Prepared {
+    if let Err(e) = inputs::check_regular(path) {
+        return Prepared { data: Err(e), warning: None };
+    }
     let (dims, data) = if pre.channels == 1 {
         match load_luma(path, limits) {
             Ok(img) => (img.dimensions(), pre.apply_luma(&img)),

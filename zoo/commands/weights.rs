@@ -57,7 +57,8 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
         }
         Action::Verify => {
             let mut bad = 0;
-            for (name, state) in weights::verify_all(manifest, &opts) {
+            // Every file rehashed: verifying must not rest on the sidecar's word.
+            for (name, state) in weights::rehash_all(manifest, &opts) {
                 let line = match state {
                     CacheState::Missing => continue,
                     CacheState::Verified { path, .. } => format!("ok        {name} {}", path.display()),

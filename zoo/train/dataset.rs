@@ -10,6 +10,7 @@
 //! class folders are skipped with a warning, fewer than two classes is an error, and a val split
 //! lacking a class is a warning.
 use crate::commands::classify::IMAGE_EXTENSIONS;
+use crate::data::inputs;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -90,14 +91,8 @@ pub fn scan_class_folders(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<
             continue;
         }
         if path.is_dir() {
-            let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&path)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_file() && is_image(e.path()))
-                .map(|e| e.into_path())
-                .collect();
-            files.sort();
+            // Non-regular files (FIFOs, devices) come along to be reported by `probe`.
+            let (files, _unreadable) = inputs::walk_folder(&path, &is_image);
             classes.push((name, files));
         } else if is_image(&path) {
             loose += 1;
@@ -117,6 +112,7 @@ pub fn probe(paths: &[PathBuf]) -> Vec<std::result::Result<(u32, u32), String>> 
     paths
         .par_iter()
         .map(|p| {
+            inputs::check_regular(p)?;
             image::ImageReader::open(p)
                 .map_err(|e| e.to_string())?
                 .with_guessed_format()

@@ -1,13 +1,27 @@
 //! The local weights cache: `$ZOO_HOME/weights/` (default `<user cache dir>/zoo/weights/`).
 //!
-//! Beside each verified file `F` live `F.verified` (a JSON sidecar: size, mtime and full digest
-//! recorded after verification, so a later use skips rehashing while size and mtime still match),
-//! `F.lock` (an exclusive fs4 lock held while `F` is being produced) and, during a download,
-//! `F.part`. `F` itself only ever appears by an atomic rename of a verified file.
+//! Beside each verified file `F` live `F.verified` (a JSON sidecar: the full digest and the
+//! file's identity recorded after verification, so a later use skips rehashing while the file is
+//! provably the same), `F.lock` (an exclusive fs4 lock held while `F` is being produced, removed
+//! by its holder when done) and, during a download, `F.part`. `F` itself only ever appears by an
+//! atomic rename of a verified file.
+//!
+//! "Provably the same" cannot rest on size and mtime alone: any user can write other bytes of
+//! the same size and set the mtime back. The sidecar also records the device, inode and
+//! status-change time (ctime): a file renamed over `F` has another inode, and writing or
+//! `utime`-ing `F` in place moves its ctime, which user space cannot set back. Where those are
+//! not available (not Unix) the fast path is off and every check rehashes.
+//! [`Cache::recheck`] (`zoo weights verify`) always rehashes.
+//!
+//! Sidecars are written through `F.verified.tmp-<pid>-<n>`; a write cut short (the process
+//! killed) leaves such a file, and a holder that died leaves `F.lock`. [`Cache::clean_stale`]
+//! removes both once provably stale: the writer's process is gone (or the file is a day old), the
+//! lock is held by nobody.
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +53,44 @@ pub struct Sidecar {
     pub digest: String,
     /// Whether `digest` was checked against a published one (false: recorded on trust).
     pub published: bool,
+    /// Device, inode and status-change time of the file at verification (absent in sidecars
+    /// of older versions and off Unix: then the file is rehashed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<FileIdentity>,
+}
+
+/// What identifies one version of a file beyond size and mtime (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub inode: u64,
+    /// Status-change time, seconds since the Unix epoch.
+    pub ctime_secs: i64,
+    /// Status-change time, nanoseconds within the second.
+    pub ctime_nanos: i64,
+}
+
+impl FileIdentity {
+    /// The identity of the file `meta` describes; `None` where the platform has none.
+    pub fn of(meta: &fs::Metadata) -> Option<Self> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some(FileIdentity {
+                dev: meta.dev(),
+                inode: meta.ino(),
+                ctime_secs: meta.ctime(),
+                ctime_nanos: meta.ctime_nsec(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            None
+        }
+    }
 }
 
 /// What the cache holds for an entry.
@@ -94,20 +146,67 @@ impl Cache {
     }
 
     /// Takes the entry's exclusive lock, waiting for another holder (thread or process) to finish.
+    /// The lock file is removed when the lock is dropped.
     pub fn lock(&self, entry: &WeightsEntry) -> io::Result<CacheLock> {
         fs::create_dir_all(&self.dir)?;
         let path = self.with_suffix(entry, "lock");
-        let file = File::options().create(true).truncate(false).read(true).write(true).open(&path)?;
-        if !fs4::fs_std::FileExt::try_lock_exclusive(&file)? {
-            eprintln!("waiting for another download of {} to finish", entry.file_name());
-            fs4::fs_std::FileExt::lock_exclusive(&file)?;
+        loop {
+            let file = File::options().create(true).truncate(false).read(true).write(true).open(&path)?;
+            if !fs4::fs_std::FileExt::try_lock_exclusive(&file)? {
+                eprintln!("waiting for another download of {} to finish", entry.file_name());
+                fs4::fs_std::FileExt::lock_exclusive(&file)?;
+            }
+            // The previous holder removes the file as it finishes: a lock won on a removed file
+            // guards nothing (a third process may lock a new file at the path), so try again.
+            if is_same_file(&file, &path) {
+                return Ok(CacheLock { file, path });
+            }
         }
-        Ok(CacheLock { _file: file })
     }
 
-    /// Checks the cached file of an entry: cheaply through the sidecar when size and mtime still
-    /// match it, else by rehashing (and then rewriting the sidecar when the file is good).
+    /// Removes what interrupted runs left behind: sidecar temporaries whose writer is gone (its
+    /// process no longer exists, or the file is a day old) and lock files nobody holds. Partial
+    /// downloads (`.part`) stay: the next fetch resumes them. Returns what was removed.
+    pub fn clean_stale(&self) -> io::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let path = e?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            let gone = if name.ends_with(".lock") {
+                remove_unheld_lock(&path)
+            } else {
+                let stale = match temp_writer(name) {
+                    Some(pid) => !process_alive(pid) || older_than(&path, Duration::from_secs(24 * 3600)),
+                    // `F.verified.tmp`: the fixed name of versions before the per-writer names.
+                    None => name.ends_with(".verified.tmp") && older_than(&path, Duration::from_secs(60)),
+                };
+                stale && fs::remove_file(&path).is_ok()
+            };
+            if gone {
+                removed.push(path);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Checks the cached file of an entry: cheaply through the sidecar while the file is provably
+    /// the one verified (size, mtime, device, inode and ctime unchanged), else by rehashing (and
+    /// then rewriting the sidecar when the file is good).
     pub fn check(&self, entry: &WeightsEntry) -> io::Result<CacheState> {
+        self.check_with(entry, true)
+    }
+
+    /// Checks the cached file of an entry by rehashing it, whatever the sidecar says.
+    pub fn recheck(&self, entry: &WeightsEntry) -> io::Result<CacheState> {
+        self.check_with(entry, false)
+    }
+
+    fn check_with(&self, entry: &WeightsEntry, trust_sidecar: bool) -> io::Result<CacheState> {
         let path = self.path_of(entry);
         let meta = match fs::metadata(&path) {
             Ok(m) => m,
@@ -117,8 +216,12 @@ impl Cache {
         let expected = entry.expected_digest();
         let sidecar = self.read_sidecar(entry);
         let (secs, nanos) = mtime_of(&meta);
-        if let Some(s) = &sidecar {
-            let same_file = s.size == meta.len() && s.mtime_secs == secs && s.mtime_nanos == nanos;
+        if let Some(s) = sidecar.as_ref().filter(|_| trust_sidecar) {
+            let same_file = s.size == meta.len()
+                && s.mtime_secs == secs
+                && s.mtime_nanos == nanos
+                && s.identity.is_some()
+                && s.identity == FileIdentity::of(&meta);
             let still_good = match &expected {
                 Some(x) => s.algorithm == x.algorithm.name() && x.matches(&s.digest),
                 None => true,
@@ -171,10 +274,18 @@ impl Cache {
             algorithm: algorithm.name().to_string(),
             digest: digest.to_string(),
             published,
+            identity: FileIdentity::of(&meta),
         };
-        let tmp = self.with_suffix(entry, "verified.tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(&sidecar).map_err(io::Error::other)?)?;
-        fs::rename(tmp, self.sidecar_path(entry))
+        // A name per writer: checks run without the lock, so two processes may write at once.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.with_suffix(entry, &format!("verified.tmp-{}-{n}", std::process::id()));
+        let written = fs::write(&tmp, serde_json::to_vec_pretty(&sidecar).map_err(io::Error::other)?)
+            .and_then(|()| fs::rename(&tmp, self.sidecar_path(entry)));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// Removes the entry's file and sidecar (missing ones are fine).
@@ -189,10 +300,67 @@ impl Cache {
     }
 }
 
-/// An entry's exclusive cache lock; released when dropped.
+/// An entry's exclusive cache lock; released (and its file removed) when dropped.
 #[derive(Debug)]
 pub struct CacheLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so no one can lock this file and then lose it; closing
+        // `file` afterwards releases the lock.
+        if is_same_file(&self.file, &self.path) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `file` is the file at `path` now (not one removed or replaced since it was opened).
+fn is_same_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
+/// Removes `path` if it is a lock file nobody holds (a holder that died leaves it; the kernel
+/// has released its lock). It is removed while this process holds it, then released.
+fn remove_unheld_lock(path: &Path) -> bool {
+    let Ok(file) = File::options().read(true).write(true).open(path) else { return false };
+    fs4::fs_std::FileExt::try_lock_exclusive(&file).unwrap_or(false)
+        && is_same_file(&file, path)
+        && fs::remove_file(path).is_ok()
+}
+
+/// The writer's process id of a `<name>.tmp-<pid>-<n>` temporary.
+fn temp_writer(name: &str) -> Option<u32> {
+    let (_, tail) = name.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` exists (always assumed where `/proc` is missing).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+fn older_than(path: &Path, age: Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| SystemTime::now().duration_since(t).is_ok_and(|d| d > age))
 }
 
 fn mtime_of(meta: &fs::Metadata) -> (u64, u32) {

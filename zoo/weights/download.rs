@@ -4,7 +4,8 @@
 //! `<file>.part` while hashing, resumes an interrupted transfer with a `Range` request (after
 //! hashing the bytes already there; a server that answers `200` instead restarts it), retries
 //! transient failures (connect errors, stalls past the read timeout, 5xx, 408, 429, dropped
-//! bodies) with exponential backoff, and gives up on a 404 at once. The file is renamed into place
+//! bodies) with exponential backoff, and gives up at once on a 404 and on a host name that does
+//! not resolve (the system resolver has already retried). The file is renamed into place
 //! only after its digest matches; a mismatching download is deleted and the error shows both
 //! digests. An exclusive lock per file keeps concurrent fetches (threads or processes) from
 //! colliding: the second waits and then finds the verified file.
@@ -90,6 +91,9 @@ pub enum SourceError {
     /// HTTP 404 or 410: the file is not there; not retried.
     #[error("404 Not Found: {url} does not exist (any more)")]
     NotFound { url: String },
+    /// The URL's host name does not resolve; not retried.
+    #[error("the host name {host} of {url} does not resolve ({detail}): check the URL, or the network's DNS")]
+    Unresolved { url: String, host: String, detail: String },
     /// Another non-retryable HTTP status.
     #[error("HTTP {status} from {url}")]
     Status { url: String, status: u16 },
@@ -264,6 +268,8 @@ pub fn fetch(entry: &WeightsEntry, opts: &FetchOptions) -> Result<PathBuf, Fetch
     if let CacheState::Verified { path, .. } = check(cache)? {
         return Ok(path);
     }
+    // Leftovers of interrupted runs; failing to remove them must not stop the fetch.
+    let _ = cache.clean_stale();
     if !entry.is_verifiable() && !opts.trust_unverified {
         return Err(unverified(entry));
     }
@@ -344,15 +350,29 @@ pub fn import(file: &Path, entry: &WeightsEntry, opts: &FetchOptions) -> Result<
     })
 }
 
-/// The state of every entry's cached file (nothing is downloaded).
+/// The state of every entry's cached file (nothing is downloaded), trusting the sidecars where
+/// they still vouch for a file (see [`Cache::check`]).
 pub fn verify_all(manifest: &Manifest, opts: &FetchOptions) -> Vec<(String, CacheState)> {
+    states(manifest, opts, Cache::check)
+}
+
+/// The state of every entry's cached file, each rehashed whatever its sidecar says (what `zoo
+/// weights verify` runs); leftovers of interrupted runs are cleaned first.
+pub fn rehash_all(manifest: &Manifest, opts: &FetchOptions) -> Vec<(String, CacheState)> {
+    let _ = opts.cache.clean_stale();
+    states(manifest, opts, Cache::recheck)
+}
+
+fn states(
+    manifest: &Manifest,
+    opts: &FetchOptions,
+    check: fn(&Cache, &WeightsEntry) -> io::Result<CacheState>,
+) -> Vec<(String, CacheState)> {
     manifest
         .entries
         .iter()
         .map(|e| {
-            let state = opts
-                .cache
-                .check(e)
+            let state = check(&opts.cache, e)
                 .unwrap_or_else(|err| CacheState::Unreadable { path: opts.cache.path_of(e), error: err.to_string() });
             (e.name.clone(), state)
         })
@@ -587,6 +607,21 @@ fn describe(e: &reqwest::Error, opts: &FetchOptions) -> String {
     s
 }
 
+/// The resolver's message when `e` says a host name does not resolve. hyper's connector reports
+/// every resolution failure as "dns error" with the resolver's error below it. None is retried:
+/// the system resolver has already retried its servers (resolv.conf `attempts`, `timeout`)
+/// before answering even a "temporary failure", so another round only multiplies the wait.
+fn unresolved(e: &reqwest::Error) -> Option<String> {
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        chain.push(inner.to_string());
+        source = inner.source();
+    }
+    let at = chain.iter().position(|m| m == "dns error")?;
+    Some(chain.get(at + 1).cloned().unwrap_or_else(|| "no address found".to_string()))
+}
+
 /// One GET of `url` into `part`, resuming from what `part` already holds. Returns the digest of
 /// the complete file.
 fn http_attempt(
@@ -607,7 +642,14 @@ fn http_attempt(
     if have > 0 {
         request = request.header(RANGE, format!("bytes={have}-"));
     }
-    let mut response = request.send().map_err(|e| Attempt::Retry(describe(&e, opts)))?;
+    let mut response = request.send().map_err(|e| match unresolved(&e) {
+        Some(detail) => Attempt::Fatal(SourceError::Unresolved {
+            url: url.to_string(),
+            host: reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default(),
+            detail,
+        }),
+        None => Attempt::Retry(describe(&e, opts)),
+    })?;
     let status = response.status().as_u16();
     let resumed = match status {
         206 if have > 0 => {

@@ -1,7 +1,7 @@
 //! Pretrained weights: the manifest, the verifying downloader and the cache.
 //!
 //! - [`manifest`]: typed `arch.tag` entries (`weights-manifest.toml`), lookup, listing, validation.
-//! - [`download`]: [`fetch`], [`import`], [`verify_all`], [`path_of`]: what `zoo weights` runs.
+//! - [`download`]: [`fetch`], [`import`], [`verify_all`], [`rehash_all`], [`path_of`]: what `zoo weights` runs.
 //! - [`cache`]: the cache folder, its sidecars and locks.
 //! - [`digest`]: SHA-256 / SHA-1, full digests and published prefixes.
 //! - [`categories`]: class names ([`imagenet_classes`]).
@@ -17,7 +17,7 @@ pub mod pretrained;
 
 pub use cache::{zoo_home, Cache, CacheState};
 pub use categories::{category_names, imagenet_classes};
-pub use download::{fetch, import, path_of, verify_all, FetchError, FetchOptions, SourceError};
+pub use download::{fetch, import, path_of, rehash_all, verify_all, FetchError, FetchOptions, SourceError};
 pub use manifest::{DigestKind, Format, LookupError, Manifest, ManifestError, Problem, WeightsEntry};
 
 use std::sync::OnceLock;
