@@ -102,6 +102,17 @@ struct ClassifyArgs {
     /// Take share K of N of the sorted file list (K/N, 1-based).
     #[arg(long)]
     shard: Option<String>,
+    #[command(flatten)]
+    decode: DecodeArgs,
+}
+
+#[derive(clap::Args)]
+struct DecodeArgs {
+    /// Decode big JPEGs at 1/2, 1/4 or 1/8 size in the DCT domain when the resize allows (as
+    /// PIL's draft()): faster, but NOT bit-exact with PIL + torchvision (probabilities move a
+    /// little; see BENCHMARKS.md). Off by default.
+    #[arg(long)]
+    fast_decode: bool,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +140,8 @@ struct FeaturesArgs {
     /// bfloat16 on CUDA.
     #[arg(long)]
     bf16: bool,
+    #[command(flatten)]
+    decode: DecodeArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -339,6 +352,7 @@ fn classify(a: ClassifyArgs) -> Result<ExitCode> {
             Format::Jsonl => OutputFormat::Jsonl,
         },
         precision,
+        fast_decode: a.decode.fast_decode,
         progress: std::io::stderr().is_terminal(),
         ..Default::default()
     };
@@ -395,7 +409,17 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
         PoolArg::None => Pool::None,
     };
     let progress = std::io::stderr().is_terminal();
-    let s = features::run(&loaded, &files, &a.layer, pool, &a.output, a.batch_size, precision, progress)?;
+    let s = features::run(
+        &loaded,
+        &files,
+        &a.layer,
+        pool,
+        &a.output,
+        a.batch_size,
+        precision,
+        a.decode.fast_decode,
+        progress,
+    )?;
     eprintln!(
         "zoo features: {} rows of shape {:?} -> {} (index {}), {} failed",
         s.rows,

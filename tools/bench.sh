@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# `make bench`: zoo against PyTorch side by side (tools/bench.py); writes BENCHMARKS.md.
+# `make bench`: zoo against PyTorch side by side (tools/bench.py), then JPEG decoding and
+# --fast-decode (tools/bench_jpeg.py); writes BENCHMARKS.md. ZOO_BEFORE=path/to/old/zoo adds an
+# older build's classify speed to the JPEG section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python tools/bench.py "$PWD/target/release/zoo" build/bench "${BENCH_THREADS:-2}"
+.venv/bin/python tools/bench_jpeg.py "$PWD/target/release/zoo" build/bench "${BENCH_THREADS:-2}" \
+  ${ZOO_BEFORE:+--before "$ZOO_BEFORE"}

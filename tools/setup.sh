@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time, idempotent set-up: the project virtualenv (.venv) with the torch wheel that provides
-# libtorch, the Python reference implementations used by the parity tests, and the Debian data
-# package. A stamp file records the inputs; a second run with the same inputs does nothing.
+# libtorch, the Python reference implementations used by the parity tests, and the Debian
+# packages (the data set, and the JPEG library's build tools). A stamp file records the inputs;
+# a second run with the same inputs does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,12 +20,17 @@ fi
 # Reference implementations whose own pins would replace our torch: no dependencies.
 .venv/bin/pip install --quiet --no-deps -r tools/requirements-nodeps.txt
 
-# Fashion-MNIST, the real data set of the training tests (Debian package).
-if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+# Debian packages: Fashion-MNIST, the real data set of the training tests; cmake and nasm, with
+# which the turbojpeg-sys crate builds the libjpeg-turbo that decodes JPEGs as PIL does.
+missing=()
+for pkg in dataset-fashion-mnist cmake nasm; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "zoo setup: please run 'sudo apt-get install dataset-fashion-mnist'" >&2
+    echo "zoo setup: please run 'sudo apt-get install ${missing[*]}'" >&2
   fi
 fi
 

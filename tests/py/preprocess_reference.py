@@ -5,11 +5,19 @@ Two commands, both writing plain files that the Rust tests read back:
 
   preprocess --specs SPECS.json --out DIR IMAGE...
       For every spec k (a JSON list of zoo `Preprocess` objects) and image i, runs
-      PIL.Image.open(IMAGE).convert("RGB") (then .convert("L") when channels == 1) through
+      ImageOps.exif_transpose(PIL.Image.open(IMAGE)).convert("RGB") (then .convert("L") when channels == 1) through
       transforms.Compose([Resize(resize, interpolation), CenterCrop(crop), ToTensor(),
       (x * 255 when value_range == 255), (channel flip when channel_order == "bgr"),
       Normalize(mean, std)]) and writes DIR/spec{k}_img{i}.f32: the CHW float32 tensor,
       little-endian, no header. DIR/manifest.json lists the files and their shapes.
+
+  jpegs --specs SPECS.json --out DIR [--draft D] [--extra FILE...] CHELSEA COFFEE
+      Writes JPEGs of every kind (baseline and progressive; 4:4:4, 4:2:2, 4:2:0; qualities
+      75-95; grayscale; CMYK with and without the Adobe marker; RGB-stored; restart markers;
+      EXIF orientations; big photos) made with PIL from two photos, and for each of them and of
+      the --extra files: NAME.rgb and NAME.l (PIL's decode, as in `fixtures`), NAME.draft.rgb
+      (the same after draft("RGB", (D, D))) and NAME.specK.f32 (as in `preprocess`).
+      DIR/jpegs.json describes each file.
 
   fixtures --out DIR
       Writes small test images in many modes and formats (made with PIL/numpy from a fixed
@@ -56,6 +64,22 @@ def build_transform(spec):
     return transforms.Compose(steps)
 
 
+def open_rgb(path, draft=None):
+    """What zoo decodes: the EXIF orientation applied, then PIL's convert("RGB"). `draft`:
+    PIL's draft("RGB", (draft, draft)) first (JPEG decoded smaller in the DCT domain)."""
+    img = Image.open(path)
+    if draft is not None:
+        img.draft("RGB", (draft, draft))
+    return ImageOps.exif_transpose(img).convert("RGB")
+
+
+def reference_tensor(img, spec, tf):
+    """torchvision's eval transform `tf` of spec on an RGB PIL image, as a CHW float32 array."""
+    if int(spec.get("channels", 3)) == 1:
+        img = img.convert("L")
+    return tf(img).contiguous().numpy().astype("<f4")
+
+
 def cmd_preprocess(args):
     with open(args.specs) as f:
         specs = json.load(f)
@@ -64,15 +88,114 @@ def cmd_preprocess(args):
     for k, spec in enumerate(specs):
         tf = build_transform(spec)
         for i, path in enumerate(args.images):
-            img = Image.open(path).convert("RGB")
-            if int(spec.get("channels", 3)) == 1:
-                img = img.convert("L")
-            t = tf(img).contiguous()
+            t = reference_tensor(open_rgb(path), spec, tf)
             name = f"spec{k}_img{i}.f32"
-            t.numpy().astype("<f4").tofile(os.path.join(args.out, name))
+            t.tofile(os.path.join(args.out, name))
             manifest.append({"spec": k, "image": path, "file": name, "shape": list(t.shape)})
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
+
+
+# --------------------------------------------------------------------------- jpegs
+
+
+def strip_adobe_marker(data):
+    """The JPEG without its APP14 "Adobe" segment: a CMYK file as some non-Adobe encoders write
+    it (PIL still reads it as inverted, Adobe-style, CMYK)."""
+    i = 2
+    while data[i] == 0xFF and data[i + 1] != 0xDA:
+        n = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if data[i + 1] == 0xEE and data[i + 4 : i + 9] == b"Adobe":
+            return data[:i] + data[i + 2 + n :]
+        i += 2 + n
+    raise ValueError("no Adobe segment")
+
+
+def jpeg_variants(photos):
+    """(name, what, PIL image, save options | raw bytes) for every kind of JPEG the tests cover,
+    made from the photos (PNG) and enlarged copies (for the DCT-domain scaling of draft())."""
+    chelsea, coffee = (Image.open(p).convert("RGB") for p in photos[:2])
+    out = []
+    for tag, img in (("chelsea", chelsea), ("coffee", coffee)):
+        for sub, sub_name in ((0, "444"), (1, "422"), (2, "420")):
+            for q in (75, 90, 95):
+                for progressive in (False, True):
+                    kind = "progressive" if progressive else "baseline"
+                    out.append((f"{tag}_{sub_name}_q{q}_{kind}", f"{kind} 4:{sub_name[1]}:{sub_name[2]} q{q}",
+                                img, dict(quality=q, subsampling=sub, progressive=progressive)))
+        for progressive in (False, True):
+            kind = "progressive" if progressive else "baseline"
+            out.append((f"{tag}_gray_q85_{kind}", f"grayscale {kind} q85", img.convert("L"),
+                        dict(quality=85, progressive=progressive)))
+        out.append((f"{tag}_cmyk_q90", "CMYK (Adobe-inverted, as PIL writes it) q90", img.convert("CMYK"),
+                    dict(quality=90)))
+    buf = io.BytesIO()
+    chelsea.convert("CMYK").save(buf, "JPEG", quality=90)
+    out.append(("chelsea_cmyk_no_adobe", "CMYK without an Adobe marker q90", None, strip_adobe_marker(buf.getvalue())))
+    out.append(("chelsea_rgb_q90", "stored as RGB (Adobe transform 0) q90", chelsea, dict(quality=90, keep_rgb=True)))
+    out.append(("chelsea_restarts_q90", "4:2:0 q90 with restart markers", chelsea,
+                dict(quality=90, restart_marker_blocks=7)))
+    out.append(("coffee_optimized_q80", "4:2:0 q80 optimised Huffman tables", coffee, dict(quality=80, optimize=True)))
+    for orientation in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        out.append((f"chelsea_exif{orientation}_q90", f"4:2:0 q90 EXIF orientation {orientation}", chelsea,
+                    dict(quality=90, exif=exif.tobytes())))
+    # Big photos: draft() scales them by 2, 4 and 8 for a 256 resize.
+    for tag, img, size in (("coffee_x2", coffee, (1200, 800)), ("coffee_x4", coffee, (2400, 1600)),
+                           ("chelsea_x8", chelsea, (3100, 2062))):
+        out.append((f"{tag}_420_q90", f"{size[0]}x{size[1]} 4:2:0 q90", img.resize(size, Image.BICUBIC),
+                    dict(quality=90)))
+    out.append(("coffee_x4_444_q85_progressive", "2400x1600 progressive 4:4:4 q85",
+                coffee.resize((2400, 1600), Image.BICUBIC), dict(quality=85, subsampling=0, progressive=True)))
+    return out
+
+
+def cmd_jpegs(args):
+    """JPEGs of every kind made with PIL from the photos, plus `--extra` files made elsewhere;
+    for each: PIL's RGB and L decode, its decode after draft("RGB", (D, D)) for `--draft D`,
+    and torchvision's eval transform for every spec."""
+    with open(args.specs) as f:
+        specs = json.load(f)
+    transforms_ = [build_transform(spec) for spec in specs]
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    files = []
+    for name, what, img, opts in jpeg_variants(args.photos):
+        path = os.path.join(out, f"{name}.jpg")
+        if isinstance(opts, bytes):
+            with open(path, "wb") as f:
+                f.write(opts)
+        else:
+            img.save(path, "JPEG", **opts)
+        files.append((path, what))
+    files += [(p, "made by the test (libjpeg-turbo encoder)") for p in args.extra]
+    cases = []
+    for path, what in files:
+        name = os.path.basename(path)
+        src = Image.open(path)
+        rgb = open_rgb(path)
+        np.asarray(rgb).tofile(os.path.join(out, f"{name}.rgb"))
+        np.asarray(rgb.convert("L")).tofile(os.path.join(out, f"{name}.l"))
+        drafted = open_rgb(path, draft=args.draft)
+        np.asarray(drafted).tofile(os.path.join(out, f"{name}.draft.rgb"))
+        tensors = []
+        for k, (spec, tf) in enumerate(zip(specs, transforms_)):
+            t = reference_tensor(rgb, spec, tf)
+            t.tofile(os.path.join(out, f"{name}.spec{k}.f32"))
+            tensors.append({"spec": k, "file": f"{name}.spec{k}.f32", "shape": list(t.shape)})
+        cases.append({
+            "file": name,
+            "what": what,
+            "pil_mode": src.mode,
+            "layers": getattr(src, "layers", None),
+            "progressive": bool(src.info.get("progressive")),
+            "size": list(rgb.size),
+            "draft_size": list(drafted.size),
+            "tensors": tensors,
+        })
+    with open(os.path.join(out, "jpegs.json"), "w") as f:
+        json.dump(cases, f, indent=1)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -183,13 +306,13 @@ def cmd_fixtures(args):
         rows.append(np.stack([v, v[::-1]], -1).astype(">u2").tobytes())
     add("gray_alpha16", "png", raw_png(16, 4, 4, 16, rows))
 
-    # JPEG: decoders legitimately differ (IDCT rounding, chroma upsampling), hence "lossy".
-    add("rgb444_q95", "jpg", Image.fromarray(rgb, "RGB"), "jpeg", quality=95, subsampling=0)
-    add("rgb420_q90", "jpg", Image.fromarray(rgb, "RGB"), "jpeg", quality=90, subsampling=2)
-    add("progressive", "jpg", Image.fromarray(rgb, "RGB"), "jpeg", quality=90, progressive=True)
-    add("gray", "jpg", Image.fromarray(rgb[..., 0], "L"), "jpeg", quality=95)
+    # JPEG: zoo decodes with libjpeg-turbo as PIL does, so not "lossy": identical pixels.
+    add("rgb444_q95", "jpg", Image.fromarray(rgb, "RGB"), quality=95, subsampling=0)
+    add("rgb420_q90", "jpg", Image.fromarray(rgb, "RGB"), quality=90, subsampling=2)
+    add("progressive", "jpg", Image.fromarray(rgb, "RGB"), quality=90, progressive=True)
+    add("gray", "jpg", Image.fromarray(rgb[..., 0], "L"), quality=95)
     cmyk = Image.fromarray(rgb, "RGB").convert("CMYK")
-    add("cmyk", "jpg", cmyk, "jpeg", quality=95, subsampling=0)
+    add("cmyk", "jpg", cmyk, quality=95, subsampling=0)
     for orientation in range(1, 9):
         exif = Image.Exif()
         exif[0x0112] = orientation
@@ -197,7 +320,6 @@ def cmd_fixtures(args):
             f"exif_orientation{orientation}",
             "jpg",
             Image.fromarray(rgb, "RGB"),
-            "jpeg",
             quality=95,
             subsampling=0,
             exif=exif.tobytes(),
@@ -224,8 +346,14 @@ def main():
     p.add_argument("images", nargs="+")
     f = sub.add_parser("fixtures")
     f.add_argument("--out", required=True)
+    j = sub.add_parser("jpegs")
+    j.add_argument("--specs", required=True)
+    j.add_argument("--out", required=True)
+    j.add_argument("--draft", type=int, default=256)
+    j.add_argument("--extra", nargs="*", default=[])
+    j.add_argument("photos", nargs=2, help="two photos (chelsea, coffee) to make the JPEGs from")
     args = ap.parse_args()
-    {"preprocess": cmd_preprocess, "fixtures": cmd_fixtures}[args.cmd](args)
+    {"preprocess": cmd_preprocess, "fixtures": cmd_fixtures, "jpegs": cmd_jpegs}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 //! cache-sized chunks ([`crate::models::Model::inference_chunk`]). Every result is written and flushed per batch: an interrupted run keeps all
 //! it has written. A file that cannot be read is reported (stderr and the output) and the run
 //! goes on.
-use crate::data::image::{load_luma, load_rgb, DecodeLimits};
+use crate::data::image::{load_luma_with, load_rgb_with, DecodeLimits, DecodeOptions};
 use crate::data::inputs;
 use crate::data::prefetch::prefetch;
 use crate::data::preprocess::Preprocess;
@@ -58,6 +58,9 @@ pub struct ClassifyOptions {
     pub format: OutputFormat,
     pub precision: Precision,
     pub limits: DecodeLimits,
+    /// `--fast-decode`: JPEGs decoded smaller in the DCT domain when the resize allows
+    /// ([`decode_options`]); faster on big photos, not bit-exact.
+    pub fast_decode: bool,
     /// Batches decoded ahead of the forward pass.
     pub queue_depth: usize,
     pub progress: bool,
@@ -71,6 +74,7 @@ impl Default for ClassifyOptions {
             format: OutputFormat::Table,
             precision: Precision::F32,
             limits: DecodeLimits::default(),
+            fast_decode: false,
             queue_depth: 2,
             progress: false,
         }
@@ -167,18 +171,26 @@ pub(crate) struct Prepared {
     pub warning: Option<String>,
 }
 
+/// How the inputs of `pre` are decoded: full size and bit-exact, or (`fast`) JPEGs decoded at
+/// 1/2, 1/4 or 1/8 size in the DCT domain while the short side stays at least `pre.resize`, as
+/// PIL's `draft("RGB", (resize, resize))` does. The resize then starts from other pixels:
+/// probabilities move a little (see BENCHMARKS.md).
+pub fn decode_options(pre: &Preprocess, limits: DecodeLimits, fast: bool) -> DecodeOptions {
+    DecodeOptions { limits, draft: fast.then_some(pre.resize) }
+}
+
 /// Decodes and preprocesses one file (used by classify and features).
-pub(crate) fn prepare(path: &Path, pre: &Preprocess, limits: &DecodeLimits) -> Prepared {
+pub(crate) fn prepare(path: &Path, pre: &Preprocess, decode: &DecodeOptions) -> Prepared {
     if let Err(e) = inputs::check_regular(path) {
         return Prepared { data: Err(e), warning: None };
     }
     let (dims, data) = if pre.channels == 1 {
-        match load_luma(path, limits) {
+        match load_luma_with(path, decode) {
             Ok(img) => (img.dimensions(), pre.apply_luma(&img)),
             Err(e) => return Prepared { data: Err(e.to_string()), warning: None },
         }
     } else {
-        match load_rgb(path, limits) {
+        match load_rgb_with(path, decode) {
             Ok(img) => (img.dimensions(), pre.apply(&img)),
             Err(e) => return Prepared { data: Err(e.to_string()), warning: None },
         }
@@ -195,14 +207,14 @@ pub(crate) fn prepare(path: &Path, pre: &Preprocess, limits: &DecodeLimits) -> P
 pub(crate) fn pipeline(
     files: &[PathBuf],
     pre: &Preprocess,
-    limits: &DecodeLimits,
+    decode: &DecodeOptions,
     batch_size: usize,
     queue_depth: usize,
     mut consume: impl FnMut(usize, Vec<Prepared>) -> Result<()>,
 ) -> Result<()> {
     let batch_size = batch_size.max(1);
     let chunks: Vec<&[PathBuf]> = files.chunks(batch_size).collect();
-    let make = |chunk: &&[PathBuf]| chunk.par_iter().map(|p| prepare(p, pre, limits)).collect::<Vec<_>>();
+    let make = |chunk: &&[PathBuf]| chunk.par_iter().map(|p| prepare(p, pre, decode)).collect::<Vec<_>>();
     prefetch(&chunks, queue_depth, make, |i, batch| consume(i * batch_size, batch))
 }
 
@@ -255,8 +267,9 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     }
     let [c, h, w] = loaded.preprocess.output_shape();
     let chunk = model.inference_chunk([c as i64, h as i64, w as i64]);
-    let (pre, limits) = (&loaded.preprocess, &opts.limits);
-    pipeline(files, pre, limits, opts.batch_size, opts.queue_depth, |first, batch| {
+    let pre = &loaded.preprocess;
+    let decode = decode_options(pre, opts.limits, opts.fast_decode);
+    pipeline(files, pre, &decode, opts.batch_size, opts.queue_depth, |first, batch| {
         let mut tops = Vec::new();
         if let Some(xs) = stack(&batch, &loaded.preprocess) {
             let probs = model

@@ -4,7 +4,7 @@
 //! `pre_logits` (the pooled features of any model), a stage of `feature_info` (`layer3`) or any
 //! module path (`features.28`). Rows are streamed to a temporary file as batches finish, so
 //! memory does not grow with the number of images; the output file appears, complete, at the end.
-use super::classify::{pipeline, progress_bar, stack, Precision};
+use super::classify::{decode_options, pipeline, progress_bar, stack, Precision};
 use crate::data::image::DecodeLimits;
 use crate::models::Model;
 use crate::nn::trace;
@@ -105,6 +105,7 @@ pub fn run(
     output: &Path,
     batch_size: usize,
     precision: Precision,
+    fast_decode: bool,
     progress: bool,
 ) -> Result<FeaturesSummary> {
     check_layer(&loaded.model, layer)?;
@@ -117,8 +118,8 @@ pub fn run(
     let (mut rows, mut failed, mut row_shape): (usize, usize, Option<Vec<i64>>) = (0, 0, None);
     let device = loaded.model.vs.device();
     let bar = progress_bar(files.len(), progress);
-    let limits = DecodeLimits::default();
-    pipeline(files, &loaded.preprocess, &limits, batch_size, 2, |first, batch| {
+    let decode = decode_options(&loaded.preprocess, DecodeLimits::default(), fast_decode);
+    pipeline(files, &loaded.preprocess, &decode, batch_size, 2, |first, batch| {
         if let Some(xs) = stack(&batch, &loaded.preprocess) {
             let xs = xs.to_device(device).to_kind(precision.kind());
             let f = extract(&loaded.model, &xs, layer, pool)?.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();

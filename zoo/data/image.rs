@@ -10,14 +10,16 @@
 //! - 16-bit RGB(A) and grayscale+alpha keep the high byte (`v >> 8`), as PIL's unpackers do;
 //! - 16-bit grayscale opens in PIL as mode `I;16`, whose conversion to RGB or L *clamps* at 255
 //!   (so a typical 16-bit scan turns almost white in torchvision); that is reproduced as is;
-//! - CMYK (and YCCK) JPEGs are converted to RGB by the JPEG decoder (`(255-c)(255-k)/255`, up to
-//!   a level of rounding from PIL's);
+//! - JPEG is decoded by libjpeg-turbo with PIL's settings, so its pixels are PIL's exactly,
+//!   CMYK and YCCK files included ([`jpeg`] says how); other formats by the `image` crate;
 //! - GIF: the first frame.
 //!
 //! Decompression bombs are stopped before any pixel is decoded: the header's pixel count is
 //! checked against [`DecodeLimits::max_pixels`] (PIL's `MAX_IMAGE_PIXELS` by default), and the
 //! decoder's allocations are bounded by [`DecodeLimits::max_alloc`]. Every failure is an
 //! [`ImageError`] whose [`ImageErrorKind`] says what went wrong, for per-file reporting.
+mod jpeg;
+
 use std::fmt;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,26 @@ pub const PIL_MAX_IMAGE_PIXELS: u64 = 89_478_485;
 
 /// Default bound on the decoder's allocations: 1 GiB.
 pub const DEFAULT_MAX_ALLOC: u64 = 1 << 30;
+
+/// How to decode: the limits, and whether JPEGs may be decoded smaller (not bit-exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeOptions {
+    /// Pixel and memory limits.
+    pub limits: DecodeLimits,
+    /// PIL's `draft("RGB", (side, side))`: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size in
+    /// the DCT domain (libjpeg-turbo's scaled IDCT), the smallest that keeps both sides at least
+    /// `side`. Much faster on big photos, but the resize then starts from other pixels: the
+    /// result is PIL's after `draft()`, *not* what plain `Image.open` + torchvision give.
+    /// `None` (the default): full-size, bit-exact decoding. Other formats ignore it.
+    pub draft: Option<u32>,
+}
+
+impl DecodeOptions {
+    /// Full-size, bit-exact decoding under `limits`.
+    pub fn exact(limits: DecodeLimits) -> Self {
+        DecodeOptions { limits, draft: None }
+    }
+}
 
 /// Limits applied while decoding one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,25 +210,45 @@ impl From<ImageErrorKind> for ImageError {
 
 /// Reads and decodes an image file into 8-bit RGB (see the module documentation).
 pub fn load_rgb(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
-    let bytes = read_file(path, limits).map_err(|e| e.with_path(path))?;
-    from_bytes(&bytes, limits).map_err(|e| e.with_path(path))
+    load_rgb_with(path, &DecodeOptions::exact(*limits))
+}
+
+/// [`load_rgb`] with decode options (fast JPEG decoding).
+pub fn load_rgb_with(path: &Path, opts: &DecodeOptions) -> Result<RgbImage, ImageError> {
+    let bytes = read_file(path, &opts.limits).map_err(|e| e.with_path(path))?;
+    rgb_from_bytes_with(&bytes, opts).map_err(|e| e.with_path(path))
 }
 
 /// Decodes an encoded image held in memory into 8-bit RGB.
 pub fn from_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, ImageError> {
-    Ok(to_rgb8_like_pil(decode(bytes, limits)?))
+    rgb_from_bytes_with(bytes, &DecodeOptions::exact(*limits))
+}
+
+/// [`from_bytes`] with decode options (fast JPEG decoding).
+pub fn rgb_from_bytes_with(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage, ImageError> {
+    Ok(to_rgb8_like_pil(decode(bytes, opts)?))
 }
 
 /// Reads and decodes an image file into 8-bit luma, as PIL's `convert("L")`
 /// (`L = (19595 R + 38470 G + 7471 B + 32768) >> 16`), for 1-channel networks.
 pub fn load_luma(path: &Path, limits: &DecodeLimits) -> Result<GrayImage, ImageError> {
-    let bytes = read_file(path, limits).map_err(|e| e.with_path(path))?;
-    luma_from_bytes(&bytes, limits).map_err(|e| e.with_path(path))
+    load_luma_with(path, &DecodeOptions::exact(*limits))
+}
+
+/// [`load_luma`] with decode options (fast JPEG decoding).
+pub fn load_luma_with(path: &Path, opts: &DecodeOptions) -> Result<GrayImage, ImageError> {
+    let bytes = read_file(path, &opts.limits).map_err(|e| e.with_path(path))?;
+    luma_from_bytes_with(&bytes, opts).map_err(|e| e.with_path(path))
 }
 
 /// Decodes an encoded image held in memory into 8-bit luma (see [`load_luma`]).
 pub fn luma_from_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<GrayImage, ImageError> {
-    Ok(match decode(bytes, limits)? {
+    luma_from_bytes_with(bytes, &DecodeOptions::exact(*limits))
+}
+
+/// [`luma_from_bytes`] with decode options (fast JPEG decoding).
+pub fn luma_from_bytes_with(bytes: &[u8], opts: &DecodeOptions) -> Result<GrayImage, ImageError> {
+    Ok(match decode(bytes, opts)? {
         DynamicImage::ImageLuma8(img) => img,
         DynamicImage::ImageLumaA8(img) => {
             let (w, h) = img.dimensions();
@@ -311,7 +353,7 @@ fn format_name(format: ImageFormat) -> &'static str {
 const PNG_IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
 
 /// Decodes to the decoder's native pixel type, applying the EXIF orientation.
-fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, ImageError> {
+fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<DynamicImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageErrorKind::Empty.into());
     }
@@ -321,12 +363,10 @@ fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DynamicImage, ImageErro
     let Some(format) = reader.format() else {
         return Err(ImageErrorKind::UnknownFormat { hint: describe_unknown(bytes) }.into());
     };
-    // JPEG decoders pad missing data with grey; PIL refuses such files. Check the structure
-    // first (cheap), so a cut photo is an error here too.
     if format == ImageFormat::Jpeg {
-        jpeg_check_complete(bytes)
-            .map_err(|detail| ImageErrorKind::Truncated { format: format_name(format), detail: detail.to_string() })?;
+        return jpeg::decode(bytes, opts);
     }
+    let limits = &opts.limits;
     match decode_as(bytes, format, limits) {
         // PIL accepts a PNG that lacks only its IEND chunk; the png crate wants it.
         Err(e)
@@ -451,71 +491,6 @@ fn looks_truncated(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
-}
-
-/// Walks a JPEG's segments to its EOI marker, as libjpeg (and so PIL) needs to reach it.
-///
-/// Segments are skipped by their length (so an EXIF thumbnail's markers are not mistaken for
-/// the image's); entropy-coded data is scanned for the next marker that is not a stuffed byte
-/// or a restart marker. Trailing bytes after EOI are fine.
-fn jpeg_check_complete(data: &[u8]) -> Result<(), &'static str> {
-    const EOF: &str = "the data ends before the end-of-image marker";
-    let n = data.len();
-    if n < 4 || data[0] != 0xFF || data[1] != 0xD8 {
-        return Err("missing start-of-image marker");
-    }
-    let mut i = 2;
-    loop {
-        // Next marker: skip stray bytes (libjpeg warns and resynchronises) and 0xFF fill bytes.
-        while i < n && data[i] != 0xFF {
-            i += 1;
-        }
-        while i < n && data[i] == 0xFF {
-            i += 1;
-        }
-        if i >= n {
-            return Err(EOF);
-        }
-        let marker = data[i];
-        i += 1;
-        match marker {
-            0xD9 => return Ok(()),
-            0x00 | 0x01 | 0xD0..=0xD7 => continue,
-            _ => {}
-        }
-        if i + 2 > n {
-            return Err(EOF);
-        }
-        let len = usize::from(u16::from_be_bytes([data[i], data[i + 1]]));
-        if len < 2 {
-            return Err("a segment has an invalid length");
-        }
-        i += len;
-        if i > n {
-            return Err(EOF);
-        }
-        if marker == 0xDA {
-            // Entropy-coded data: runs until 0xFF followed by something other than a stuffed
-            // zero, a restart marker or more fill.
-            loop {
-                let Some(p) = data[i..].iter().position(|&b| b == 0xFF) else {
-                    return Err(EOF);
-                };
-                let p = i + p;
-                if p + 1 >= n {
-                    return Err(EOF);
-                }
-                match data[p + 1] {
-                    0x00 | 0xD0..=0xD7 => i = p + 2,
-                    0xFF => i = p + 1,
-                    _ => {
-                        i = p;
-                        break;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// What unrecognised content looks like, for the error message.
