@@ -2,10 +2,12 @@
 //!
 //! The flag structs are clap `Args` so `bin/zoo.rs` only names them; the work is in
 //! [`crate::train`] and [`crate::data::fashion_mnist`].
+use crate::commands::preprocess::{parse_channels, parse_interpolation, PreprocessArgs};
 use crate::data::fashion_mnist;
+use crate::data::preprocess::Interpolation;
 use crate::train::trainer::{self, Source};
 use crate::train::{dataset, AugmentConfig, EvalResult, Freeze, OptimizerKind, Schedule, TrainConfig, TrainSummary};
-use crate::weights::pretrained;
+use crate::weights::pretrained::{self, PreprocessOverride};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -115,12 +117,24 @@ pub struct TrainArgs {
     /// Fraction of each class held out for validation when DIR has no train/val folders.
     #[arg(long, default_value_t = 0.1)]
     pub val_split: f64,
-    /// Square input size for training and evaluation [default: the weights' or model's].
-    #[arg(long)]
+    /// Square input size for training and evaluation (the crop) [default: the weights' or model's].
+    #[arg(long, alias = "crop")]
     pub input_size: Option<u32>,
     /// Eval resize of the shorter side [default: input size / 0.875, or the input size for 1-channel models].
     #[arg(long)]
     pub resize: Option<u32>,
+    /// Use this weights entry's eval transform (ARCH.TAG) instead of the identified one.
+    #[arg(long, value_name = "ARCH.TAG")]
+    pub preprocess: Option<String>,
+    /// Resampling of the resize: bilinear, bicubic or nearest.
+    #[arg(long, value_parser = parse_interpolation)]
+    pub interpolation: Option<Interpolation>,
+    /// Per-channel mean: one number or R,G,B.
+    #[arg(long, value_parser = parse_channels)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation: one number or R,G,B.
+    #[arg(long, value_parser = parse_channels)]
+    pub std: Option<[f32; 3]>,
     /// Dropout before the classifier (train only).
     #[arg(long)]
     pub drop_rate: Option<f64>,
@@ -253,6 +267,13 @@ impl TrainArgs {
             device: self.device.clone(),
             input_size: self.input_size,
             resize: self.resize,
+            preprocess: PreprocessOverride {
+                borrow: self.preprocess.clone(),
+                interpolation: self.interpolation,
+                mean: self.mean,
+                std: self.std,
+                ..PreprocessOverride::default()
+            },
             drop_rate: self.drop_rate,
             augment,
             cache_mb: self.cache_mb,
@@ -292,6 +313,8 @@ pub struct EvalArgs {
     /// A local checkpoint instead of the manifest's weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
     /// Where confusion.csv, confusion.png and per_class.csv go (default eval/ARCH).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -308,7 +331,8 @@ pub struct EvalArgs {
 /// `zoo eval`: prints top-1/top-5 and per-class accuracy, writes the confusion matrix.
 pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     let device = crate::commands::classify::parse_device(&args.device)?;
-    let loaded = trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified)?;
+    let pre = args.pre.to_override();
+    let loaded = trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified, &pre)?;
     let data = dataset::eval_folder(&args.data, &loaded.labels)?;
     for w in &data.warnings {
         eprintln!("warning: {w}");
