@@ -2,9 +2,8 @@
 //!
 //! The flag structs are clap `Args` so `bin/zoo.rs` only names them; the work is in
 //! [`crate::train`] and [`crate::data::fashion_mnist`].
-use crate::commands::preprocess::{parse_channels, parse_interpolation, PreprocessArgs};
+use crate::commands::preprocess::PreprocessArgs;
 use crate::data::fashion_mnist;
-use crate::data::preprocess::Interpolation;
 use crate::train::trainer::{self, Source};
 use crate::train::{dataset, AugmentConfig, EvalResult, Freeze, OptimizerKind, Schedule, TrainConfig, TrainSummary};
 use crate::weights::pretrained::{self, PreprocessOverride};
@@ -117,24 +116,13 @@ pub struct TrainArgs {
     /// Fraction of each class held out for validation when DIR has no train/val folders.
     #[arg(long, default_value_t = 0.1)]
     pub val_split: f64,
-    /// Square input size for training and evaluation (the crop) [default: the weights' or model's].
-    #[arg(long, alias = "crop")]
-    pub input_size: Option<u32>,
-    /// Eval resize of the shorter side [default: input size / 0.875, or the input size for 1-channel models].
+    /// Square input size for training and evaluation [default: the weights' or model's].
     #[arg(long)]
-    pub resize: Option<u32>,
-    /// Use this weights entry's eval transform (ARCH.TAG) instead of the identified one.
-    #[arg(long, value_name = "ARCH.TAG")]
-    pub preprocess: Option<String>,
-    /// Resampling of the resize: bilinear, bicubic or nearest.
-    #[arg(long, value_parser = parse_interpolation)]
-    pub interpolation: Option<Interpolation>,
-    /// Per-channel mean: one number or R,G,B.
-    #[arg(long, value_parser = parse_channels)]
-    pub mean: Option<[f32; 3]>,
-    /// Per-channel standard deviation: one number or R,G,B.
-    #[arg(long, value_parser = parse_channels)]
-    pub std: Option<[f32; 3]>,
+    pub input_size: Option<u32>,
+    /// The eval preprocessing's overrides (`--resize` of the shorter side: default input size /
+    /// 0.875, or the input size for 1-channel models).
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
     /// Dropout before the classifier (train only).
     #[arg(long)]
     pub drop_rate: Option<f64>,
@@ -266,14 +254,8 @@ impl TrainArgs {
             accumulate: self.accumulate,
             device: self.device.clone(),
             input_size: self.input_size,
-            resize: self.resize,
-            preprocess: PreprocessOverride {
-                borrow: self.preprocess.clone(),
-                interpolation: self.interpolation,
-                mean: self.mean,
-                std: self.std,
-                ..PreprocessOverride::default()
-            },
+            resize: self.pre.resize,
+            preprocess: PreprocessOverride { resize: None, ..self.pre.to_override() },
             drop_rate: self.drop_rate,
             augment,
             cache_mb: self.cache_mb,

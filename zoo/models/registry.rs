@@ -29,7 +29,7 @@ pub struct ModelSpec {
     pub build: fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>,
     /// Builds the network with [`ArchOptions`] (input transform, auxiliary heads), for the
     /// architectures that have such options (GoogLeNet, Inception v3); `None` elsewhere.
-    pub build_with: Option<fn(&nn::Path, &BuildConfig, ArchOptions) -> Box<dyn Classifier>>,
+    pub build_with: Option<BuildWith>,
     /// Prefixes of tensors a checkpoint may hold or lack without being another layout:
     /// auxiliary heads that torchvision saves but the registry's build leaves out (GoogLeNet's
     /// `aux1.`/`aux2.`). Loading ignores them when the model lacks them, and keeps them as
@@ -39,6 +39,9 @@ pub struct ModelSpec {
     /// otherwise; almost every network accepts any.
     pub side_rule: Option<SideRule>,
 }
+
+/// A builder taking [`ArchOptions`].
+pub type BuildWith = fn(&nn::Path, &BuildConfig, ArchOptions) -> Box<dyn Classifier>;
 
 /// A test of one input side, and the explanation for a side it refuses.
 pub type SideRule = (fn(i64) -> bool, &'static str);

@@ -105,11 +105,17 @@ pub enum SourceError {
     Exhausted { url: String, attempts: u32, last: String },
     /// The content does not match the published digest; the unverified copy was deleted (never
     /// the source).
-    #[error("digest mismatch for {what}: expected {expected}, got {actual}; removed the unverified copy {}", .removed.display())]
-    DigestMismatch { what: String, expected: String, actual: String, removed: PathBuf },
+    #[error(
+        "digest mismatch for {what}: expected {expected}, got {actual}; the unverified copy in the cache was \
+         removed (the source is untouched)"
+    )]
+    DigestMismatch { what: String, expected: String, actual: String },
     /// The digest matched but the size recorded in the manifest did not.
-    #[error("size mismatch for {what}: expected {expected} bytes, got {actual}; removed the unverified copy {}", .removed.display())]
-    SizeMismatch { what: String, expected: u64, actual: u64, removed: PathBuf },
+    #[error(
+        "size mismatch for {what}: expected {expected} bytes, got {actual}; the unverified copy in the cache was \
+         removed (the source is untouched)"
+    )]
+    SizeMismatch { what: String, expected: u64, actual: u64 },
     /// A local source that does not exist.
     #[error("{path}: no such file")]
     MissingLocal { path: PathBuf },
@@ -146,7 +152,14 @@ pub enum FetchError {
     Unverified { name: String, arch: String, file: String },
     /// Offline and the file is neither cached nor available from a local source.
     #[error("{}", offline_message(.name, .file, .expected_at, .looked, .tried))]
-    Offline { name: String, file: String, expected_at: PathBuf, looked: Vec<Looked>, tried: Vec<SourceFailure> },
+    Offline {
+        name: String,
+        file: String,
+        expected_at: PathBuf,
+        /// The other caches looked in (boxed: the error stays small).
+        looked: Box<Vec<Looked>>,
+        tried: Vec<SourceFailure>,
+    },
     /// Every source failed.
     #[error("{}", failed_message(.name, .file, .failures))]
     Failed { name: String, file: String, failures: Vec<SourceFailure> },
@@ -165,8 +178,9 @@ pub enum FetchError {
 fn offline_message(name: &str, file: &str, expected_at: &Path, looked: &[Looked], tried: &[SourceFailure]) -> String {
     let mut s = format!(
         "offline (ZOO_OFFLINE or HF_HUB_OFFLINE set): not touching the network, and {file} for {name} is \
-         not in the cache (expected at {}). Import a copy with `zoo weights import FILE` (or `--as {name}`), \
-         put it in the torch.hub cache, or set ZOO_MIRROR to a local folder holding {file}. Looked in:\n  - \
+         not in the cache (expected at {}). Import a copy with `zoo weights import FILE --as {name}` (without \
+         --as the file's digest names its entry), put it in the torch.hub cache, or set ZOO_MIRROR to a local \
+         folder holding {file}. Looked in:\n  - \
          {} (zoo cache): not there",
         expected_at.display(),
         expected_at.display()
@@ -285,7 +299,7 @@ pub fn fetch(entry: &WeightsEntry, opts: &FetchOptions) -> Result<PathBuf, Fetch
     if !entry.is_verifiable() && !opts.trust_unverified {
         if opts.offline {
             let (name, file, expected_at) = (entry.name.clone(), entry.file_name(), cache.path_of(entry));
-            return Err(FetchError::Offline { name, file, expected_at, looked, tried: Vec::new() });
+            return Err(FetchError::Offline { name, file, expected_at, looked: Box::new(looked), tried: Vec::new() });
         }
         return Err(unverified(entry));
     }
@@ -331,7 +345,7 @@ pub fn fetch(entry: &WeightsEntry, opts: &FetchOptions) -> Result<PathBuf, Fetch
             name: entry.name.clone(),
             file: entry.file_name(),
             expected_at: cache.path_of(entry),
-            looked,
+            looked: Box::new(looked),
             tried: failures,
         })
     } else {
@@ -439,7 +453,6 @@ fn finish(
                 what: format!("{} from {what}", entry.file_name()),
                 expected: expected.to_string(),
                 actual: format!("{algorithm} {digest}"),
-                removed: candidate.to_path_buf(),
             });
         }
     }
@@ -450,7 +463,6 @@ fn finish(
                 what: format!("{} from {what}", entry.file_name()),
                 expected,
                 actual: size,
-                removed: candidate.to_path_buf(),
             });
         }
     }
