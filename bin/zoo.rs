@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use zoo::commands::classify::{self as cls, OutputFormat, Precision};
-use zoo::weights::FetchOptions;
 
 #[derive(Parser)]
 #[command(name = "zoo", version, about = "The classic convolutional networks, from LeNet-5 to ShuffleNet, on libtorch")]
@@ -64,9 +63,12 @@ enum TextFormat {
 struct ModelArgs {
     /// `ARCH` (its default weights) or `ARCH.TAG`, e.g. resnet50.tv2_in1k.
     model: String,
-    /// A local checkpoint (torch.save zip or legacy, or safetensors) instead of the manifest's.
+    /// A local checkpoint (torch.save zip or legacy, or safetensors) instead of the manifest's:
+    /// identified by digest, zoo metadata or layout, and said on stderr.
     #[arg(long)]
     weights: Option<PathBuf>,
+    #[command(flatten)]
+    pre: zoo::commands::preprocess::PreprocessArgs,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -172,11 +174,12 @@ enum WeightsCommand {
     Verify,
     /// Print where ARCH[.TAG]'s file lives in the cache.
     Path { name: String },
-    /// Verify FILE against ARCH.TAG's digest and copy it into the cache.
+    /// Copy FILE (or every file under DIR) into the cache, each identified by its digest and
+    /// verified; --as ARCH.TAG forces the entry.
     Import {
         file: PathBuf,
         #[arg(long = "as")]
-        name: String,
+        name: Option<String>,
     },
 }
 
@@ -315,10 +318,10 @@ fn main() -> ExitCode {
 }
 
 fn load(m: &ModelArgs) -> Result<zoo::weights::pretrained::Loaded> {
-    let device = cls::parse_device(&m.device)?;
-    let mut opts = FetchOptions::from_env();
-    opts.trust_unverified |= m.trust_unverified;
-    zoo::weights::pretrained::load(&m.model, m.weights.as_deref(), device, &opts)
+    let mut opts = zoo::weights::pretrained::LoadOptions::new(cls::parse_device(&m.device)?);
+    opts.fetch.trust_unverified |= m.trust_unverified;
+    opts.preprocess = m.pre.to_override();
+    zoo::weights::pretrained::load_with(&m.model, m.weights.as_deref(), &opts)
 }
 
 /// Standard output, or a file created for the run.
@@ -395,8 +398,6 @@ fn precision(half: bool, bf16: bool) -> Precision {
 fn features(a: FeaturesArgs) -> Result<ExitCode> {
     use zoo::commands::features::{self, Pool};
     let mut loaded = load(&a.model)?;
-    // Unknown layers fail here, before any image is read.
-    features::check_layer(&loaded.model, &a.layer)?;
     let files = cls::collect_files(&a.paths);
     if files.is_empty() {
         anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));

@@ -126,19 +126,22 @@ fn googlenet_with_auxiliary_heads() {
     check_train_aux("googlenet_aux", || googlenet_with_aux(no_dropout(), Device::Cpu).unwrap(), &["aux1", "aux2"]);
 }
 
-/// torchvision's checkpoint holds the auxiliary heads; the registry model has none: strict
-/// loading names them, and ignoring their prefixes loads the rest with the same logits.
+/// torchvision's checkpoint holds the auxiliary heads; the registry model has none: a strict
+/// load into its variables names them, ignoring their prefixes loads the rest with the same
+/// logits, and `Model::load_file` (the loader of `--weights`, where they are optional) takes it.
 #[test]
 fn googlenet_loads_a_checkpoint_with_auxiliary_heads() {
     let (dir, io) = reference("googlenet_aux");
     let file = dir.join("weights.pth");
     let mut model = registry_model("googlenet", None);
-    let err = model.load_file(&file).unwrap_err();
+    let err = load_into(&model.vs, &read(&file).unwrap(), &LoadOptions::default()).unwrap_err();
     assert!(format!("{err:#}").contains("aux1."), "strict load should name the aux keys: {err:#}");
     let prefixes: Vec<String> = AUX_PREFIXES.iter().map(|s| s.to_string()).collect();
     load_with(&model, &file, LoadOptions { ignore_unexpected: prefixes, ..LoadOptions::default() });
     let logits = model.predict(get(&io, "input")).unwrap();
     common::assert_parity("googlenet from a file with aux heads", &logits, get(&io, "logits"));
+    model.load_file(&file).unwrap();
+    assert!(model.predict(get(&io, "input")).unwrap().equal(&logits), "load_file gives the same model");
     // Eval mode and the registry model: no auxiliary outputs.
     let (_, aux) = tch::no_grad(|| model.net.forward_aux(get(&io, "input"), true));
     assert!(aux.is_empty(), "registry googlenet has no auxiliary heads");

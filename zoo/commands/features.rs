@@ -40,13 +40,12 @@ impl FeatureFormat {
     }
 }
 
-/// Every layer name `model` can give features for, in forward order.
+/// Every layer name `model` can give features for, in forward order (traced on the model itself,
+/// one image of its default size, so no second network is built).
 pub fn layer_names(model: &Model) -> Vec<String> {
     let [c, h, w] = model.spec.input_size;
-    let xs = Tensor::zeros([1, c, h, w], (Kind::Float, Device::Cpu));
-    let net = crate::nn::without_init(|| Model::new(model.spec.name, model.config.clone(), Device::Cpu));
-    let Ok(net) = net else { return Vec::new() };
-    tch::no_grad(|| trace::tap_names(|| net.net.forward_t(&xs, false)))
+    let xs = Tensor::zeros([1, c, h, w], (model.kind(), model.vs.device()));
+    tch::no_grad(|| trace::tap_names(|| model.net.forward_t(&xs, false)))
 }
 
 /// Checks `layer` before any image is read; the error lists the valid names.

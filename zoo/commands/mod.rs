@@ -2,6 +2,7 @@
 pub mod classify;
 pub mod features;
 pub mod list;
+pub mod preprocess;
 pub mod summary;
 pub mod train;
 pub mod weights;

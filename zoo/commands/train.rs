@@ -2,10 +2,11 @@
 //!
 //! The flag structs are clap `Args` so `bin/zoo.rs` only names them; the work is in
 //! [`crate::train`] and [`crate::data::fashion_mnist`].
+use crate::commands::preprocess::PreprocessArgs;
 use crate::data::fashion_mnist;
 use crate::train::trainer::{self, Source};
 use crate::train::{dataset, AugmentConfig, EvalResult, Freeze, OptimizerKind, Schedule, TrainConfig, TrainSummary};
-use crate::weights::pretrained;
+use crate::weights::pretrained::{self, PreprocessOverride};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -118,9 +119,10 @@ pub struct TrainArgs {
     /// Square input size for training and evaluation [default: the weights' or model's].
     #[arg(long)]
     pub input_size: Option<u32>,
-    /// Eval resize of the shorter side [default: input size / 0.875, or the input size for 1-channel models].
-    #[arg(long)]
-    pub resize: Option<u32>,
+    /// The eval preprocessing's overrides (`--resize` of the shorter side: default input size /
+    /// 0.875, or the input size for 1-channel models).
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
     /// Dropout before the classifier (train only).
     #[arg(long)]
     pub drop_rate: Option<f64>,
@@ -252,7 +254,8 @@ impl TrainArgs {
             accumulate: self.accumulate,
             device: self.device.clone(),
             input_size: self.input_size,
-            resize: self.resize,
+            resize: self.pre.resize,
+            preprocess: PreprocessOverride { resize: None, ..self.pre.to_override() },
             drop_rate: self.drop_rate,
             augment,
             cache_mb: self.cache_mb,
@@ -292,6 +295,8 @@ pub struct EvalArgs {
     /// A local checkpoint instead of the manifest's weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub pre: PreprocessArgs,
     /// Where confusion.csv, confusion.png and per_class.csv go (default eval/ARCH).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -308,7 +313,8 @@ pub struct EvalArgs {
 /// `zoo eval`: prints top-1/top-5 and per-class accuracy, writes the confusion matrix.
 pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     let device = crate::commands::classify::parse_device(&args.device)?;
-    let loaded = trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified)?;
+    let pre = args.pre.to_override();
+    let loaded = trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified, &pre)?;
     let data = dataset::eval_folder(&args.data, &loaded.labels)?;
     for w in &data.warnings {
         eprintln!("warning: {w}");

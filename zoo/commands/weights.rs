@@ -7,11 +7,23 @@ use std::path::PathBuf;
 /// What `zoo weights` was asked to do.
 #[derive(Debug, Clone)]
 pub enum Action {
-    List { glob: Option<String> },
-    Fetch { name: String, trust_unverified: bool },
+    List {
+        glob: Option<String>,
+    },
+    Fetch {
+        name: String,
+        trust_unverified: bool,
+    },
     Verify,
-    Path { name: String },
-    Import { file: PathBuf, name: String },
+    Path {
+        name: String,
+    },
+    /// Files (or folders of files) to import; `name` forces the entry, else each file's digest
+    /// names it.
+    Import {
+        file: PathBuf,
+        name: Option<String>,
+    },
 }
 
 fn size(bytes: Option<u64>, approximate: bool) -> String {
@@ -85,10 +97,48 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
             let entry = manifest.resolve(&name).map_err(|e| anyhow!("{e}"))?;
             writeln!(out, "{}", weights::path_of(entry, &opts).display())?;
         }
-        Action::Import { file, name } => {
+        Action::Import { file, name: Some(name) } => {
             let entry = manifest.resolve(&name).map_err(|e| anyhow!("{e}"))?;
             let path = weights::import(&file, entry, &opts).map_err(|e| anyhow!("{e}"))?;
             writeln!(out, "imported {} as {} -> {}", file.display(), entry.name, path.display())?;
+        }
+        Action::Import { file, name: None } => {
+            let files: Vec<PathBuf> = if file.is_dir() {
+                let mut v: Vec<PathBuf> = walkdir::WalkDir::new(&file)
+                    .follow_links(true)
+                    .into_iter()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_file())
+                    .map(|e| e.into_path())
+                    .collect();
+                v.sort();
+                v
+            } else {
+                vec![file.clone()]
+            };
+            let (mut imported, mut unknown) = (0, Vec::new());
+            for f in &files {
+                let hashed = weights::identify::entry_of_file(manifest, f);
+                match hashed.map_err(|e| anyhow!("reading {}: {e}", f.display()))? {
+                    Some(entry) => {
+                        let path = weights::import(f, entry, &opts).map_err(|e| anyhow!("{e}"))?;
+                        writeln!(out, "imported {} as {} (digest) -> {}", f.display(), entry.name, path.display())?;
+                        imported += 1;
+                    }
+                    None => unknown.push(f.display().to_string()),
+                }
+            }
+            for u in &unknown {
+                writeln!(out, "skipped {u}: its digest is no manifest entry's (force one with --as ARCH.TAG)")?;
+            }
+            if imported == 0 {
+                print!("{out}");
+                bail!(
+                    "nothing imported from {}: no file's digest matches a manifest entry; name the entry with \
+                     --as ARCH.TAG, or load the file directly with --weights FILE",
+                    file.display()
+                );
+            }
         }
     }
     Ok(out)

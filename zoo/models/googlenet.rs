@@ -13,7 +13,7 @@
 //! dropped by a key rule), or build the heads with [`googlenet_with_aux`] to load it strictly and
 //! train with them ([`Classifier::forward_aux`]). A checkpoint without heads loads into that
 //! model with `aux1.`/`aux2.` ignored as missing ([`AUX_PREFIXES`]).
-use super::{find, BuildConfig, Classifier, FeatureInfo, Model};
+use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo, Model};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
     path_of, Act, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, LinearHead, Pair, Pool2d, Sequential,
@@ -315,15 +315,22 @@ impl Classifier for GoogLeNet {
 
 /// The registry's builder: torchvision's pretrained configuration (no auxiliary heads).
 pub fn build(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
-    Box::new(GoogLeNet::new(p, b, GoogLeNetConfig::default()))
+    build_with(p, b, ArchOptions::default())
+}
+
+/// The builder with options: unset ones are the pretrained configuration's.
+pub fn build_with(p: &nn::Path, b: &BuildConfig, o: ArchOptions) -> Box<dyn Classifier> {
+    let d = GoogLeNetConfig::default();
+    let config = GoogLeNetConfig {
+        aux_logits: o.aux_logits.unwrap_or(d.aux_logits),
+        transform_input: o.transform_input.unwrap_or(d.transform_input),
+    };
+    Box::new(GoogLeNet::new(p, b, config))
 }
 
 /// A `googlenet` [`Model`] with the auxiliary heads built (13.0M parameters), which loads
 /// torchvision's checkpoint file strictly and returns the heads' logits from
 /// [`Classifier::forward_aux`] in train mode.
 pub fn googlenet_with_aux(config: BuildConfig, device: Device) -> Result<Model> {
-    let spec = find("googlenet")?;
-    let vs = nn::VarStore::new(device);
-    let net = GoogLeNet::new(&vs.root(), &config, GoogLeNetConfig { aux_logits: true, ..GoogLeNetConfig::default() });
-    Ok(Model { spec, config, vs, net: Box::new(net) })
+    Model::with_options("googlenet", config, ArchOptions { aux_logits: Some(true), ..ArchOptions::default() }, device)
 }

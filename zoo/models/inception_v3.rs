@@ -10,7 +10,7 @@
 //! head needs about 299).
 use super::googlenet::{basic_conv, transform_input};
 use super::inception_v4::{convs, max_pool, pooled_counting_pad, same, split, valid, BranchSpec, Mixed};
-use super::{BuildConfig, Classifier, FeatureInfo};
+use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, LinearHead, Pool2d};
 use tch::{nn, Tensor};
@@ -306,5 +306,11 @@ impl Classifier for InceptionV3 {
 /// The registry's builder: torchvision's pretrained configuration (auxiliary head, input
 /// transform).
 pub fn build(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
-    Box::new(InceptionV3::new(p, b, true, true))
+    build_with(p, b, ArchOptions::default())
+}
+
+/// The builder with options: unset ones are the pretrained configuration's (auxiliary head
+/// and `transform_input` on).
+pub fn build_with(p: &nn::Path, b: &BuildConfig, o: ArchOptions) -> Box<dyn Classifier> {
+    Box::new(InceptionV3::new(p, b, o.aux_logits.unwrap_or(true), o.transform_input.unwrap_or(true)))
 }

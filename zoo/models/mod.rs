@@ -27,7 +27,7 @@ pub mod zfnet;
 
 pub use registry::{find, registry, ModelSpec};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tch::{nn, Device, Kind, Tensor};
 
 /// A named stage of a network whose output can be taken as features.
@@ -59,6 +59,25 @@ pub struct BuildConfig {
 impl Default for BuildConfig {
     fn default() -> Self {
         BuildConfig { num_classes: 1000, drop_rate: None }
+    }
+}
+
+/// Options of the reference builder beyond [`BuildConfig`], for the architectures that have
+/// them (GoogLeNet, Inception v3: [`ModelSpec::build_with`]); `None` keeps the registry's
+/// configuration, which is the one the default weights expect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchOptions {
+    /// torchvision's `transform_input`: on with its pretrained weights, off for `weights=None`.
+    pub transform_input: Option<bool>,
+    /// Build the auxiliary classifiers (trained with, run in train mode only).
+    pub aux_logits: Option<bool>,
+}
+
+impl ArchOptions {
+    /// What torchvision's builder does without weights (`googlenet(weights=None)`):
+    /// `transform_input` off. The loader uses it for checkpoints no manifest entry describes.
+    pub fn unweighted() -> Self {
+        ArchOptions { transform_input: Some(false), aux_logits: None }
     }
 }
 
@@ -124,10 +143,27 @@ pub struct Model {
 impl Model {
     /// Builds `name` (case-insensitive) with random initialisation on `device`.
     pub fn new(name: &str, config: BuildConfig, device: Device) -> Result<Self> {
+        Self::with_options(name, config, ArchOptions::default(), device)
+    }
+
+    /// [`Model::new`] with builder options; architectures without options ignore them.
+    pub fn with_options(name: &str, config: BuildConfig, options: ArchOptions, device: Device) -> Result<Self> {
         let spec = find(name)?;
         let vs = nn::VarStore::new(device);
-        let net = (spec.build)(&vs.root(), &config);
+        let net = match spec.build_with {
+            Some(build) => build(&vs.root(), &config, options),
+            None => (spec.build)(&vs.root(), &config),
+        };
         Ok(Model { spec, config, vs, net })
+    }
+
+    /// Builds `name` with the weights of a local checkpoint, exactly as `zoo classify NAME
+    /// --weights FILE` does (see [`crate::weights::pretrained`]): the file identified by digest
+    /// or layout, its key rules, the class count of its head, the builder options it needs.
+    pub fn from_file(name: &str, path: &std::path::Path, device: Device) -> Result<Self> {
+        let mut opts = crate::weights::pretrained::LoadOptions::new(device);
+        opts.quiet = true;
+        Ok(crate::weights::pretrained::load_with(name, Some(path), &opts)?.model)
     }
 
     /// Replaces the head (fine-tuning), removing the old head's variables from the store.
@@ -218,12 +254,13 @@ impl Model {
         count_params(&self.vs)
     }
 
-    /// Loads a checkpoint file (any supported format) into the model, strictly.
+    /// Loads a checkpoint file (any supported format) into the model as built, strictly, through
+    /// the loader of `zoo classify --weights` ([`crate::weights::pretrained::load_file_into`]): the
+    /// file is identified the same way and gets the same key rules, and the tensors the
+    /// architecture declares optional (GoogLeNet's auxiliary heads) may be present or absent.
+    /// [`Model::from_file`] also picks the class count and builder options the file needs.
     pub fn load_file(&mut self, path: &std::path::Path) -> Result<()> {
-        let sd = crate::checkpoint::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-        crate::checkpoint::load_into(&self.vs, &sd, &Default::default())
-            .with_context(|| format!("loading {} into {}", path.display(), self.spec.name))?;
-        Ok(())
+        crate::weights::pretrained::load_file_into(self, path)
     }
 }
 

@@ -2,7 +2,7 @@
 //! torchvision has the model, so users move between the two without a lookup table.
 use super::classic::ClassicNet;
 use super::resnet::{BlockKind::*, ResNet, ResNetConfig};
-use super::{alexnet, lenet, vgg, zfnet, BuildConfig, Classifier};
+use super::{alexnet, lenet, vgg, zfnet, ArchOptions, BuildConfig, Classifier};
 use super::{efficientnet_lite, mobilenet_v2, mobilenet_v3, shufflenet_v2};
 use anyhow::{bail, Result};
 use std::sync::OnceLock;
@@ -22,12 +22,26 @@ pub struct ModelSpec {
     pub min_input: i64,
     /// Classes of the default head (ImageNet's 1000 unless the model says otherwise).
     pub num_classes: i64,
-    /// Builds the network under a var-store path.
+    /// Variable-path prefix of the classifier (`fc.`, `classifier.6.`): the rows of its
+    /// `weight` are the classes, so a checkpoint's class count is read from there.
+    pub head: &'static str,
+    /// Builds the network under a var-store path, as the weights of its default entry expect.
     pub build: fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>,
+    /// Builds the network with [`ArchOptions`] (input transform, auxiliary heads), for the
+    /// architectures that have such options (GoogLeNet, Inception v3); `None` elsewhere.
+    pub build_with: Option<BuildWith>,
+    /// Prefixes of tensors a checkpoint may hold or lack without being another layout:
+    /// auxiliary heads that torchvision saves but the registry's build leaves out (GoogLeNet's
+    /// `aux1.`/`aux2.`). Loading ignores them when the model lacks them, and keeps them as
+    /// initialised when the checkpoint does.
+    pub optional: &'static [&'static str],
     /// Which input sides (at or above `min_input`) the network accepts, and what to say
     /// otherwise; almost every network accepts any.
     pub side_rule: Option<SideRule>,
 }
+
+/// A builder taking [`ArchOptions`].
+pub type BuildWith = fn(&nn::Path, &BuildConfig, ArchOptions) -> Box<dyn Classifier>;
 
 /// A test of one input side, and the explanation for a side it refuses.
 pub type SideRule = (fn(i64) -> bool, &'static str);
@@ -78,11 +92,24 @@ const fn row(
     name: &'static str,
     family: &'static str,
     paper: &'static str,
+    head: &'static str,
     size: i64,
     min_input: i64,
     build: fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>,
 ) -> ModelSpec {
-    ModelSpec { name, family, paper, input_size: [3, size, size], min_input, num_classes: 1000, build, side_rule: None }
+    ModelSpec {
+        name,
+        family,
+        paper,
+        input_size: [3, size, size],
+        min_input,
+        num_classes: 1000,
+        head,
+        build,
+        build_with: None,
+        optional: &[],
+        side_rule: None,
+    }
 }
 
 fn resnet(p: &nn::Path, b: &BuildConfig, cfg: ResNetConfig) -> Box<dyn Classifier> {
@@ -120,76 +147,76 @@ fn shufflenet_v1(p: &nn::Path, b: &BuildConfig, groups: i64, width: f64) -> Box<
 #[rustfmt::skip]
 fn table() -> Vec<ModelSpec> {
     vec![
-        ModelSpec { input_size: [1, 32, 32], num_classes: 10, ..row("lenet5", "LeNet", LENET, 32, 32, |p, b| Box::new(ClassicNet::new(p, &lenet::spec(), b))) },
-        row("alexnet", "AlexNet", ALEXNET, 224, 63, |p, b| Box::new(ClassicNet::new(p, &alexnet::spec(), b))),
-        row("alexnet_lrn", "AlexNet", ALEXNET, 227, 67, |p, b| Box::new(ClassicNet::new(p, &alexnet::spec_lrn(), b))),
-        row("zfnet", "ZFNet", ZFNET, 224, 35, |p, b| Box::new(ClassicNet::new(p, &zfnet::spec(), b))),
-        row("vgg11", "VGG", VGG, 224, 32, |p, b| vgg(p, b, vgg::VGG11, false)),
-        row("vgg11_bn", "VGG", VGG, 224, 32, |p, b| vgg(p, b, vgg::VGG11, true)),
-        row("vgg13", "VGG", VGG, 224, 32, |p, b| vgg(p, b, vgg::VGG13, false)),
-        row("vgg13_bn", "VGG", VGG, 224, 32, |p, b| vgg(p, b, vgg::VGG13, true)),
-        row("vgg16", "VGG", VGG, 224, 32, |p, b| vgg(p, b, vgg::VGG16, false)),
-        row("vgg16_bn", "VGG", VGG, 224, 32, |p, b| vgg(p, b, vgg::VGG16, true)),
-        row("vgg19", "VGG", VGG, 224, 32, |p, b| vgg(p, b, vgg::VGG19, false)),
-        row("vgg19_bn", "VGG", VGG, 224, 32, |p, b| vgg(p, b, vgg::VGG19, true)),
-        row("resnet18", "ResNet", RESNET, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Basic, [2, 2, 2, 2]))),
-        row("resnet34", "ResNet", RESNET, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Basic, [3, 4, 6, 3]))),
-        row("resnet50", "ResNet", RESNET, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]))),
-        row("resnet101", "ResNet", RESNET, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]))),
-        row("resnet152", "ResNet", RESNET, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 8, 36, 3]))),
-        row("wide_resnet50_2", "Wide ResNet", WIDE, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(1, 128))),
-        row("wide_resnet101_2", "Wide ResNet", WIDE, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(1, 128))),
-        row("resnext50_32x4d", "ResNeXt", RESNEXT, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(32, 4))),
-        row("resnext101_32x8d", "ResNeXt", RESNEXT, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(32, 8))),
-        row("resnext101_64x4d", "ResNeXt", RESNEXT, 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(64, 4))),
+        ModelSpec { input_size: [1, 32, 32], num_classes: 10, ..row("lenet5", "LeNet", LENET, "classifier.4.", 32, 32, |p, b| Box::new(ClassicNet::new(p, &lenet::spec(), b))) },
+        row("alexnet", "AlexNet", ALEXNET, "classifier.6.", 224, 63, |p, b| Box::new(ClassicNet::new(p, &alexnet::spec(), b))),
+        row("alexnet_lrn", "AlexNet", ALEXNET, "classifier.6.", 227, 67, |p, b| Box::new(ClassicNet::new(p, &alexnet::spec_lrn(), b))),
+        row("zfnet", "ZFNet", ZFNET, "classifier.6.", 224, 35, |p, b| Box::new(ClassicNet::new(p, &zfnet::spec(), b))),
+        row("vgg11", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG11, false)),
+        row("vgg11_bn", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG11, true)),
+        row("vgg13", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG13, false)),
+        row("vgg13_bn", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG13, true)),
+        row("vgg16", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG16, false)),
+        row("vgg16_bn", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG16, true)),
+        row("vgg19", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG19, false)),
+        row("vgg19_bn", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG19, true)),
+        row("resnet18", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Basic, [2, 2, 2, 2]))),
+        row("resnet34", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Basic, [3, 4, 6, 3]))),
+        row("resnet50", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]))),
+        row("resnet101", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]))),
+        row("resnet152", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 8, 36, 3]))),
+        row("wide_resnet50_2", "Wide ResNet", WIDE, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(1, 128))),
+        row("wide_resnet101_2", "Wide ResNet", WIDE, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(1, 128))),
+        row("resnext50_32x4d", "ResNeXt", RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(32, 4))),
+        row("resnext101_32x8d", "ResNeXt", RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(32, 8))),
+        row("resnext101_64x4d", "ResNeXt", RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(64, 4))),
         // -- the other torchvision families --
-        row("googlenet", "GoogLeNet", GOOGLENET, 224, 15, super::googlenet::build),
-        row("inception_v3", "Inception", INCEPTION_V3, 299, 75, super::inception_v3::build),
-        row("densenet121", "DenseNet", DENSENET, 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET121)),
-        row("densenet161", "DenseNet", DENSENET, 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET161)),
-        row("densenet169", "DenseNet", DENSENET, 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET169)),
-        row("densenet201", "DenseNet", DENSENET, 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET201)),
-        row("squeezenet1_0", "SqueezeNet", SQUEEZENET, 224, 21, |p, b| super::squeezenet::build(p, b, super::squeezenet::SQUEEZENET1_0)),
-        row("squeezenet1_1", "SqueezeNet", SQUEEZENET, 224, 17, |p, b| super::squeezenet::build(p, b, super::squeezenet::SQUEEZENET1_1)),
-        row("mobilenet_v2", "MobileNet v2", MOBILENET_V2, 224, 32, |p, b| mobilenet_v2(p, b, mobilenet_v2::MobileNetV2Config::new(1.0))),
-        row("mobilenet_v3_large", "MobileNet v3", MOBILENET_V3, 224, 32, |p, b| mobilenet_v3(p, b, mobilenet_v3::MobileNetV3Config::large(1.0))),
-        row("mobilenet_v3_small", "MobileNet v3", MOBILENET_V3, 224, 32, |p, b| mobilenet_v3(p, b, mobilenet_v3::MobileNetV3Config::small(1.0))),
-        row("shufflenet_v2_x0_5", "ShuffleNet v2", SHUFFLENET_V2, 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X0_5)),
-        row("shufflenet_v2_x1_0", "ShuffleNet v2", SHUFFLENET_V2, 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X1_0)),
-        row("shufflenet_v2_x1_5", "ShuffleNet v2", SHUFFLENET_V2, 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X1_5)),
-        row("shufflenet_v2_x2_0", "ShuffleNet v2", SHUFFLENET_V2, 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X2_0)),
+        ModelSpec { build_with: Some(super::googlenet::build_with), optional: &super::googlenet::AUX_PREFIXES, ..row("googlenet", "GoogLeNet", GOOGLENET, "fc.", 224, 15, super::googlenet::build) },
+        ModelSpec { build_with: Some(super::inception_v3::build_with), ..row("inception_v3", "Inception", INCEPTION_V3, "fc.", 299, 75, super::inception_v3::build) },
+        row("densenet121", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET121)),
+        row("densenet161", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET161)),
+        row("densenet169", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET169)),
+        row("densenet201", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET201)),
+        row("squeezenet1_0", "SqueezeNet", SQUEEZENET, "classifier.1.", 224, 21, |p, b| super::squeezenet::build(p, b, super::squeezenet::SQUEEZENET1_0)),
+        row("squeezenet1_1", "SqueezeNet", SQUEEZENET, "classifier.1.", 224, 17, |p, b| super::squeezenet::build(p, b, super::squeezenet::SQUEEZENET1_1)),
+        row("mobilenet_v2", "MobileNet v2", MOBILENET_V2, "classifier.1.", 224, 32, |p, b| mobilenet_v2(p, b, mobilenet_v2::MobileNetV2Config::new(1.0))),
+        row("mobilenet_v3_large", "MobileNet v3", MOBILENET_V3, "classifier.3.", 224, 32, |p, b| mobilenet_v3(p, b, mobilenet_v3::MobileNetV3Config::large(1.0))),
+        row("mobilenet_v3_small", "MobileNet v3", MOBILENET_V3, "classifier.3.", 224, 32, |p, b| mobilenet_v3(p, b, mobilenet_v3::MobileNetV3Config::small(1.0))),
+        row("shufflenet_v2_x0_5", "ShuffleNet v2", SHUFFLENET_V2, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X0_5)),
+        row("shufflenet_v2_x1_0", "ShuffleNet v2", SHUFFLENET_V2, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X1_0)),
+        row("shufflenet_v2_x1_5", "ShuffleNet v2", SHUFFLENET_V2, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X1_5)),
+        row("shufflenet_v2_x2_0", "ShuffleNet v2", SHUFFLENET_V2, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X2_0)),
         // -- beyond torchvision --
-        row("zfnet_pytorchcv", "ZFNet", ZFNET, 224, 47, |p, b| Box::new(ClassicNet::new(p, &zfnet::spec_pytorchcv(), b))),
-        row("mobilenet_v1_relu", "MobileNet v1", MOBILENET_V1, 224, 1, |p, b| super::mobilenet_v1::build_relu(p, b, 1.0)),
-        ModelSpec { side_rule: Some((super::bninception::side_fits, super::bninception::SIDE_RULE)), ..row("bninception", "BN-Inception", BN_INCEPTION, 224, 31, super::bninception::build) },
-        row("inception_v4", "Inception v4", INCEPTION_V4, 299, 75, super::inception_v4::build),
-        row("inception_resnet_v1", "Inception-ResNet", INCEPTION_V4, 299, 75, super::inception_resnet::build_v1),
-        row("inception_resnet_v2", "Inception-ResNet", INCEPTION_V4, 299, 75, super::inception_resnet::build_v2),
-        row("xception", "Xception", XCEPTION, 299, 7, super::xception::build),
-        row("mobilenet_v1", "MobileNet v1", MOBILENET_V1, 224, 1, |p, b| mobilenet_v1(p, b, 1.0)),
-        row("mobilenet_v1_x0_75", "MobileNet v1", MOBILENET_V1, 224, 1, |p, b| mobilenet_v1(p, b, 0.75)),
-        row("mobilenet_v1_x0_5", "MobileNet v1", MOBILENET_V1, 224, 1, |p, b| mobilenet_v1(p, b, 0.5)),
-        row("mobilenet_v1_x0_25", "MobileNet v1", MOBILENET_V1, 224, 1, |p, b| mobilenet_v1(p, b, 0.25)),
+        row("zfnet_pytorchcv", "ZFNet", ZFNET, "classifier.6.", 224, 47, |p, b| Box::new(ClassicNet::new(p, &zfnet::spec_pytorchcv(), b))),
+        row("mobilenet_v1_relu", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| super::mobilenet_v1::build_relu(p, b, 1.0)),
+        ModelSpec { side_rule: Some((super::bninception::side_fits, super::bninception::SIDE_RULE)), ..row("bninception", "BN-Inception", BN_INCEPTION, "last_linear.", 224, 31, super::bninception::build) },
+        row("inception_v4", "Inception v4", INCEPTION_V4, "last_linear.", 299, 75, super::inception_v4::build),
+        row("inception_resnet_v1", "Inception-ResNet", INCEPTION_V4, "output.fc2.", 299, 75, super::inception_resnet::build_v1),
+        row("inception_resnet_v2", "Inception-ResNet", INCEPTION_V4, "classif.", 299, 75, super::inception_resnet::build_v2),
+        row("xception", "Xception", XCEPTION, "fc.", 299, 7, super::xception::build),
+        row("mobilenet_v1", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| mobilenet_v1(p, b, 1.0)),
+        row("mobilenet_v1_x0_75", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| mobilenet_v1(p, b, 0.75)),
+        row("mobilenet_v1_x0_5", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| mobilenet_v1(p, b, 0.5)),
+        row("mobilenet_v1_x0_25", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| mobilenet_v1(p, b, 0.25)),
         // ShuffleNet v1 (groups, width): Table 2's 1x at every g; 0.25x, 0.5x and pytorchcv's 0.75x at g = 1, 3;
         // Tables 4-5's 1.5x, 2x at g = 3. (0.5x, 0.25x at g = 2, 4, 8 do not divide into groups at int(c*s).)
-        row("shufflenet_v1_g1_x1_0", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 1, 1.0)),
-        row("shufflenet_v1_g2_x1_0", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 2, 1.0)),
-        row("shufflenet_v1_g3_x1_0", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 3, 1.0)),
-        row("shufflenet_v1_g4_x1_0", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 4, 1.0)),
-        row("shufflenet_v1_g8_x1_0", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 8, 1.0)),
-        row("shufflenet_v1_g1_x0_25", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.25)),
-        row("shufflenet_v1_g1_x0_5", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.5)),
-        row("shufflenet_v1_g1_x0_75", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.75)),
-        row("shufflenet_v1_g3_x0_25", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.25)),
-        row("shufflenet_v1_g3_x0_5", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.5)),
-        row("shufflenet_v1_g3_x0_75", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.75)),
-        row("shufflenet_v1_g3_x1_5", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 3, 1.5)),
-        row("shufflenet_v1_g3_x2_0", "ShuffleNet v1", SHUFFLENET_V1, 224, 1, |p, b| shufflenet_v1(p, b, 3, 2.0)),
-        row("efficientnet_lite0", "EfficientNet-Lite", EFFICIENTNET_LITE, 224, 32, |p, b| efficientnet_lite(p, b, 0)),
-        row("efficientnet_lite1", "EfficientNet-Lite", EFFICIENTNET_LITE, 240, 32, |p, b| efficientnet_lite(p, b, 1)),
-        row("efficientnet_lite2", "EfficientNet-Lite", EFFICIENTNET_LITE, 260, 32, |p, b| efficientnet_lite(p, b, 2)),
-        row("efficientnet_lite3", "EfficientNet-Lite", EFFICIENTNET_LITE, 280, 32, |p, b| efficientnet_lite(p, b, 3)),
-        row("efficientnet_lite4", "EfficientNet-Lite", EFFICIENTNET_LITE, 300, 32, |p, b| efficientnet_lite(p, b, 4)),
+        row("shufflenet_v1_g1_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 1, 1.0)),
+        row("shufflenet_v1_g2_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 2, 1.0)),
+        row("shufflenet_v1_g3_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 1.0)),
+        row("shufflenet_v1_g4_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 4, 1.0)),
+        row("shufflenet_v1_g8_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 8, 1.0)),
+        row("shufflenet_v1_g1_x0_25", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.25)),
+        row("shufflenet_v1_g1_x0_5", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.5)),
+        row("shufflenet_v1_g1_x0_75", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.75)),
+        row("shufflenet_v1_g3_x0_25", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.25)),
+        row("shufflenet_v1_g3_x0_5", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.5)),
+        row("shufflenet_v1_g3_x0_75", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.75)),
+        row("shufflenet_v1_g3_x1_5", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 1.5)),
+        row("shufflenet_v1_g3_x2_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 2.0)),
+        row("efficientnet_lite0", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 224, 32, |p, b| efficientnet_lite(p, b, 0)),
+        row("efficientnet_lite1", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 240, 32, |p, b| efficientnet_lite(p, b, 1)),
+        row("efficientnet_lite2", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 260, 32, |p, b| efficientnet_lite(p, b, 2)),
+        row("efficientnet_lite3", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 280, 32, |p, b| efficientnet_lite(p, b, 3)),
+        row("efficientnet_lite4", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 300, 32, |p, b| efficientnet_lite(p, b, 4)),
     ]
 }
 

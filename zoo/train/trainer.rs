@@ -20,9 +20,8 @@ use crate::data::image::{load_luma, load_rgb, DecodeLimits};
 use crate::data::prefetch::prefetch;
 use crate::data::preprocess::Preprocess;
 use crate::models::{is_buffer, BuildConfig, Model};
-use crate::weights::pretrained::{self, meta, Loaded};
-use crate::weights::{fetch, FetchOptions};
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use crate::weights::pretrained::{self, meta, Loaded, PreprocessOverride};
+use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -73,6 +72,10 @@ pub struct TrainConfig {
     pub input_size: Option<u32>,
     /// Eval resize (shorter side); default: `input_size / 0.875` (3-channel) or `input_size`.
     pub resize: Option<u32>,
+    /// Overrides of the weights' eval preprocessing (`--preprocess`, `--interpolation`,
+    /// `--mean`, `--std`), applied before `input_size` and `resize`.
+    #[serde(default, skip_serializing_if = "PreprocessOverride::is_empty")]
+    pub preprocess: PreprocessOverride,
     /// Dropout before the classifier (training from scratch only).
     pub drop_rate: Option<f64>,
     pub augment: AugmentConfig,
@@ -126,6 +129,7 @@ impl Default for TrainConfig {
             device: "auto".into(),
             input_size: None,
             resize: None,
+            preprocess: PreprocessOverride::default(),
             drop_rate: None,
             augment: AugmentConfig::default(),
             cache_mb: 1024,
@@ -559,32 +563,28 @@ fn check_resume(stored: &TrainConfig, now: &TrainConfig) -> Result<Vec<String>> 
     Ok(notes)
 }
 
-/// Loads `name` (`ARCH` or `ARCH.TAG`) with its weights: `weights` when given, else the
-/// manifest's file, fetched into the cache and read as a local file, so that class names and
-/// preprocessing stored in a zoo checkpoint's metadata are used (the manifest's `categories`
-/// file is not needed).
-pub fn load_pretrained(name: &str, weights: Option<&Path>, device: Device, trust_unverified: bool) -> Result<Loaded> {
-    let mut opts = FetchOptions::from_env();
-    opts.trust_unverified |= trust_unverified;
-    let fetched = match (weights, pretrained::entry_for(name)?) {
-        (None, Some(entry)) => Some((entry.name.clone(), fetch(entry, &opts).map_err(|e| anyhow!("{e}"))?)),
-        _ => None,
-    };
-    match fetched {
-        Some((entry, file)) => {
-            let mut loaded = pretrained::load(name, Some(&file), device, &opts)?;
-            loaded.source = entry;
-            Ok(loaded)
-        }
-        None => pretrained::load(name, weights, device, &opts),
-    }
+/// Loads `name` (`ARCH` or `ARCH.TAG`) with its weights through the one loading path
+/// ([`pretrained::load_with`]): `weights` when given, else the manifest's file; class names and
+/// preprocessing stored in a zoo checkpoint's metadata are used, then `preprocess` applied.
+pub fn load_pretrained(
+    name: &str,
+    weights: Option<&Path>,
+    device: Device,
+    trust_unverified: bool,
+    preprocess: &PreprocessOverride,
+) -> Result<Loaded> {
+    let mut opts = pretrained::LoadOptions::new(device);
+    opts.fetch.trust_unverified |= trust_unverified;
+    opts.preprocess = preprocess.clone();
+    pretrained::load_with(name, weights, &opts)
 }
 
 /// Builds the model, loads weights and fixes the preprocessing.
 fn build(cfg: &TrainConfig, classes: usize, device: Device) -> Result<(Model, Preprocess, String)> {
     let spec = pretrained::arch_of(&cfg.model)?;
     let (mut model, base, source) = if cfg.pretrained {
-        let loaded = load_pretrained(&cfg.model, cfg.weights.as_deref(), device, cfg.trust_unverified)?;
+        let loaded =
+            load_pretrained(&cfg.model, cfg.weights.as_deref(), device, cfg.trust_unverified, &cfg.preprocess)?;
         (loaded.model, loaded.preprocess, loaded.source)
     } else {
         let config = BuildConfig { num_classes: classes as i64, drop_rate: cfg.drop_rate };
@@ -593,6 +593,7 @@ fn build(cfg: &TrainConfig, classes: usize, device: Device) -> Result<(Model, Pr
             Some(e) => e.preprocess.clone(),
             None => pretrained::default_preprocess(spec),
         };
+        let (base, _) = cfg.preprocess.apply(base, String::new())?;
         if let Some(w) = &cfg.weights {
             bail!("--weights {} with `zoo train` (random initialisation): use `zoo finetune`", w.display());
         }

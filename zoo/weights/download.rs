@@ -21,6 +21,7 @@ use reqwest::header::{CONTENT_RANGE, RANGE};
 
 use super::cache::{Cache, CacheState};
 use super::digest::{hash_reader, Algorithm, Hasher};
+use super::hub::{self, HubCaches, Looked};
 use super::manifest::{percent_decode, Manifest, WeightsEntry};
 
 /// How [`fetch`] and [`import`] behave. [`FetchOptions::from_env`] reads the environment;
@@ -48,6 +49,9 @@ pub struct FetchOptions {
     pub read_timeout: Duration,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Other caches to find the verified file in, used in place (torch.hub's, the Hugging Face
+    /// hub's); none for [`FetchOptions::new`], the environment's for [`FetchOptions::from_env`].
+    pub hubs: HubCaches,
 }
 
 impl FetchOptions {
@@ -65,14 +69,17 @@ impl FetchOptions {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             progress: io::stderr().is_terminal(),
+            hubs: HubCaches::default(),
         }
     }
 
-    /// [`FetchOptions::new`] for the cache of `$ZOO_HOME`, with `ZOO_OFFLINE`, `ZOO_MIRROR` and
-    /// `ZOO_TRUST_UNVERIFIED` applied.
+    /// [`FetchOptions::new`] for the cache of `$ZOO_HOME`, with `ZOO_OFFLINE` (or
+    /// `HF_HUB_OFFLINE`), `ZOO_MIRROR` and `ZOO_TRUST_UNVERIFIED` applied, and the torch.hub and
+    /// Hugging Face caches of the environment ([`HubCaches::from_env`]).
     pub fn from_env() -> Self {
         let mut opts = Self::new(Cache::from_env());
-        opts.offline = env_flag("ZOO_OFFLINE");
+        opts.offline = env_flag("ZOO_OFFLINE") || env_flag("HF_HUB_OFFLINE");
+        opts.hubs = HubCaches::from_env();
         opts.trust_unverified = env_flag("ZOO_TRUST_UNVERIFIED");
         opts.mirror = std::env::var("ZOO_MIRROR").ok().filter(|m| !m.trim().is_empty());
         opts
@@ -100,11 +107,18 @@ pub enum SourceError {
     /// Transient failures until the attempts ran out.
     #[error("{url}: gave up after {attempts} attempt(s); last: {last}")]
     Exhausted { url: String, attempts: u32, last: String },
-    /// The content does not match the published digest; the file was deleted.
-    #[error("digest mismatch for {what}: expected {expected}, got {actual}; the file was deleted")]
+    /// The content does not match the published digest; the unverified copy was deleted (never
+    /// the source).
+    #[error(
+        "digest mismatch for {what}: expected {expected}, got {actual}; the unverified copy in the cache was \
+         removed (the source is untouched)"
+    )]
     DigestMismatch { what: String, expected: String, actual: String },
     /// The digest matched but the size recorded in the manifest did not.
-    #[error("size mismatch for {what}: expected {expected} bytes, got {actual}; the file was deleted")]
+    #[error(
+        "size mismatch for {what}: expected {expected} bytes, got {actual}; the unverified copy in the cache was \
+         removed (the source is untouched)"
+    )]
     SizeMismatch { what: String, expected: u64, actual: u64 },
     /// A local source that does not exist.
     #[error("{path}: no such file")]
@@ -141,8 +155,15 @@ pub enum FetchError {
     )]
     Unverified { name: String, arch: String, file: String },
     /// Offline and the file is neither cached nor available from a local source.
-    #[error("{}", offline_message(.name, .file, .expected_at, .tried))]
-    Offline { name: String, file: String, expected_at: PathBuf, tried: Vec<SourceFailure> },
+    #[error("{}", offline_message(.name, .file, .expected_at, .looked, .tried))]
+    Offline {
+        name: String,
+        file: String,
+        expected_at: PathBuf,
+        /// The other caches looked in (boxed: the error stays small).
+        looked: Box<Vec<Looked>>,
+        tried: Vec<SourceFailure>,
+    },
     /// Every source failed.
     #[error("{}", failed_message(.name, .file, .failures))]
     Failed { name: String, file: String, failures: Vec<SourceFailure> },
@@ -158,13 +179,19 @@ pub enum FetchError {
     },
 }
 
-fn offline_message(name: &str, file: &str, expected_at: &Path, tried: &[SourceFailure]) -> String {
+fn offline_message(name: &str, file: &str, expected_at: &Path, looked: &[Looked], tried: &[SourceFailure]) -> String {
     let mut s = format!(
-        "offline (ZOO_OFFLINE=1): not touching the network, and {file} for {name} is not in the cache \
-         (expected at {}). Import a copy with `zoo weights import FILE --as {name}`, or set ZOO_MIRROR \
-         to a local folder holding {file}.",
+        "offline (ZOO_OFFLINE or HF_HUB_OFFLINE set): not touching the network, and {file} for {name} is \
+         not in the cache (expected at {}). Import a copy with `zoo weights import FILE --as {name}` (without \
+         --as the file's digest names its entry), put it in the torch.hub cache, or set ZOO_MIRROR to a local \
+         folder holding {file}. Looked in:\n  - \
+         {} (zoo cache): not there",
+        expected_at.display(),
         expected_at.display()
     );
+    for l in looked {
+        s.push_str(&format!("\n  - {} ({}): {}", l.candidate.path.display(), l.candidate.kind, l.outcome));
+    }
     for f in tried {
         s.push_str(&format!("\n  - {}: {}", f.source, f.error));
     }
@@ -270,7 +297,16 @@ pub fn fetch(entry: &WeightsEntry, opts: &FetchOptions) -> Result<PathBuf, Fetch
     }
     // Leftovers of interrupted runs; failing to remove them must not stop the fetch.
     let _ = cache.clean_stale();
+    // Files users already downloaded with torch.hub or huggingface_hub, used in place.
+    let looked = match hub::find(entry, &opts.hubs, cache.dir(), opts.trust_unverified) {
+        Ok(path) => return Ok(path),
+        Err(looked) => looked,
+    };
     if !entry.is_verifiable() && !opts.trust_unverified {
+        if opts.offline {
+            let (name, file, expected_at) = (entry.name.clone(), entry.file_name(), cache.path_of(entry));
+            return Err(FetchError::Offline { name, file, expected_at, looked: Box::new(looked), tried: Vec::new() });
+        }
         return Err(unverified(entry));
     }
     let _lock =
@@ -315,6 +351,7 @@ pub fn fetch(entry: &WeightsEntry, opts: &FetchOptions) -> Result<PathBuf, Fetch
             name: entry.name.clone(),
             file: entry.file_name(),
             expected_at: cache.path_of(entry),
+            looked: Box::new(looked),
             tried: failures,
         })
     } else {

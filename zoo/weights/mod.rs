@@ -5,13 +5,19 @@
 //! - [`cache`]: the cache folder, its sidecars and locks.
 //! - [`digest`]: SHA-256 / SHA-1, full digests and published prefixes.
 //! - [`categories`]: class names ([`imagenet_classes`]).
+//! - [`hub`]: the torch.hub and Hugging Face caches, whose verified files are used in place.
+//! - [`identify`]: what a local checkpoint is (digest, zoo metadata, layout).
+//! - [`pretrained`]: the one loading path (entry or file to a model with its preprocessing).
 //!
-//! Environment: `ZOO_HOME` (cache and override manifest), `ZOO_OFFLINE=1`, `ZOO_MIRROR`,
-//! `ZOO_TRUST_UNVERIFIED=1`; see [`FetchOptions::from_env`].
+//! Environment: `ZOO_HOME` (cache and override manifest), `ZOO_OFFLINE=1` (or `HF_HUB_OFFLINE=1`),
+//! `ZOO_MIRROR`, `ZOO_TRUST_UNVERIFIED=1`, and `TORCH_HOME`, `HF_HOME`, `HF_HUB_CACHE` for the
+//! other caches; see [`FetchOptions::from_env`].
 pub mod cache;
 pub mod categories;
 pub mod digest;
 pub mod download;
+pub mod hub;
+pub mod identify;
 pub mod manifest;
 pub mod pretrained;
 

@@ -1,12 +1,23 @@
-//! Loading a model by name for the commands: `ARCH` (its default weights), `ARCH.TAG` (those
-//! weights) or `ARCH --weights FILE` (a local checkpoint in any supported format, including the
-//! zoo's own fine-tuned files, which carry their class names and preprocessing).
+//! The one loading path, for the library and every command: `ARCH` (its default weights),
+//! `ARCH.TAG` (those weights) or `ARCH --weights FILE` (a local checkpoint in any supported
+//! format) become a [`Loaded`] model with its preprocessing and class names.
+//!
+//! A local file is read once ([`LocalFile`]) and identified from its own content
+//! ([`identify`](super::identify)): by digest (a file of another architecture is refused with the
+//! entry it is), by the zoo's metadata (fine-tuned files keep their classes and preprocessing),
+//! by layout (the entry whose key rules make it load strictly), else as unknown. An unknown file
+//! gets no key rules, the architecture's classic eval transform ([`classic_preprocess`]) and the
+//! reference builder's options without weights ([`ArchOptions::unweighted`]: GoogLeNet and
+//! Inception v3 with `transform_input` off, as torchvision builds them for `weights=None`). One
+//! stderr line says what the file was identified as and which preprocessing is used;
+//! [`PreprocessOverride`] (`--preprocess ARCH.TAG`, `--resize`, `--crop`, `--interpolation`,
+//! `--mean`, `--std`) replaces it.
+use super::identify::{identify, Identity, LocalFile};
 use super::{category_names, fetch, manifest, FetchOptions, WeightsEntry};
 use crate::checkpoint::{self, StateDict};
-use crate::data::preprocess::Preprocess;
-use crate::models::{find, BuildConfig, Model, ModelSpec};
-use anyhow::{bail, Context, Result};
-use std::collections::BTreeMap;
+use crate::data::preprocess::{Interpolation, Preprocess};
+use crate::models::{find, ArchOptions, BuildConfig, Model, ModelSpec};
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 use tch::Device;
 
@@ -28,6 +39,95 @@ pub struct Loaded {
     pub labels: Vec<String>,
     /// What was loaded, for messages (`resnet50.tv2_in1k`, or the file path).
     pub source: String,
+    /// What the weights were identified as.
+    pub identity: Identity,
+    /// The line describing the file and its preprocessing (printed for local files).
+    pub notice: String,
+}
+
+/// Replacements for the identified preprocessing, applied in this order: `borrow` an entry's
+/// whole transform, then each field given.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PreprocessOverride {
+    /// `ARCH.TAG` (or `ARCH`) whose eval transform to use (`--preprocess`).
+    pub borrow: Option<String>,
+    pub resize: Option<u32>,
+    /// Height and width.
+    pub crop: Option<[u32; 2]>,
+    pub interpolation: Option<Interpolation>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+}
+
+impl PreprocessOverride {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `base` with the overrides applied, and what the result is made of.
+    pub fn apply(&self, base: Preprocess, from: String) -> Result<(Preprocess, String)> {
+        let (mut p, mut from) = (base, from);
+        if let Some(name) = &self.borrow {
+            let m = manifest().map_err(|e| anyhow!("{e}"))?;
+            let e = m.resolve(name).map_err(|e| anyhow!("--preprocess {name}: {e}"))?;
+            p = e.preprocess.clone();
+            from = format!("{}'s, from --preprocess", e.name);
+        }
+        let mut set = Vec::new();
+        if let Some(v) = self.resize {
+            p.resize = v;
+            set.push("--resize");
+        }
+        if let Some(v) = self.crop {
+            p.crop = v;
+            set.push("--crop");
+        }
+        if let Some(v) = self.interpolation {
+            p.interpolation = v;
+            set.push("--interpolation");
+        }
+        if let Some(v) = self.mean {
+            p.mean = v;
+            set.push("--mean");
+        }
+        if let Some(v) = self.std {
+            p.std = v;
+            set.push("--std");
+        }
+        if !set.is_empty() {
+            from = format!("{from}; {} given", set.join(", "));
+        }
+        p.validate().context("the preprocessing asked for")?;
+        Ok((p, from))
+    }
+}
+
+/// How to load: device, where weights come from, and what to override.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Fetching the manifest's files (cache, hub caches, mirror, network).
+    pub fetch: FetchOptions,
+    pub preprocess: PreprocessOverride,
+    /// Builder options on top of the identified ones (e.g. GoogLeNet's auxiliary heads).
+    pub arch: ArchOptions,
+    /// Do not print the notice line.
+    pub quiet: bool,
+}
+
+impl LoadOptions {
+    /// Loading on `device` with the environment's fetch options and nothing overridden.
+    pub fn new(device: Device) -> Self {
+        LoadOptions {
+            device,
+            fetch: FetchOptions::from_env(),
+            preprocess: PreprocessOverride::default(),
+            arch: ArchOptions::default(),
+            quiet: false,
+        }
+    }
 }
 
 /// Splits `ARCH[.TAG]` and finds the architecture.
@@ -38,103 +138,153 @@ pub fn arch_of(name: &str) -> Result<&'static ModelSpec> {
 
 /// The manifest entry `name` resolves to, if any (`ARCH` → its default, `ARCH.TAG` → that one).
 pub fn entry_for(name: &str) -> Result<Option<&'static WeightsEntry>> {
-    let m = manifest().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let m = manifest().map_err(|e| anyhow!("{e}"))?;
     match m.resolve(name) {
         Ok(e) => Ok(Some(e)),
-        Err(e) if name.contains('.') => Err(anyhow::anyhow!("{e}")),
+        Err(e) if name.contains('.') => Err(anyhow!("{e}")),
         Err(_) => Ok(None),
     }
 }
 
 /// Loads `name` (`ARCH` or `ARCH.TAG`), from `weights` when given, else from the manifest
-/// (fetching into the cache as needed).
+/// (fetching into the cache as needed), with nothing overridden.
 pub fn load(name: &str, weights: Option<&Path>, device: Device, opts: &FetchOptions) -> Result<Loaded> {
+    load_with(name, weights, &LoadOptions { fetch: opts.clone(), ..LoadOptions::new(device) })
+}
+
+/// Loads `name` (`ARCH` or `ARCH.TAG`) from `weights` when given, else from the manifest.
+pub fn load_with(name: &str, weights: Option<&Path>, opts: &LoadOptions) -> Result<Loaded> {
     let spec = arch_of(name)?;
-    let entry = entry_for(name)?;
-    match weights {
-        Some(file) => load_file(spec, entry, file, device),
+    let named = entry_for(name)?;
+    let m = manifest().map_err(|e| anyhow!("{e}"))?;
+    let (mut file, identity) = match weights {
+        Some(path) => {
+            let file = LocalFile::read(path)?;
+            let identity = identify(m, spec, &file, named.filter(|_| name.contains('.')))?;
+            (file, identity)
+        }
         None => {
-            let Some(entry) = entry else {
+            let Some(entry) = named else {
                 bail!(
                     "no pretrained weights are listed for '{}': pass a checkpoint with --weights FILE \
                      (`zoo weights list` shows what is available)",
                     spec.name
                 );
             };
-            let path = fetch(entry, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let sd = checkpoint::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let sd = checkpoint::apply_rules(sd, &entry.key_rules)?;
-            let model = build_loaded(spec, &sd, device, &entry.name)?;
-            // The zoo's own checkpoints carry their class names; others use the entry's list.
-            let meta = match checkpoint::detect_format(&path)? {
-                checkpoint::Format::Safetensors => checkpoint::read_safetensors_metadata(&path)?,
-                _ => BTreeMap::new(),
-            };
-            let labels = match meta.get(meta::CLASSES) {
-                Some(json) => serde_json::from_str(json).context("reading the class names stored in the checkpoint")?,
-                None => category_names(entry)?,
-            };
-            Ok(Loaded { model, preprocess: entry.preprocess.clone(), labels, source: entry.name.clone() })
+            let path = fetch(entry, &opts.fetch).map_err(|e| anyhow!("{e}"))?;
+            // The cache verified it: no rehashing.
+            (LocalFile::read_with(&path, String::new(), String::new())?, Identity::Fetched(entry))
         }
+    };
+    let what = file.path.display().to_string();
+    let sd = checkpoint::apply_rules(std::mem::take(&mut file.tensors), identity.rules())?;
+    let classes = sd.get(&format!("{}weight", spec.head)).map_or(spec.num_classes, |t| t.size()[0]);
+    let mut options = if identity == Identity::Unknown { ArchOptions::unweighted() } else { ArchOptions::default() };
+    options.aux_logits = opts.arch.aux_logits.or(options.aux_logits);
+    options.transform_input = opts.arch.transform_input.or(options.transform_input);
+    let config = BuildConfig { num_classes: classes, ..spec.default_config() };
+    let model = crate::nn::without_init(|| Model::with_options(spec.name, config, options, opts.device))?;
+    load_strict(&model, &sd, &what)?;
+
+    let stored = |key: &str| file.metadata.get(key);
+    let (base, from) = match (stored(meta::PREPROCESS), identity.entry()) {
+        (Some(json), _) => (
+            serde_json::from_str(json).context("reading the preprocessing stored in the checkpoint")?,
+            "stored in the checkpoint".to_string(),
+        ),
+        (None, Some(e)) => (e.preprocess.clone(), format!("{}'s", e.name)),
+        (None, None) => (classic_preprocess(spec), format!("{}'s classic eval transform", spec.name)),
+    };
+    let (preprocess, from) = opts.preprocess.apply(base, from)?;
+    let labels = match (stored(meta::CLASSES), identity.entry()) {
+        (Some(json), _) => serde_json::from_str(json).context("reading the class names stored in the checkpoint")?,
+        (None, Some(e)) if e.num_classes as i64 == classes => category_names(e)?,
+        _ if classes == 1000 => super::imagenet_classes().iter().map(|s| s.to_string()).collect(),
+        _ => (0..classes).map(|i| format!("class_{i}")).collect(),
+    };
+    let source = match identity {
+        Identity::Fetched(e) => e.name.clone(),
+        _ => what.clone(),
+    };
+    let mut notice = format!(
+        "zoo: {what}: {}; {classes} classes; preprocessing {} ({from})",
+        identity.describe(&file),
+        describe_preprocess(&preprocess)
+    );
+    if options.transform_input == Some(false) && spec.build_with.is_some() {
+        notice.push_str("; transform_input off, as torchvision builds it without weights");
     }
+    if identity == Identity::Unknown && opts.preprocess.is_empty() {
+        notice.push_str("; set --preprocess ARCH.TAG or --resize/--crop/--interpolation/--mean/--std to change it");
+    }
+    if weights.is_some() && !opts.quiet {
+        eprintln!("{notice}");
+    }
+    Ok(Loaded { model, preprocess, labels, source, identity, notice })
 }
 
-/// Loads a local checkpoint into `spec`, with the class count the file's head has.
-fn load_file(spec: &'static ModelSpec, entry: Option<&WeightsEntry>, file: &Path, device: Device) -> Result<Loaded> {
-    let meta = if checkpoint::detect_format(file)? == checkpoint::Format::Safetensors {
-        checkpoint::read_safetensors_metadata(file)?
-    } else {
-        BTreeMap::new()
-    };
-    if let Some(arch) = meta.get(meta::ARCH) {
-        if arch != spec.name {
-            bail!("{} holds a {arch} model, not {}: run it as `{arch}`", file.display(), spec.name);
-        }
-    }
-    let mut sd = checkpoint::read(file).with_context(|| format!("reading checkpoint {}", file.display()))?;
-    if let Some(e) = entry.filter(|_| meta.is_empty()) {
-        // A downloaded file of a known source keeps that source's key names.
-        sd = checkpoint::apply_rules(sd, &e.key_rules)?;
-    }
-    let model = build_loaded(spec, &sd, device, &file.display().to_string())?;
-    let classes = model.net.num_classes();
-    let preprocess = match meta.get(meta::PREPROCESS) {
-        Some(json) => serde_json::from_str(json).context("reading the preprocessing stored in the checkpoint")?,
-        None => entry.map(|e| e.preprocess.clone()).unwrap_or_else(|| default_preprocess(spec)),
-    };
-    let labels = match meta.get(meta::CLASSES) {
-        Some(json) => serde_json::from_str(json).context("reading the class names stored in the checkpoint")?,
-        None => match entry {
-            Some(e) if e.num_classes as i64 == classes => category_names(e)?,
-            _ if classes == 1000 => super::imagenet_classes().iter().map(|s| s.to_string()).collect(),
-            _ => (0..classes).map(|i| format!("class_{i}")).collect(),
-        },
-    };
-    Ok(Loaded { model, preprocess, labels, source: file.display().to_string() })
+/// Loads a local checkpoint into `model` as built, identified and key-ruled as [`load_with`]
+/// does (what [`Model::load_file`] runs).
+pub fn load_file_into(model: &mut Model, path: &Path) -> Result<()> {
+    let m = manifest().map_err(|e| anyhow!("{e}"))?;
+    let file = LocalFile::read(path)?;
+    let identity = identify(m, model.spec, &file, None)?;
+    let sd = checkpoint::apply_rules(file.tensors, identity.rules())?;
+    load_strict(model, &sd, &path.display().to_string())
 }
 
-/// Eval preprocessing for a model without a weights entry: ImageNet's, at its input size.
-pub fn default_preprocess(spec: &ModelSpec) -> Preprocess {
+/// Strict loading, where the checkpoint may hold the architecture's optional tensors (GoogLeNet's
+/// auxiliary heads) that the model was built without.
+fn load_strict(model: &Model, sd: &StateDict, what: &str) -> Result<()> {
+    let vars = model.vs.variables();
+    let absent: Vec<String> =
+        model.spec.optional.iter().filter(|p| !vars.keys().any(|k| k.starts_with(*p))).map(|p| p.to_string()).collect();
+    let opts = checkpoint::LoadOptions { ignore_unexpected: absent, ..Default::default() };
+    checkpoint::load_into(&model.vs, sd, &opts).with_context(|| format!("loading {what} into {}", model.spec.name))?;
+    Ok(())
+}
+
+/// `resize 256, crop 224x224, bilinear, mean [..], std [..]`.
+pub fn describe_preprocess(p: &Preprocess) -> String {
+    let crop = if p.crop[0] == p.crop[1] { p.crop[0].to_string() } else { format!("{}x{}", p.crop[0], p.crop[1]) };
+    let interp = serde_json::to_value(p.interpolation).ok().and_then(|v| v.as_str().map(str::to_string));
+    format!("resize {}, crop {crop}, {}, mean {:?}, std {:?}", p.resize, interp.unwrap_or_default(), p.mean, p.std)
+}
+
+/// The architecture's classic eval transform, for weights nothing describes: resize to
+/// crop / 0.875 (rounded), bilinear, the network's default input as the crop, and the mean/std
+/// most of the architecture's published weights use (else its family's): ImageNet's, or
+/// 0.5/0.5 where those sources use it (the TensorFlow ports: Inception v4, Inception-ResNet v2,
+/// EfficientNet-Lite, MobileNet v1); ImageNet's on a tie. One-channel networks (LeNet-5): no
+/// resize, 0.5/0.5.
+pub fn classic_preprocess(spec: &ModelSpec) -> Preprocess {
     let mut p = Preprocess::imagenet_for_input(spec.input_size[1] as u32);
     if spec.input_size[0] == 1 {
-        p = Preprocess { channels: 1, mean: [0.5; 3], std: [0.5; 3], resize: p.crop[0], ..p };
+        return Preprocess { channels: 1, mean: [0.5; 3], std: [0.5; 3], resize: p.crop[0], ..p };
+    }
+    if half_normalised(spec) {
+        p.mean = [0.5; 3];
+        p.std = [0.5; 3];
     }
     p
 }
 
-/// Builds `spec` with the class count of the checkpoint's head and loads it strictly.
-pub fn build_loaded(spec: &'static ModelSpec, sd: &StateDict, device: Device, what: &str) -> Result<Model> {
-    let probe = crate::nn::without_init(|| Model::new(spec.name, spec.default_config(), Device::Cpu))?;
-    let classes = probe
-        .net
-        .classifier_prefixes()
-        .iter()
-        .find_map(|p| sd.get(&format!("{p}weight")).map(|t| t.size()[0]))
-        .unwrap_or(spec.num_classes);
-    drop(probe);
-    let config = BuildConfig { num_classes: classes, ..spec.default_config() };
-    let model = crate::nn::without_init(|| Model::new(spec.name, config, device))?;
-    checkpoint::load_into(&model.vs, sd, &Default::default())
-        .with_context(|| format!("loading {what} into {}", spec.name))?;
-    Ok(model)
+/// Whether most published weights of the architecture (else of its family) use mean 0.5.
+fn half_normalised(spec: &ModelSpec) -> bool {
+    let Ok(m) = manifest() else { return false };
+    let vote = |entries: Vec<&WeightsEntry>| {
+        let half = entries.iter().filter(|e| e.preprocess.mean.iter().all(|v| (v - 0.5).abs() < 0.01)).count();
+        (!entries.is_empty()).then_some(2 * half > entries.len())
+    };
+    let family = || {
+        let archs: Vec<&str> =
+            crate::models::registry().iter().filter(|s| s.family == spec.family).map(|s| s.name).collect();
+        m.entries.iter().filter(|e| archs.contains(&e.arch())).collect()
+    };
+    vote(m.entries_for(spec.name)).or_else(|| vote(family())).unwrap_or(false)
+}
+
+/// Eval preprocessing for a model without a weights entry: [`classic_preprocess`].
+pub fn default_preprocess(spec: &ModelSpec) -> Preprocess {
+    classic_preprocess(spec)
 }
