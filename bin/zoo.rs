@@ -434,7 +434,8 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
 
 fn train_run(args: &zoo::commands::train::TrainArgs, pretrained: bool) -> Result<()> {
     let s = if pretrained { zoo::commands::train::finetune(args)? } else { zoo::commands::train::train(args)? };
-    if let Some(last) = s.history.last() {
+    // In a data-parallel job rank 0 reports for all.
+    if let Some(last) = s.history.last().filter(|_| zoo::dist::is_lead()) {
         println!(
             "{}: {} epochs, last val top-1 {:.2}%, best {:.2}% (epoch {})",
             s.out.display(),

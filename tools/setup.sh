@@ -34,5 +34,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Gloo's headers (the torch wheel ships none): build.rs compiles zoo/dist/c10d.cpp, the
+# data-parallel training shim, against them and the wheel's libtorch_cpu.
+if ! dpkg -s libgloo-dev >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgloo-dev >/dev/null
+  else
+    echo "zoo setup: please run 'sudo apt-get install libgloo-dev' (distributed training)" >&2
+  fi
+fi
+
 .venv/bin/python -c 'import torch, torchvision; print("zoo setup: torch", torch.__version__, "torchvision", torchvision.__version__)'
 echo "$want" > "$stamp"

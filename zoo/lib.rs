@@ -5,6 +5,7 @@
 //! - [`checkpoint`]: reading PyTorch (zip and legacy) and safetensors files without executing pickles.
 //! - [`weights`]: the manifest of public checkpoints, the verifying downloader and the cache.
 //! - [`data`]: image decoding and preprocessing, class names, data sets.
+//! - [`dist`]: data-parallel training on c10d (torchrun, Slurm, Gloo, NCCL), DDP's semantics.
 //! - [`train`]: fine-tuning and training (data sets, augmentation, optimisers, the loop).
 //! - [`commands`]: what the `zoo` command line runs.
 //! - [`text`]: escaping control characters in messages that quote file content.
@@ -12,6 +13,7 @@
 pub mod checkpoint;
 pub mod commands;
 pub mod data;
+pub mod dist;
 pub mod models;
 pub mod nn;
 pub mod plot;

@@ -21,6 +21,25 @@ thread_local! {
     static SKIP_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static FROZEN_BN: std::cell::RefCell<std::collections::HashSet<String>> = Default::default();
     static BN_MOMENTUM: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+    static SYNC_BN: std::cell::Cell<Option<SyncBatchNorm>> = const { std::cell::Cell::new(None) };
+}
+
+/// A training-mode batch norm whose statistics span more than this process's batch
+/// (`--sync-bn`, [`crate::dist::sync_batch_norm`]): `(input, weight, bias, running_mean,
+/// running_var, momentum, eps)` to the output.
+pub type SyncBatchNorm = fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor, f64, f64) -> Tensor;
+
+/// Runs `f` with every batch norm that trains (not frozen) normalising through `sync` instead
+/// of libtorch's batch norm; `None` keeps libtorch's.
+pub fn with_sync_batch_norm<R>(sync: Option<SyncBatchNorm>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<SyncBatchNorm>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SYNC_BN.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(SYNC_BN.with(|c| c.replace(sync)));
+    f()
 }
 
 /// Runs `f` with every batch norm updating its running statistics with `momentum` instead of
@@ -236,14 +255,19 @@ impl Layer for BatchNorm2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let op = || Op::BatchNorm { features: self.weight.size()[0] };
         trace::layer(&self.path, op, xs, |xs| {
+            let train = train && !batch_norm_frozen(&self.path);
+            let momentum = BN_MOMENTUM.with(std::cell::Cell::get).unwrap_or(self.momentum);
+            if let Some(sync) = SYNC_BN.with(std::cell::Cell::get).filter(|_| train) {
+                return sync(xs, &self.weight, &self.bias, &self.running_mean, &self.running_var, momentum, self.eps);
+            }
             Tensor::batch_norm(
                 xs,
                 Some(&self.weight),
                 Some(&self.bias),
                 Some(&self.running_mean),
                 Some(&self.running_var),
-                train && !batch_norm_frozen(&self.path),
-                BN_MOMENTUM.with(std::cell::Cell::get).unwrap_or(self.momentum),
+                train,
+                momentum,
                 self.eps,
                 true,
             )

@@ -84,6 +84,9 @@ pub struct TrainConfig {
     /// Batch-norm momentum while training (`None`: each layer's own).
     #[serde(default)]
     pub bn_momentum: Option<f64>,
+    /// Data-parallel runs: batch-norm statistics over every rank's batch (SyncBatchNorm).
+    #[serde(default)]
+    pub sync_bn: bool,
     /// libtorch's intra-op threads (`None`: its default, one per core).
     #[serde(skip)]
     pub threads: Option<usize>,
@@ -134,6 +137,7 @@ impl Default for TrainConfig {
             augment: AugmentConfig::default(),
             cache_mb: 1024,
             bn_momentum: None,
+            sync_bn: false,
             threads: None,
             resume: false,
             stop_after: None,
@@ -181,6 +185,13 @@ pub struct ResumeState {
     pub scaler: GradScaler,
     pub classes: Vec<String>,
     pub config: TrainConfig,
+    /// Processes of the data-parallel run that wrote it (1: a single process).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Metrics of one epoch (one row of `metrics.csv`).
@@ -465,6 +476,75 @@ pub fn evaluate(
     })
 }
 
+/// Sums an evaluation over the ranks of a data-parallel job: exact counts (the confusion
+/// matrix, top-1 and top-5 hits), the loss summed; every rank gets the whole result.
+pub fn all_reduce_eval(group: &crate::dist::Group, r: EvalResult) -> Result<EvalResult> {
+    let k = r.confusion.len();
+    // top-5 hits, recovered exactly from the percentage of this rank's images.
+    let top5 = if r.n == 0 { 0 } else { (r.acc5 * r.n as f64 / 100.0).round() as u64 };
+    let mut counts: Vec<u64> = r.confusion.iter().flatten().copied().collect();
+    counts.extend([r.n as u64, top5]);
+    let counts = group.sum_u64(&counts)?;
+    let loss = group.sum_f64(&[if r.n == 0 { 0.0 } else { r.loss * r.n as f64 }])?[0];
+    let confusion: Vec<Vec<u64>> = counts[..k * k].chunks(k.max(1)).map(<[u64]>::to_vec).collect();
+    let (n, top5) = (counts[k * k] as usize, counts[k * k + 1]);
+    let top1: u64 = (0..k).map(|i| confusion[i][i]).sum();
+    let pct = |c: u64| if n == 0 { f64::NAN } else { 100.0 * c as f64 / n as f64 };
+    Ok(EvalResult {
+        n,
+        loss: if n == 0 { f64::NAN } else { loss / n as f64 },
+        acc1: pct(top1),
+        acc5: pct(top5),
+        confusion,
+        failed: r.failed,
+        seconds: r.seconds,
+    })
+}
+
+/// What the ranks of a data-parallel run must agree on, as digests: the flags (all but the
+/// device, which is each rank's own GPU), the data (files, labels, sizes), and the starting
+/// weights when they come from a file (pretrained or resumed; the new head is left out, it is
+/// random and broadcast from rank 0 like everything else).
+fn run_digests(cfg: &TrainConfig, data: &DataSet, model: &Model, resumed: bool) -> Result<Vec<(&'static str, u64)>> {
+    use crate::dist::{digest, digest_tensors};
+    let mut flags = serde_json::to_value(cfg)?;
+    if let Some(o) = flags.as_object_mut() {
+        o.remove("device");
+        o.insert("resume".into(), cfg.resume.into());
+    }
+    let mut files = String::new();
+    for s in data.train.iter().chain(&data.val) {
+        let rel = s.path.strip_prefix(&cfg.data).unwrap_or(&s.path);
+        files += &format!("{}\t{}\t{}x{}\n", rel.display(), s.label, s.size.0, s.size.1);
+    }
+    files += &format!("{} train\n{}\n", data.train.len(), data.classes.join(","));
+    let head = model.net.classifier_prefixes();
+    let entries = model_entries(model);
+    let weights =
+        entries.iter().filter(|(n, _)| resumed || (cfg.pretrained && !head.iter().any(|p| n.starts_with(p.as_str()))));
+    let shapes: String = entries.iter().map(|(n, t)| format!("{n}{:?};", t.size())).collect();
+    Ok(vec![
+        ("the flags", digest(serde_json::to_string(&flags)?.as_bytes())),
+        ("the model", digest(shapes.as_bytes())),
+        ("the data", digest(files.as_bytes())),
+        ("the starting weights", digest_tensors(weights.map(|(n, t)| (n.as_str(), t)))?),
+    ])
+}
+
+/// What the ranks of a data-parallel `zoo eval` must agree on: the weights and the images.
+pub fn eval_digests(model: &Model, data: &DataSet, root: &Path) -> Result<Vec<(&'static str, u64)>> {
+    let mut files = String::new();
+    for s in &data.val {
+        let rel = s.path.strip_prefix(root).unwrap_or(&s.path);
+        files += &format!("{}\t{}\n", rel.display(), s.label);
+    }
+    let entries = model_entries(model);
+    Ok(vec![
+        ("the weights", crate::dist::digest_tensors(entries.iter().map(|(n, t)| (n.as_str(), t)))?),
+        ("the data", crate::dist::digest(files.as_bytes())),
+    ])
+}
+
 /// The eval preprocessing of a run: the weights' (or model's), with `--input-size`/`--resize`.
 pub fn run_preprocess(base: &Preprocess, input_size: Option<u32>, resize: Option<u32>) -> Preprocess {
     let mut pre = base.clone();
@@ -646,6 +726,10 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         eprintln!("warning: --amp needs a CUDA device: training in float32 on the CPU");
     }
     let cl = cfg.channels_last && device.is_cuda();
+    // Under a data-parallel launch (crate::dist): this rank and the world; rank 0 alone writes.
+    let group = crate::dist::group();
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank, g.world));
+    let lead = rank == 0;
     if let Some(n) = cfg.threads {
         tch::set_num_threads(n.max(1) as i32);
     }
@@ -662,7 +746,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     }
 
     let data = dataset::image_folder(&cfg.data, cfg.val_split, cfg.seed)?;
-    for w in &data.warnings {
+    for w in data.warnings.iter().filter(|_| lead) {
         eprintln!("warning: {w}");
     }
     let classes = data.classes.clone();
@@ -670,7 +754,9 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
 
     tch::manual_seed(cfg.seed as i64);
     let (model, pre, source_name) = build(cfg, classes.len(), device)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if lead {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    }
 
     let mut state: Option<ResumeState> = None;
     let mut resume_sd = StateDict::default();
@@ -687,7 +773,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
                 classes.join(", ")
             );
         }
-        for note in check_resume(&st.config, cfg)? {
+        for note in check_resume(&st.config, cfg)?.iter().filter(|_| lead) {
             eprintln!("warning: resuming with a changed setting: {note}");
         }
         let sd = checkpoint::read(&resume_path)?;
@@ -721,8 +807,28 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
             }
         });
     }
+    if let Some(g) = group {
+        // Refuse ranks started differently, then give everyone rank 0's weights (DDP's
+        // _sync_module_states).
+        g.check_same(&run_digests(cfg, &data, &model, state.is_some())?)?;
+        let all: Vec<Tensor> = model_entries(&model).into_iter().map(|(_, t)| t).collect();
+        g.broadcast(&all, 0)?;
+    }
     let params = parameters(&model, &frozen, cfg.backbone_lr_scale);
     ensure!(!params.is_empty(), "nothing to train: --freeze {} leaves no parameter", cfg.freeze);
+    let sync_bn: Option<crate::nn::SyncBatchNorm> =
+        group.filter(|_| cfg.sync_bn).map(|_| crate::dist::sync_batch_norm as crate::nn::SyncBatchNorm);
+    if cfg.sync_bn && group.is_none() {
+        eprintln!("warning: --sync-bn outside a data-parallel launch: plain batch norm");
+    }
+    let mut reducer = match group {
+        Some(g) => {
+            let leaves: Vec<Tensor> = params.iter().map(|p| p.tensor.shallow_clone()).collect();
+            let buffers = model_entries(&model).into_iter().filter(|(n, _)| is_buffer(n)).map(|(_, t)| t).collect();
+            Some(crate::dist::Reducer::new(g, &leaves, buffers)?)
+        }
+        None => None,
+    };
     let trained: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
     let mut opt = Optimizer::new(cfg.optimizer, params, cfg.weight_decay);
     let mut scaler = GradScaler::new(amp);
@@ -732,7 +838,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         scaler = st.scaler;
         scaler.enabled = amp;
         (start_epoch, global_step, best_acc1, best_epoch) = (st.epoch, st.global_step, st.best_acc1, st.best_epoch);
-        if start_epoch < cfg.epochs {
+        if start_epoch < cfg.epochs && lead {
             eprintln!("resuming {} at epoch {} of {}", out.display(), start_epoch + 1, cfg.epochs);
         }
     }
@@ -740,22 +846,37 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     let n_train = data.train.len();
     let train_idx: Vec<usize> = (0..n_train).collect();
     let val_idx: Vec<usize> = (n_train..n_train + data.val.len()).collect();
+    // This rank's part of the val split (all of it in a single process); counts are summed.
+    let my_val = crate::dist::sampler::split(&val_idx, rank, world);
+    // Samples per rank and epoch: DistributedSampler's ceil(N / W).
+    let per_rank = n_train.div_ceil(world);
     let source = Source::new(data.train.iter().chain(&data.val).cloned().collect(), pre.channels, cfg.cache_mb);
-    eprintln!(
-        "{}: {} ({}), {} classes, {} train / {} val images, {} of {} parameters trained{}, {:?}{}{}",
-        if cfg.pretrained { "finetune" } else { "train" },
-        spec.name,
-        source_name,
-        classes.len(),
-        n_train,
-        val_idx.len(),
-        trained,
-        model.num_params(),
-        if frozen.vars.is_empty() { String::new() } else { format!(" (--freeze {})", cfg.freeze) },
-        device,
-        if amp { ", amp" } else { "" },
-        if source.cached() { ", images cached in memory" } else { "" },
-    );
+    if let Some(g) = group.filter(|_| lead) {
+        eprintln!(
+            "data-parallel: {world} processes ({}, {}), {} images per process and step, {} per step in all",
+            if g.device.is_cuda() { "NCCL" } else { "Gloo" },
+            g.address,
+            cfg.batch_size,
+            cfg.batch_size * world
+        );
+    }
+    if lead {
+        eprintln!(
+            "{}: {} ({}), {} classes, {} train / {} val images, {} of {} parameters trained{}, {:?}{}{}",
+            if cfg.pretrained { "finetune" } else { "train" },
+            spec.name,
+            source_name,
+            classes.len(),
+            n_train,
+            val_idx.len(),
+            trained,
+            model.num_params(),
+            if frozen.vars.is_empty() { String::new() } else { format!(" (--freeze {})", cfg.freeze) },
+            device,
+            if amp { ", amp" } else { "" },
+            if source.cached() { ", images cached in memory" } else { "" },
+        );
+    }
 
     let epoch_order = |epoch: usize| -> Vec<usize> {
         let mut order = train_idx.clone();
@@ -768,7 +889,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         augment::augment(&p, &pre, &cfg.augment, &mut rng).map_err(|e| format!("{e:#}"))
     };
 
-    if let Some(path) = &cfg.show_augment {
+    if let Some(path) = cfg.show_augment.as_ref().filter(|_| lead) {
         let order = epoch_order(start_epoch + 1);
         let pics: Vec<Picture> = order
             .iter()
@@ -781,24 +902,47 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         eprintln!("wrote {} augmented samples to {}", pics.len(), path.display());
     }
 
-    let batches_per_epoch = n_train.div_ceil(cfg.batch_size);
+    let batches_per_epoch = per_rank.div_ceil(cfg.batch_size);
     let steps_per_epoch = batches_per_epoch.div_ceil(cfg.accumulate) as u64;
+    if let Some(st) = state.as_ref().filter(|st| st.world_size != world) {
+        // Another world size, another number of steps per epoch: the schedule restarts from
+        // the epoch boundary in this run's steps.
+        global_step = st.epoch as u64 * steps_per_epoch;
+        if lead {
+            eprintln!("resuming a run of {} process(es) with {world}", st.world_size);
+        }
+    }
     let metadata = checkpoint_metadata(spec.name, &classes, &pre)?;
     let mut history = read_metrics(&out.join("metrics.csv"), start_epoch);
     let aux_weight = if spec.name == "googlenet" { 0.3 } else { 0.4 };
     let title = format!("{} on {}", spec.name, cfg.data.display());
     let mut reported_failures = 0;
-    write_run_json(cfg, spec.name, &source_name, &classes, &pre, &data, device, best_epoch, best_acc1, start_epoch)?;
+    if lead {
+        write_run_json(
+            cfg,
+            spec.name,
+            &source_name,
+            &classes,
+            &pre,
+            &data,
+            device,
+            best_epoch,
+            best_acc1,
+            start_epoch,
+        )?;
+    }
 
-    if start_epoch >= cfg.epochs {
+    if start_epoch >= cfg.epochs && lead {
         eprintln!("{} already ran its {} epochs: raise --epochs to train further", out.display(), cfg.epochs);
     }
     for epoch in (start_epoch + 1..=cfg.epochs).take(cfg.stop_after.unwrap_or(usize::MAX)) {
-        tch::manual_seed(mix(mix(cfg.seed) ^ epoch as u64) as i64 & i64::MAX);
+        // Dropout masks differ between ranks (rank 0 draws what a single process draws).
+        let rank_salt = if rank == 0 { 0 } else { mix(rank as u64) };
+        tch::manual_seed((mix(mix(cfg.seed) ^ epoch as u64) ^ rank_salt) as i64 & i64::MAX);
         let t0 = Instant::now();
-        let order = epoch_order(epoch);
+        let order = crate::dist::sampler::shard(&epoch_order(epoch), rank, world);
         let batches: Vec<Vec<usize>> = order.chunks(cfg.batch_size).map(<[usize]>::to_vec).collect();
-        let bar = epoch_bar(n_train, cfg.progress, epoch, cfg.epochs);
+        let bar = epoch_bar(order.len(), cfg.progress && lead, epoch, cfg.epochs);
         let (mut seen, mut loss_sum, mut correct) = (0usize, 0f64, 0i64);
         let mut lr = Schedule::lr(&cfg.schedule, cfg.lr, global_step, steps_per_epoch, cfg.epochs);
         let make = |b: &[usize]| {
@@ -822,7 +966,16 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
             |bi, b| {
                 bar.inc(b.labels.len() as u64);
                 let last = bi + 1 == batches.len();
+                if b.labels.is_empty() && reducer.is_some() {
+                    // The other ranks are in this step's all-reduce: stop them rather than hang.
+                    bail!("rank {rank}: no image of batch {} could be read: remove the unreadable files", bi + 1);
+                }
                 if !b.labels.is_empty() {
+                    // The last micro-batch of an optimiser step all-reduces its gradients.
+                    let sync = (micro + 1) % cfg.accumulate == 0 || last;
+                    if let Some(r) = reducer.as_mut() {
+                        r.before_forward(sync)?;
+                    }
                     let (xs, ys) = to_input(&b, &pre, device, cl);
                     if bi == 0 {
                         model.check_input(&xs)?;
@@ -845,14 +998,22 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
                     };
                     let (loss, logits) = crate::nn::with_frozen_batch_norms(&frozen.batch_norms, || {
                         crate::nn::with_batch_norm_momentum(cfg.bn_momentum, || {
-                            if amp {
-                                super::autocast::autocast(true, forward)
-                            } else {
-                                forward()
-                            }
+                            crate::nn::with_sync_batch_norm(sync_bn, || {
+                                if amp {
+                                    super::autocast::autocast(true, forward)
+                                } else {
+                                    forward()
+                                }
+                            })
                         })
                     });
-                    (&loss * (scale / cfg.accumulate as f64)).backward();
+                    if let Some(r) = reducer.as_mut() {
+                        r.after_forward(sync)?;
+                    }
+                    (&loss * (scale / cfg.accumulate as f64)).f_backward().map_err(|e| match &reducer {
+                        Some(r) => anyhow!("{}: {e}", r.group().failed("the gradient all-reduce")),
+                        None => anyhow!("backward: {e}"),
+                    })?;
                     let l = loss.double_value(&[]);
                     if !l.is_finite() && !amp {
                         bail!("the loss became {l} at epoch {epoch}, batch {}: lower --lr", bi + 1);
@@ -882,6 +1043,10 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
             },
         )?;
         bar.finish_and_clear();
+        if let Some(g) = group {
+            let sums = g.sum_f64(&[loss_sum, correct as f64, seen as f64])?;
+            (loss_sum, correct, seen) = (sums[0], sums[1] as i64, sums[2] as usize);
+        }
         let train_secs = t0.elapsed().as_secs_f64();
         ensure!(seen > 0, "no training image of epoch {epoch} could be read");
 
@@ -897,7 +1062,11 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         let val = if val_idx.is_empty() {
             None
         } else {
-            Some(evaluate(&model, &source, &val_idx, classes.len(), &pre, cfg.batch_size, cfg.progress)?)
+            let r = evaluate(&model, &source, &my_val, classes.len(), &pre, cfg.batch_size, cfg.progress && lead)?;
+            Some(match group {
+                Some(g) => all_reduce_eval(g, r)?,
+                None => r,
+            })
         };
         let m = EpochMetrics {
             epoch,
@@ -910,15 +1079,16 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
             seconds: t0.elapsed().as_secs_f64(),
             images_per_second: seen as f64 / train_secs.max(1e-9),
         };
-        eprintln!(
-            "epoch {epoch}/{}  lr {:.3e}  train loss {:.4} top-1 {:.2}%  val loss {:.4} top-1 {:.2}% top-5 {:.2}%  {:.1} s  {:.0} img/s",
-            cfg.epochs, m.lr, m.train_loss, m.train_acc1, m.val_loss, m.val_acc1, m.val_acc5, m.seconds, m.images_per_second
-        );
+        if lead {
+            eprintln!(
+                "epoch {epoch}/{}  lr {:.3e}  train loss {:.4} top-1 {:.2}%  val loss {:.4} top-1 {:.2}% top-5 {:.2}%  {:.1} s  {:.0} img/s",
+                cfg.epochs, m.lr, m.train_loss, m.train_acc1, m.val_loss, m.val_acc1, m.val_acc5, m.seconds, m.images_per_second
+            );
+        }
 
         // Checkpoints first, then metrics, then the resume file: a crash in between redoes
         // this epoch on --resume (metrics rows beyond the resume epoch are dropped).
         let entries = model_entries(&model);
-        checkpoint::write_safetensors(&out.join("last.safetensors"), &entries, Some(&metadata))?;
         let improved = match (val.as_ref(), best_acc1) {
             (Some(v), Some(b)) => v.acc1 > b,
             (Some(_), None) => true,
@@ -927,9 +1097,15 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         if improved {
             best_acc1 = val.as_ref().map(|v| v.acc1);
             best_epoch = epoch;
-            checkpoint::write_safetensors(&out.join("best.safetensors"), &entries, Some(&metadata))?;
         }
         history.push(m);
+        if !lead {
+            continue;
+        }
+        checkpoint::write_safetensors(&out.join("last.safetensors"), &entries, Some(&metadata))?;
+        if improved {
+            checkpoint::write_safetensors(&out.join("best.safetensors"), &entries, Some(&metadata))?;
+        }
         write_metrics(&out.join("metrics.csv"), &history)?;
         if let Err(e) = plot_curves(&out.join("curves.png"), &title, &history) {
             eprintln!("warning: curves.png not drawn: {e:#}");
@@ -943,6 +1119,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
             scaler,
             classes: classes.clone(),
             config: cfg.clone(),
+            world_size: world,
         };
         let mut resume_entries: Vec<(String, Tensor)> =
             entries.iter().map(|(k, t)| (format!("model.{k}"), t.shallow_clone())).collect();
@@ -952,7 +1129,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         checkpoint::write_safetensors(&resume_path, &resume_entries, Some(&rmeta))?;
         write_run_json(cfg, spec.name, &source_name, &classes, &pre, &data, device, best_epoch, best_acc1, epoch)?;
     }
-    if let Some(b) = best_acc1 {
+    if let Some(b) = best_acc1.filter(|_| lead) {
         eprintln!("best val top-1 {b:.2}% at epoch {best_epoch}: {}", out.join("best.safetensors").display());
     }
     Ok(TrainSummary { out: out.clone(), classes, history, best_epoch, best_acc1, warnings: data.warnings })
