@@ -261,8 +261,11 @@ fn library_and_cli_load_the_same_model() {
     common::assert_parity("googlenet Model::from_file", &lib, io.get("logits").unwrap());
     let home = Home::new();
     let (cli, _) = cli_logits(&home, "googlenet", &file, &images(256), &[]);
-    let (err, tol) = common::parity_error(&cli, &lib);
-    assert!(err <= tol / 10.0, "CLI and library differ by {err:e}");
+    let p = common::compare(&cli, &lib);
+    assert!(
+        p.full <= common::PARITY_TOL / 10.0 && p.varying <= common::PARITY_TOL / 10.0,
+        "CLI and library differ: {p:?}"
+    );
 }
 
 fn sha256_of(path: &Path) -> String {

@@ -1011,8 +1011,8 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
                         r.after_forward(sync)?;
                     }
                     (&loss * (scale / cfg.accumulate as f64)).f_backward().map_err(|e| match &reducer {
-                        Some(r) => anyhow!("{}: {e}", r.group().failed("the gradient all-reduce")),
-                        None => anyhow!("backward: {e}"),
+                        Some(r) => anyhow::anyhow!("{}: {e}", r.group().failed("the gradient all-reduce")),
+                        None => anyhow::anyhow!("backward: {e}"),
                     })?;
                     let l = loss.double_value(&[]);
                     if !l.is_finite() && !amp {
