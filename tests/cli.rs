@@ -101,6 +101,7 @@ fn info_agrees_with_torchvision_and_timm() {
         .lines()
         .skip_while(|l| !l.starts_with("stages"))
         .skip(1)
+        .take_while(|l| l.starts_with("  "))
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f[0], (f[1].parse().unwrap(), f[2].parse().unwrap()))

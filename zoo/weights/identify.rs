@@ -33,6 +33,9 @@ pub struct LocalFile {
 impl LocalFile {
     /// Reads `path`: both digests in one pass over the bytes, then the tensors.
     pub fn read(path: &Path) -> Result<Self> {
+        // A FIFO or a device would block or never end the hashing: refuse it unopened.
+        crate::data::inputs::check_regular(path)
+            .map_err(|e| anyhow::anyhow!("cannot read weights {}: {e}", path.display()))?;
         let (sha256, sha1) = digests(path).with_context(|| format!("hashing {}", path.display()))?;
         Self::read_with(path, sha256, sha1)
     }
