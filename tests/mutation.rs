@@ -586,6 +586,22 @@ fn image_seeds() -> Vec<(String, Vec<u8>)> {
                 image::ImageFormat::Gif => {
                     image::DynamicImage::ImageRgb8(small.clone()).to_rgba8().write_to(&mut buf, format)
                 }
+                // zoo decodes JPEG with libjpeg-turbo (the image crate's JPEG codec is not
+                // built), so its encoder writes the fixture.
+                image::ImageFormat::Jpeg => {
+                    let (w, h) = (small.width() as usize, small.height() as usize);
+                    let pixels = turbojpeg::Image {
+                        pixels: small.as_raw().as_slice(),
+                        width: w,
+                        pitch: w * 3,
+                        height: h,
+                        format: turbojpeg::PixelFormat::RGB,
+                    };
+                    let jpeg = turbojpeg::compress(pixels, 90, turbojpeg::Subsamp::Sub2x2)
+                        .unwrap_or_else(|e| panic!("encoding {photo} as JPEG: {e}"));
+                    buf.get_mut().extend_from_slice(&jpeg);
+                    Ok(())
+                }
                 _ => small.write_to(&mut buf, format),
             };
             written.unwrap_or_else(|e| panic!("encoding {photo} as {format:?}: {e}"));
