@@ -571,7 +571,9 @@ fn mutated_checkpoints_never_crash_and_accepted_ones_match_torch() {
 fn image_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for photo in ["chelsea.png", "rocket.jpg"] {
-        let img = image::open(common::root().join("assets/photos").join(photo)).unwrap().to_rgb8();
+        // zoo's own decoder: it reads the JPEG photo too (the image crate's JPEG codec is not built).
+        let path = common::root().join("assets/photos").join(photo);
+        let img = zoo::data::image::load_rgb(&path, &zoo::data::image::DecodeLimits::default()).unwrap();
         let small = image::imageops::resize(&img, 40, 32, image::imageops::FilterType::Triangle);
         for format in [
             image::ImageFormat::Png,
