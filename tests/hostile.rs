@@ -75,6 +75,8 @@ fn zoo_in(home: Option<&Path>, online: bool, args: &[&str]) -> Run {
             Ok(())
         });
     }
+    // Reaped below with wait4 (for its rusage), which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.spawn().unwrap();
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let out = std::thread::spawn(move || {

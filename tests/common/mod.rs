@@ -147,7 +147,8 @@ pub fn compare(actual: &Tensor, expected: &Tensor) -> Parity {
 /// when the zoo's output differs by more than [`PARITY_TOL`] on the whole or on the varying part.
 pub fn check_parity(what: &str, actual: &Tensor, expected: &Tensor) -> Result<Parity, String> {
     let p = compare(actual, expected);
-    if !(p.dependence >= MIN_INPUT_DEPENDENCE) {
+    // NaN (a reference of zeros) is refused too.
+    if p.dependence.is_nan() || p.dependence < MIN_INPUT_DEPENDENCE {
         return Err(format!(
             "{what}: the reference's output hardly depends on its input ({:.2e} of its magnitude, at least {:.0e} \
              needed): calibrate the reference",

@@ -169,7 +169,7 @@ pub enum FetchError {
     Failed { name: String, file: String, failures: Vec<SourceFailure> },
     /// An import whose content does not match the entry.
     #[error("refusing to import {} as {name}: {reason}", .file.display())]
-    Rejected { name: String, file: PathBuf, reason: SourceError },
+    Rejected { name: String, file: PathBuf, reason: Box<SourceError> },
     /// The cache could not be read or written.
     #[error("{context}: {source}")]
     Io {
@@ -373,7 +373,7 @@ pub fn import(file: &Path, entry: &WeightsEntry, opts: &FetchOptions) -> Result<
         return Err(FetchError::Rejected {
             name: entry.name.clone(),
             file: file.to_path_buf(),
-            reason: SourceError::MissingLocal { path: file.to_path_buf() },
+            reason: Box::new(SourceError::MissingLocal { path: file.to_path_buf() }),
         });
     }
     let cache = &opts.cache;
@@ -383,7 +383,7 @@ pub fn import(file: &Path, entry: &WeightsEntry, opts: &FetchOptions) -> Result<
     install_local(file, archive, entry, opts).map_err(|reason| FetchError::Rejected {
         name: entry.name.clone(),
         file: file.to_path_buf(),
-        reason,
+        reason: Box::new(reason),
     })
 }
 
