@@ -15,38 +15,7 @@ use zoo::checkpoint::{self, Format, KeyRule, LoadError, LoadOptions, StateDict};
 
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let script = root.join("tests/py/make_checkpoint_fixtures.py");
-        let dir = root.join("target/test-fixtures/checkpoint");
-        // FNV-1a of the script and of the reference libraries' versions: regenerate when either
-        // changes (a new torch writes its files differently).
-        let mut keyed = std::fs::read(&script).expect("fixture script");
-        keyed.extend_from_slice(common::library_versions().as_bytes());
-        let stamp = format!(
-            "{:016x}",
-            keyed.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-        );
-        if std::fs::read_to_string(dir.join("stamp")).ok().as_deref() == Some(stamp.as_str()) {
-            return dir;
-        }
-        let python = common::python();
-        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let out = std::process::Command::new(&python)
-            .arg(&script)
-            .arg(&tmp)
-            .output()
-            .unwrap_or_else(|e| panic!("running {} (set ZOO_PYTHON): {e}", python.display()));
-        assert!(out.status.success(), "fixture script failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        std::fs::write(tmp.join("stamp"), &stamp).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        if std::fs::rename(&tmp, &dir).is_err() {
-            // Another test process got there first.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
-    })
+    DIR.get_or_init(|| common::generated_fixtures("checkpoint", "make_checkpoint_fixtures.py", &[]))
 }
 
 fn fixture(name: &str) -> PathBuf {

@@ -130,30 +130,8 @@ fn zoo(args: &[&str]) -> Run {
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = common::root();
-        let script = root.join("tests/py/make_hostile_fixtures.py");
-        let dir = root.join("target/test-fixtures/hostile");
-        // FNV-1a of the script: regenerate when it changes.
-        let stamp = format!(
-            "{:016x}",
-            std::fs::read(&script)
-                .unwrap()
-                .iter()
-                .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-        );
-        if std::fs::read_to_string(dir.join("stamp")).ok().as_deref() == Some(stamp.as_str()) {
-            return dir;
-        }
-        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let lenet = root.join("assets/weights/lenet5-fashion_mnist.safetensors");
-        common::run_python("make_hostile_fixtures.py", &[tmp.to_str().unwrap(), lenet.to_str().unwrap()]);
-        std::fs::write(tmp.join("stamp"), &stamp).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
+        let lenet = common::root().join("assets/weights/lenet5-fashion_mnist.safetensors");
+        common::generated_fixtures("hostile", "make_hostile_fixtures.py", &[lenet.to_str().unwrap()])
     })
 }
 

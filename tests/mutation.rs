@@ -419,30 +419,7 @@ fn mutation_child() {
 /// runs first generates them).
 fn checkpoint_fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = common::root();
-        let script = root.join("tests/py/make_checkpoint_fixtures.py");
-        let dir = root.join("target/test-fixtures/checkpoint");
-        let stamp = format!(
-            "{:016x}",
-            std::fs::read(&script)
-                .unwrap()
-                .iter()
-                .fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-        );
-        if std::fs::read_to_string(dir.join("stamp")).ok().as_deref() == Some(stamp.as_str()) {
-            return dir;
-        }
-        let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        common::run_python("make_checkpoint_fixtures.py", &[tmp.to_str().unwrap()]);
-        std::fs::write(tmp.join("stamp"), &stamp).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
-    })
+    DIR.get_or_init(|| common::generated_fixtures("checkpoint", "make_checkpoint_fixtures.py", &[]))
 }
 
 const CHECKPOINT_SEEDS: &[&str] = &[

