@@ -6,7 +6,7 @@
 //!
 //! Everything is bounded by the file on disk, not by what its headers claim: the pickle's work
 //! and memory by the bytes it occupies (compressed, for a deflated record), all records together
-//! by [`inflation_budget`], copies of views by [`copy_budget`], and storages go straight into
+//! by `inflation_budget`, copies of views by `copy_budget`, and storages go straight into
 //! tensor memory (never held twice). Archives that two readers could read differently are
 //! refused: a record name given twice, records sharing bytes, several top-level `data.pkl`.
 //! Every record's CRC-32 is checked.

@@ -51,7 +51,7 @@ fn parse_triple(s: &str) -> Result<(f64, f64, f64), String> {
 pub struct TrainArgs {
     /// `ARCH` (`finetune`: its default weights) or `ARCH.TAG`.
     pub model: String,
-    /// Image folder: DIR/train/<class>/ + DIR/val/<class>/, or DIR/<class>/ (split by --val-split).
+    /// Image folder: `DIR/train/<class>/` + `DIR/val/<class>/`, or `DIR/<class>/` (split by --val-split).
     #[arg(long)]
     pub data: PathBuf,
     /// Output folder (default runs/ARCH).
@@ -312,7 +312,7 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
 pub struct EvalArgs {
     /// `ARCH`, `ARCH.TAG`, or ARCH with --weights FILE (e.g. a run's best.safetensors).
     pub model: String,
-    /// Image folder: DIR/val/<class>/ when present, else DIR/<class>/; folders are matched to
+    /// Image folder: `DIR/val/<class>/` when present, else `DIR/<class>/`; folders are matched to
     /// the model's class names.
     #[arg(long)]
     pub data: PathBuf,

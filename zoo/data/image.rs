@@ -11,7 +11,7 @@
 //! - 16-bit grayscale opens in PIL as mode `I;16`, whose conversion to RGB or L *clamps* at 255
 //!   (so a typical 16-bit scan turns almost white in torchvision); that is reproduced as is;
 //! - JPEG is decoded by libjpeg-turbo with PIL's settings, so its pixels are PIL's exactly,
-//!   CMYK and YCCK files included ([`jpeg`] says how); other formats by the `image` crate;
+//!   CMYK and YCCK files included (the private `jpeg` module says how); other formats by the `image` crate;
 //! - GIF: the first frame.
 //!
 //! Decompression bombs are stopped before any pixel is decoded: the header's pixel count is

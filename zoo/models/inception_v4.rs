@@ -12,8 +12,8 @@
 //! 0 is TensorFlow's background class (drop that row to load it). Default input 299×299; the
 //! smallest that goes through is 75×75.
 //!
-//! This file also holds what the Inception line shares: branch tables ([`BranchSpec`]), the
-//! concatenating block ([`Mixed`]) and [`InceptionNet`], the body-plus-head classifier that
+//! This file also holds what the Inception line shares: branch tables (`BranchSpec`), the
+//! concatenating block (`Mixed`) and [`InceptionNet`], the body-plus-head classifier that
 //! Inception v4, Inception-ResNet v1/v2 and BN-Inception are built on.
 use super::googlenet::basic_conv;
 use super::{BuildConfig, Classifier, FeatureInfo};

@@ -1,7 +1,7 @@
 //! The model contract ([`Classifier`]), the registry of every architecture, and [`Model`], the
 //! handle users hold (variables, network and its registry entry together).
 //!
-//! One file per family; each family's variants are rows of data in [`registry`] over one
+//! One file per family; each family's variants are rows of data in [`registry`](mod@registry) over one
 //! generic builder.
 pub mod alexnet;
 pub mod bninception;
@@ -270,7 +270,7 @@ impl Model {
 const MAX_CACHE_PER_CORE: i64 = 16 << 20;
 
 /// The last-level cache bytes this process can count on: the cache's size divided among the
-/// CPUs that share it (sysfs `shared_cpu_list`), at most [`MAX_CACHE_PER_CORE`] each, times
+/// CPUs that share it (sysfs `shared_cpu_list`), at most `MAX_CACHE_PER_CORE` each, times
 /// the CPUs this process may run on (never more than the whole cache). 32 MiB where sysfs
 /// cannot be read.
 pub fn cpu_cache_share_bytes() -> i64 {

@@ -275,7 +275,7 @@ impl Layer for BatchNorm2d {
     }
 }
 
-/// `nn.Linear`: `weight` [out, in] and `bias` [out], PyTorch's default uniform init.
+/// `nn.Linear`: `weight` `[out, in]` and `bias` `[out]`, PyTorch's default uniform init.
 #[derive(Debug)]
 pub struct Linear {
     path: String,

@@ -1,6 +1,6 @@
 //! Pretrained weights: the manifest, the verifying downloader and the cache.
 //!
-//! - [`manifest`]: typed `arch.tag` entries (`weights-manifest.toml`), lookup, listing, validation.
+//! - [`manifest`](mod@manifest): typed `arch.tag` entries (`weights-manifest.toml`), lookup, listing, validation.
 //! - [`download`]: [`fetch`], [`import`], [`verify_all`], [`rehash_all`], [`path_of`]: what `zoo weights` runs.
 //! - [`cache`]: the cache folder, its sidecars and locks.
 //! - [`digest`]: SHA-256 / SHA-1, full digests and published prefixes.
