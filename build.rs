@@ -1,26 +1,30 @@
 //! Bakes libtorch's library folder (from torch-sys, i.e. the `.venv` wheel when built with
 //! `LIBTORCH_USE_PYTORCH=1`) into the rpath of every binary and test, so `zoo` runs without
 //! the user exporting `LD_LIBRARY_PATH`; keeps libtorch_cuda linked where the wheel has it; and
-//! compiles the C++ of `zoo/train/autocast.cpp` against libtorch's headers; and builds the
-//! distributed-training shim `zoo/dist/c10d.cpp` (see `build_c10d`).
+//! compiles the C++ of `zoo/train/autocast.cpp` against libtorch's headers, with the
+//! distributed-training shim `zoo/dist/c10d.cpp` (see `add_c10d`).
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(zoo_c10d)");
     println!("cargo::rustc-check-cfg=cfg(zoo_nccl)");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=zoo/train/autocast.cpp");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        // The wheel's headers sit beside its lib/ folder; its ABI is the C++11 one.
+        // The wheel's headers sit beside its lib/ folder; its ABI is the C++11 one. Both shims
+        // are one library, compiled in parallel (most of the time goes to parsing libtorch's
+        // headers; the code only calls into libtorch, so -O1 runs as fast and builds sooner).
         let include = std::path::Path::new(&lib).join("../include");
-        cc::Build::new()
+        let mut build = cc::Build::new();
+        build
             .cpp(true)
             .pic(true)
             .std("c++17")
             .include(&include)
             .define("_GLIBCXX_USE_CXX11_ABI", "1")
             .warnings(false)
-            .file("zoo/train/autocast.cpp")
-            .compile("zoo_autocast");
-        build_c10d(std::path::Path::new(&lib));
+            .opt_level(1)
+            .file("zoo/train/autocast.cpp");
+        add_c10d(&mut build, std::path::Path::new(&lib));
+        build.compile("zoo_shim");
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         println!("cargo:rustc-env=ZOO_LIBTORCH_LIB={lib}");
         // Nothing in zoo calls libtorch_cuda directly, so the linker's --as-needed would drop
@@ -31,12 +35,12 @@ fn main() {
     }
 }
 
-/// Compiles `zoo/dist/c10d.cpp` (TCPStore, ProcessGroupGloo, c10d::Reducer from the wheel's
+/// Adds `zoo/dist/c10d.cpp` (TCPStore, ProcessGroupGloo, c10d::Reducer from the wheel's
 /// libtorch_cpu) against the wheel's c10d headers and Debian's libgloo-dev headers (the wheel
 /// ships none), and sets `cfg(zoo_c10d)`. Without the Gloo headers distributed training is left
 /// out (`zoo` then says how to get it). NCCL (`cfg(zoo_nccl)`) is added where the wheel has
 /// libtorch_cuda and the venv has `nccl.h` (nvidia-nccl) and the CUDA runtime headers.
-fn build_c10d(lib: &std::path::Path) {
+fn add_c10d(build: &mut cc::Build, lib: &std::path::Path) {
     use std::path::PathBuf;
     println!("cargo:rerun-if-changed=zoo/dist/c10d.cpp");
     println!("cargo:rerun-if-env-changed=ZOO_GLOO_INCLUDE");
@@ -50,18 +54,11 @@ fn build_c10d(lib: &std::path::Path) {
         return;
     }
     let include = lib.join("../include");
-    let mut build = cc::Build::new();
     build
-        .cpp(true)
-        .pic(true)
-        .std("c++17")
-        .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .include(&gloo)
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .define("USE_C10D_GLOO", None)
         .define("USE_DISTRIBUTED", None)
-        .warnings(false)
         .file("zoo/dist/c10d.cpp");
     // The nvidia-* wheels torch depends on sit beside torch/ in site-packages.
     let nvidia = lib.join("../../nvidia");
@@ -86,6 +83,5 @@ fn build_c10d(lib: &std::path::Path) {
         build.include(nccl).include(cuda).define("USE_C10D_NCCL", None).define("ZOO_NCCL", None);
         println!("cargo:rustc-cfg=zoo_nccl");
     }
-    build.compile("zoo_c10d");
     println!("cargo:rustc-cfg=zoo_c10d");
 }

@@ -21,6 +21,21 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing chart: {e}")
 }
 
+/// Draws a `size` chart with `draw` into an RGB buffer and writes it to `path` as PNG (with the
+/// image crate, which zoo builds anyway, rather than plotters' own encoder and its second copy
+/// of an older image crate).
+fn png<T>(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<T>,
+) -> Result<T> {
+    let mut buf = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    let out = draw(BitMapBackend::with_buffer(&mut buf, size).into_drawing_area())?;
+    image::save_buffer_with_format(path, &buf, size.0, size.1, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    Ok(out)
+}
+
 /// A labelled point of a scatter chart.
 #[derive(Debug, Clone)]
 pub struct Point {
@@ -35,27 +50,28 @@ pub fn scatter(path: &Path, title: &str, x_label: &str, y_label: &str, points: &
     if points.is_empty() {
         return Err(anyhow!("nothing to plot: no model has both a cost and an accuracy"));
     }
-    let root = BitMapBackend::new(path, (1000, 700)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let (xmin, xmax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
-    let (ymin, ymax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.y), b.max(p.y)));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(60)
-        .build_cartesian_2d((xmin * 0.7..xmax * 1.5).log_scale(), (ymin - 2.0)..(ymax + 2.0))
-        .map_err(err)?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 16)).draw().map_err(err)?;
-    chart
-        .draw_series(points.iter().map(|p| {
-            EmptyElement::at((p.x, p.y))
-                + Circle::new((0, 0), 5, BLUE.filled())
-                + Text::new(p.label.clone(), (7, -7), ("sans-serif", 14))
-        }))
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+    png(path, (1000, 700), |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let (xmin, xmax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
+        let (ymin, ymax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.y), b.max(p.y)));
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 26))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d((xmin * 0.7..xmax * 1.5).log_scale(), (ymin - 2.0)..(ymax + 2.0))
+            .map_err(err)?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 16)).draw().map_err(err)?;
+        chart
+            .draw_series(points.iter().map(|p| {
+                EmptyElement::at((p.x, p.y))
+                    + Circle::new((0, 0), 5, BLUE.filled())
+                    + Text::new(p.label.clone(), (7, -7), ("sans-serif", 14))
+            }))
+            .map_err(err)?;
+        root.present().map_err(err)?;
+        Ok(())
+    })
 }
 
 /// One epoch's figures for [`training_curves`].
@@ -81,65 +97,66 @@ pub fn training_curves(path: &Path, title: &str, rows: &[EpochPoint]) -> Result<
     }
     let first = rows.iter().map(|r| r.epoch).min().unwrap_or(1) as i32;
     let last = rows.iter().map(|r| r.epoch).max().unwrap_or(1) as i32;
-    let root = BitMapBackend::new(path, (900, 960)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
-    let panels = root.split_evenly((3, 1));
-    type Series<'a> = (&'a str, &'a dyn Fn(&EpochPoint) -> f64);
-    let specs: [(&str, Vec<Series>); 3] = [
-        ("loss", vec![("train loss", &|r| r.train_loss), ("val loss", &|r| r.val_loss)]),
-        ("top-1 (%)", vec![("train top-1", &|r| r.train_acc1), ("val top-1", &|r| r.val_acc1)]),
-        ("learning rate", vec![("learning rate", &|r| r.lr)]),
-    ];
-    for (panel, (y_desc, series)) in panels.iter().zip(specs) {
-        let series: Vec<(String, Vec<(i32, f64)>)> = series
-            .iter()
-            .map(|(name, f)| {
-                let pts = rows.iter().map(|r| (r.epoch as i32, f(r))).filter(|(_, y)| y.is_finite()).collect();
-                (name.to_string(), pts)
-            })
-            .filter(|(_, p): &(String, Vec<(i32, f64)>)| !p.is_empty())
-            .collect();
-        let ys = series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y));
-        let (ymin, ymax) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
-        let (ymin, ymax) = if ymin > ymax { (0.0, 1.0) } else { (ymin, ymax) };
-        let pad = ((ymax - ymin) * 0.08).max(ymax.abs() * 0.02).max(1e-9);
-        // The legend strip: above the plot area, so it never covers a point.
-        let (legend, body) = panel.split_vertically(26);
-        let mut x = 70;
-        for (i, (name, _)) in series.iter().enumerate() {
-            let color = series_color(y_desc, i);
-            legend.draw(&PathElement::new(vec![(x, 14), (x + 24, 14)], color.stroke_width(3))).map_err(err)?;
-            legend.draw(&Text::new(name.clone(), (x + 30, 6), ("sans-serif", 15))).map_err(err)?;
-            x += 40 + 9 * name.len() as i32;
+    png(path, (900, 960), |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(title, ("sans-serif", 24)).map_err(err)?;
+        let panels = root.split_evenly((3, 1));
+        type Series<'a> = (&'a str, &'a dyn Fn(&EpochPoint) -> f64);
+        let specs: [(&str, Vec<Series>); 3] = [
+            ("loss", vec![("train loss", &|r| r.train_loss), ("val loss", &|r| r.val_loss)]),
+            ("top-1 (%)", vec![("train top-1", &|r| r.train_acc1), ("val top-1", &|r| r.val_acc1)]),
+            ("learning rate", vec![("learning rate", &|r| r.lr)]),
+        ];
+        for (panel, (y_desc, series)) in panels.iter().zip(specs) {
+            let series: Vec<(String, Vec<(i32, f64)>)> = series
+                .iter()
+                .map(|(name, f)| {
+                    let pts = rows.iter().map(|r| (r.epoch as i32, f(r))).filter(|(_, y)| y.is_finite()).collect();
+                    (name.to_string(), pts)
+                })
+                .filter(|(_, p): &(String, Vec<(i32, f64)>)| !p.is_empty())
+                .collect();
+            let ys = series.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y));
+            let (ymin, ymax) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+            let (ymin, ymax) = if ymin > ymax { (0.0, 1.0) } else { (ymin, ymax) };
+            let pad = ((ymax - ymin) * 0.08).max(ymax.abs() * 0.02).max(1e-9);
+            // The legend strip: above the plot area, so it never covers a point.
+            let (legend, body) = panel.split_vertically(26);
+            let mut x = 70;
+            for (i, (name, _)) in series.iter().enumerate() {
+                let color = series_color(y_desc, i);
+                legend.draw(&PathElement::new(vec![(x, 14), (x + 24, 14)], color.stroke_width(3))).map_err(err)?;
+                legend.draw(&Text::new(name.clone(), (x + 30, 6), ("sans-serif", 15))).map_err(err)?;
+                x += 40 + 9 * name.len() as i32;
+            }
+            // Integer epochs only: one tick per epoch up to 20, fewer beyond.
+            let span = (last - first + 1).max(1);
+            let mut chart = ChartBuilder::on(&body)
+                .margin_left(10)
+                .margin_right(20)
+                .margin_bottom(5)
+                .x_label_area_size(35)
+                .y_label_area_size(70)
+                .build_cartesian_2d((first - 1)..(last + 1), (ymin - pad)..(ymax + pad))
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_labels((span as usize + 2).min(22))
+                .x_label_formatter(&|e| if *e >= first && *e <= last { e.to_string() } else { String::new() })
+                .x_desc("epoch")
+                .y_desc(y_desc)
+                .label_style(("sans-serif", 14))
+                .draw()
+                .map_err(err)?;
+            for (i, (_, pts)) in series.iter().enumerate() {
+                let color = series_color(y_desc, i);
+                chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))).map_err(err)?;
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+            }
         }
-        // Integer epochs only: one tick per epoch up to 20, fewer beyond.
-        let span = (last - first + 1).max(1);
-        let mut chart = ChartBuilder::on(&body)
-            .margin_left(10)
-            .margin_right(20)
-            .margin_bottom(5)
-            .x_label_area_size(35)
-            .y_label_area_size(70)
-            .build_cartesian_2d((first - 1)..(last + 1), (ymin - pad)..(ymax + pad))
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_labels((span as usize + 2).min(22))
-            .x_label_formatter(&|e| if *e >= first && *e <= last { e.to_string() } else { String::new() })
-            .x_desc("epoch")
-            .y_desc(y_desc)
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(err)?;
-        for (i, (_, pts)) in series.iter().enumerate() {
-            let color = series_color(y_desc, i);
-            chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))).map_err(err)?;
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
-        }
-    }
-    root.present().map_err(err)?;
-    Ok(())
+        root.present().map_err(err)?;
+        Ok(())
+    })
 }
 
 fn series_color(panel: &str, i: usize) -> RGBAColor {
@@ -151,7 +168,7 @@ fn series_color(panel: &str, i: usize) -> RGBAColor {
 
 /// Most classes a confusion-matrix picture shows cell by cell; beyond it, the classes most
 /// involved (true or predicted) are shown and the largest confusions are listed beside them.
-pub const CONFUSION_MAX_CLASSES: usize = 30;
+pub use crate::train::trainer::CONFUSION_MAX_CLASSES;
 
 /// Where [`confusion`] draws each part, in pixels of the PNG: computed once and used both to
 /// draw and, in tests, to check the picture against the data.
@@ -244,57 +261,58 @@ fn short_label(s: &str) -> String {
 pub fn confusion(path: &Path, title: &str, labels: &[String], counts: &[Vec<u64>]) -> Result<ConfusionLayout> {
     fonts();
     let layout = ConfusionLayout::new(labels, counts);
-    let root = BitMapBackend::new(path, layout.size).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let centred = |size: u32| ("sans-serif", size).into_font().into_text_style(&root);
-    let anchor = |h, v| plotters::style::text_anchor::Pos::new(h, v);
-    use plotters::style::text_anchor::{HPos, VPos};
-    root.draw(&Text::new(title.to_string(), (20, 18), centred(22))).map_err(err)?;
-    let k = layout.shown.len();
-    let (gx, gy) = layout.origin;
-    let side = k as i32 * layout.cell;
-    let count_size = (layout.cell as u32 * 2 / 5).clamp(9, 16);
-    for (r, &t) in layout.shown.iter().enumerate() {
-        let row = &counts[t];
-        let total = row.iter().sum::<u64>().max(1);
-        for (c, &p) in layout.shown.iter().enumerate() {
-            let count = row.get(p).copied().unwrap_or(0);
-            let v = count as f64 / total as f64;
-            let (x0, y0, x1, y1) = layout.cell_rect(r, c);
-            root.draw(&Rectangle::new([(x0, y0), (x1, y1)], confusion_color(v).filled())).map_err(err)?;
-            if count > 0 {
-                let ink = if v > 0.6 { WHITE } else { BLACK };
-                let style = centred(count_size).color(&ink).pos(anchor(HPos::Center, VPos::Center));
-                // VPos::Center centres the font's box, whose descender space leaves digits high:
-                // a quarter of the size down puts their ink at the cell's centre.
-                let y = (y0 + y1) / 2 + count_size as i32 / 4;
-                root.draw(&Text::new(count.to_string(), ((x0 + x1) / 2, y), style)).map_err(err)?;
+    png(path, layout.size, |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let centred = |size: u32| ("sans-serif", size).into_font().into_text_style(&root);
+        let anchor = |h, v| plotters::style::text_anchor::Pos::new(h, v);
+        use plotters::style::text_anchor::{HPos, VPos};
+        root.draw(&Text::new(title.to_string(), (20, 18), centred(22))).map_err(err)?;
+        let k = layout.shown.len();
+        let (gx, gy) = layout.origin;
+        let side = k as i32 * layout.cell;
+        let count_size = (layout.cell as u32 * 2 / 5).clamp(9, 16);
+        for (r, &t) in layout.shown.iter().enumerate() {
+            let row = &counts[t];
+            let total = row.iter().sum::<u64>().max(1);
+            for (c, &p) in layout.shown.iter().enumerate() {
+                let count = row.get(p).copied().unwrap_or(0);
+                let v = count as f64 / total as f64;
+                let (x0, y0, x1, y1) = layout.cell_rect(r, c);
+                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], confusion_color(v).filled())).map_err(err)?;
+                if count > 0 {
+                    let ink = if v > 0.6 { WHITE } else { BLACK };
+                    let style = centred(count_size).color(&ink).pos(anchor(HPos::Center, VPos::Center));
+                    // VPos::Center centres the font's box, whose descender space leaves digits high:
+                    // a quarter of the size down puts their ink at the cell's centre.
+                    let y = (y0 + y1) / 2 + count_size as i32 / 4;
+                    root.draw(&Text::new(count.to_string(), ((x0 + x1) / 2, y), style)).map_err(err)?;
+                }
+            }
+            // Row label: right-aligned against the grid, at the row's centre.
+            let y = gy + r as i32 * layout.cell + layout.cell / 2 + 13 / 4;
+            let style = centred(13).pos(anchor(HPos::Right, VPos::Center));
+            root.draw(&Text::new(short_label(&labels[t]), (gx - 8, y), style)).map_err(err)?;
+            // Column label: below the grid, rotated, starting at the column's centre.
+            let x = gx + r as i32 * layout.cell + layout.cell / 2;
+            let style = centred(13).transform(FontTransform::Rotate90).pos(anchor(HPos::Left, VPos::Center));
+            root.draw(&Text::new(short_label(&labels[t]), (x, gy + side + 8), style)).map_err(err)?;
+        }
+        root.draw(&Rectangle::new([(gx, gy), (gx + side, gy + side)], BLACK.stroke_width(1))).map_err(err)?;
+        let axis = centred(15).pos(anchor(HPos::Center, VPos::Center));
+        root.draw(&Text::new("predicted", (gx + side / 2, gy - 16), axis.clone())).map_err(err)?;
+        let true_style = centred(15).transform(FontTransform::Rotate270).pos(anchor(HPos::Center, VPos::Center));
+        root.draw(&Text::new("true", (14, gy + side / 2), true_style)).map_err(err)?;
+        if !layout.top_confusions.is_empty() {
+            let x = gx + side + 30;
+            let n = labels.len();
+            let head = format!("{} of {n} classes shown; largest confusions:", layout.shown.len());
+            root.draw(&Text::new(head, (x, gy), centred(14))).map_err(err)?;
+            for (i, &(t, p, c)) in layout.top_confusions.iter().enumerate() {
+                let line = format!("{c}  {} → {}", short_label(&labels[t]), short_label(&labels[p]));
+                root.draw(&Text::new(line, (x, gy + 24 + 22 * i as i32), centred(13))).map_err(err)?;
             }
         }
-        // Row label: right-aligned against the grid, at the row's centre.
-        let y = gy + r as i32 * layout.cell + layout.cell / 2 + 13 / 4;
-        let style = centred(13).pos(anchor(HPos::Right, VPos::Center));
-        root.draw(&Text::new(short_label(&labels[t]), (gx - 8, y), style)).map_err(err)?;
-        // Column label: below the grid, rotated, starting at the column's centre.
-        let x = gx + r as i32 * layout.cell + layout.cell / 2;
-        let style = centred(13).transform(FontTransform::Rotate90).pos(anchor(HPos::Left, VPos::Center));
-        root.draw(&Text::new(short_label(&labels[t]), (x, gy + side + 8), style)).map_err(err)?;
-    }
-    root.draw(&Rectangle::new([(gx, gy), (gx + side, gy + side)], BLACK.stroke_width(1))).map_err(err)?;
-    let axis = centred(15).pos(anchor(HPos::Center, VPos::Center));
-    root.draw(&Text::new("predicted", (gx + side / 2, gy - 16), axis.clone())).map_err(err)?;
-    let true_style = centred(15).transform(FontTransform::Rotate270).pos(anchor(HPos::Center, VPos::Center));
-    root.draw(&Text::new("true", (14, gy + side / 2), true_style)).map_err(err)?;
-    if !layout.top_confusions.is_empty() {
-        let x = gx + side + 30;
-        let n = labels.len();
-        let head = format!("{} of {n} classes shown; largest confusions:", layout.shown.len());
-        root.draw(&Text::new(head, (x, gy), centred(14))).map_err(err)?;
-        for (i, &(t, p, c)) in layout.top_confusions.iter().enumerate() {
-            let line = format!("{c}  {} → {}", short_label(&labels[t]), short_label(&labels[p]));
-            root.draw(&Text::new(line, (x, gy + 24 + 22 * i as i32), centred(13))).map_err(err)?;
-        }
-    }
-    root.present().map_err(err)?;
-    Ok(layout)
+        root.present().map_err(err)?;
+        Ok(layout)
+    })
 }
