@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     let dir = std::path::PathBuf::from(args.get(1).map(String::as_str).unwrap_or("build/bench"));
     let threads: i32 = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(2);
-    let device = zoo::commands::classify::parse_device(args.get(3).map(String::as_str).unwrap_or("cpu"))?;
+    let device = zoo::runtime::parse_device(args.get(3).map(String::as_str).unwrap_or("cpu"))?;
     let kind = match args.get(4).map(String::as_str) {
         Some("f16") => Kind::Half,
         Some("bf16") => Kind::BFloat16,

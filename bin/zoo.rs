@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use zoo::commands::classify::{self as cls, OutputFormat, Precision};
+use zoo::commands::classify::{self as cls, OutputFormat};
+use zoo::commands::summary::{Format as SummaryFormat, SortBy};
+use zoo::models::Pool;
+use zoo::runtime::Precision;
 
 #[derive(Parser)]
 #[command(name = "zoo", version, about = "The classic convolutional networks, from LeNet-5 to ShuffleNet, on libtorch")]
@@ -27,6 +30,9 @@ enum Command {
         model: String,
         #[arg(long, value_enum, default_value_t = TextFormat::Table)]
         format: TextFormat,
+        /// List every layer name `zoo features --layer` takes instead, one per line.
+        #[arg(long)]
+        layers: bool,
     },
     /// Per-layer shapes, parameters, multiply-adds, memory and receptive field.
     Summary(SummaryArgs),
@@ -96,8 +102,8 @@ struct ClassifyArgs {
     /// bfloat16 on CUDA.
     #[arg(long)]
     bf16: bool,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
     /// Write results here instead of standard output.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -131,8 +137,8 @@ struct FeaturesArgs {
     #[arg(long)]
     output: PathBuf,
     /// Global pooling of spatial maps.
-    #[arg(long, value_enum, default_value_t = PoolArg::None)]
-    pool: PoolArg,
+    #[arg(long, value_enum, default_value_t = Pool::None)]
+    pool: Pool,
     /// Images per forward pass (at least 1).
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
@@ -144,20 +150,6 @@ struct FeaturesArgs {
     bf16: bool,
     #[command(flatten)]
     decode: DecodeArgs,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum PoolArg {
-    Avg,
-    Max,
-    None,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Table,
-    Csv,
-    Jsonl,
 }
 
 #[derive(Subcommand)]
@@ -211,22 +203,6 @@ struct SummaryArgs {
     plot: Option<std::path::PathBuf>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum SummaryFormat {
-    Table,
-    Csv,
-    Json,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum SortBy {
-    Name,
-    Params,
-    Macs,
-    Top1,
-    Field,
-}
-
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".to_string()),
@@ -246,22 +222,10 @@ fn parse_size(s: &str) -> Result<(i64, i64), String> {
 }
 
 fn summary(a: SummaryArgs) -> Result<()> {
-    use zoo::commands::summary::{self, Format};
+    use zoo::commands::summary;
     if a.compare || a.models.len() > 1 {
-        let sort = match a.sort {
-            SortBy::Name => summary::SortBy::Name,
-            SortBy::Params => summary::SortBy::Params,
-            SortBy::Macs => summary::SortBy::Macs,
-            SortBy::Top1 => summary::SortBy::Top1,
-            SortBy::Field => summary::SortBy::Field,
-        };
-        let rows = summary::compare(&a.models, a.input_size, sort)?;
-        let format = match a.format {
-            SummaryFormat::Table => Format::Table,
-            SummaryFormat::Csv => Format::Csv,
-            SummaryFormat::Json => Format::Json,
-        };
-        print!("{}", summary::render_compare_as(&rows, format)?);
+        let rows = summary::compare(&a.models, a.input_size, a.sort)?;
+        print!("{}", summary::render_compare_as(&rows, a.format)?);
         if let Some(path) = a.plot {
             summary::plot(&rows, &path)?;
             eprintln!("wrote {}", path.display());
@@ -269,12 +233,7 @@ fn summary(a: SummaryArgs) -> Result<()> {
         return Ok(());
     }
     let s = summary::summarize_name(&a.models[0], a.batch, a.input_size)?;
-    let format = match a.format {
-        SummaryFormat::Table => Format::Table,
-        SummaryFormat::Csv => Format::Csv,
-        SummaryFormat::Json => Format::Json,
-    };
-    print!("{}", summary::render(&s, a.depth, format)?);
+    print!("{}", summary::render(&s, a.depth, a.format)?);
     Ok(())
 }
 
@@ -284,8 +243,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::List { glob, format: TextFormat::Json } => {
             print!("{}", zoo::commands::list::list_json(glob.as_deref())?)
         }
-        Command::Info { model, format: TextFormat::Table } => print!("{}", zoo::commands::list::info(&model)?),
-        Command::Info { model, format: TextFormat::Json } => print!("{}", zoo::commands::list::info_json(&model)?),
+        Command::Info { model, layers: true, .. } => print!("{}", zoo::commands::list::layers(&model)?),
+        Command::Info { model, format: TextFormat::Table, .. } => print!("{}", zoo::commands::list::info(&model)?),
+        Command::Info { model, format: TextFormat::Json, .. } => print!("{}", zoo::commands::list::info_json(&model)?),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "zoo", &mut std::io::stdout());
@@ -318,7 +278,7 @@ fn main() -> ExitCode {
 }
 
 fn load(m: &ModelArgs) -> Result<zoo::weights::pretrained::Loaded> {
-    let mut opts = zoo::weights::pretrained::LoadOptions::new(cls::parse_device(&m.device)?);
+    let mut opts = zoo::weights::pretrained::LoadOptions::new(zoo::runtime::parse_device(&m.device)?);
     opts.fetch.trust_unverified |= m.trust_unverified;
     opts.preprocess = m.pre.to_override();
     zoo::weights::pretrained::load_with(&m.model, m.weights.as_deref(), &opts)
@@ -345,15 +305,11 @@ fn classify(a: ClassifyArgs) -> Result<ExitCode> {
     }
     let mut loaded = load(&a.model)?;
     let precision = precision(a.half, a.bf16);
-    cls::set_precision(&mut loaded, precision)?;
+    loaded.model.set_precision(precision)?;
     let opts = cls::ClassifyOptions {
         top_k: a.top_k,
         batch_size: a.batch_size,
-        format: match a.format {
-            Format::Table => OutputFormat::Table,
-            Format::Csv => OutputFormat::Csv,
-            Format::Jsonl => OutputFormat::Jsonl,
-        },
+        format: a.format,
         precision,
         fast_decode: a.decode.fast_decode,
         progress: std::io::stderr().is_terminal(),
@@ -396,25 +352,20 @@ fn precision(half: bool, bf16: bool) -> Precision {
 }
 
 fn features(a: FeaturesArgs) -> Result<ExitCode> {
-    use zoo::commands::features::{self, Pool};
+    use zoo::commands::features;
     let mut loaded = load(&a.model)?;
     let files = cls::collect_files(&a.paths);
     if files.is_empty() {
         anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
     }
     let precision = precision(a.half, a.bf16);
-    cls::set_precision(&mut loaded, precision)?;
-    let pool = match a.pool {
-        PoolArg::Avg => Pool::Avg,
-        PoolArg::Max => Pool::Max,
-        PoolArg::None => Pool::None,
-    };
+    loaded.model.set_precision(precision)?;
     let progress = std::io::stderr().is_terminal();
     let s = features::run(
         &loaded,
         &files,
         &a.layer,
-        pool,
+        a.pool,
         &a.output,
         a.batch_size,
         precision,

@@ -1,5 +1,9 @@
 //! Process-wide settings that make libtorch fast on the CPU. The `zoo` command and `make bench`
 //! call [`tune_cpu_allocator`] first thing; a program using the library should do the same.
+//! Also: the device a flag names ([`parse_device`]) and the precision of a forward pass.
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind};
 
 /// Makes the C allocator keep freed memory for reuse instead of returning it to the system.
 ///
@@ -28,4 +32,46 @@ pub fn tune_cpu_allocator() -> bool {
     {
         false
     }
+}
+
+/// Numeric precision of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Precision {
+    F32,
+    /// `--half`: float16 weights and inputs (CUDA only).
+    F16,
+    /// `--bf16`: bfloat16 weights and inputs (CUDA only).
+    Bf16,
+}
+
+impl Precision {
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::F16 => Kind::Half,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// Parses `--device auto|cpu|cuda|cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    let s = s.trim().to_ascii_lowercase();
+    let device = match s.as_str() {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" | "gpu" => Device::Cuda(0),
+        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => Device::Cuda(n),
+            None => bail!("unknown device '{s}': use auto, cpu, cuda or cuda:N"),
+        },
+    };
+    if let Device::Cuda(n) = device {
+        let count = tch::Cuda::device_count() as usize;
+        if n >= count {
+            bail!("device cuda:{n} is not available ({count} CUDA devices found): use --device cpu");
+        }
+    }
+    Ok(device)
 }

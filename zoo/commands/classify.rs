@@ -6,48 +6,25 @@
 //! cache-sized chunks ([`crate::models::Model::inference_chunk`]). Every result is written and flushed per batch: an interrupted run keeps all
 //! it has written. A file that cannot be read is reported (stderr and the output) and the run
 //! goes on.
-use crate::data::image::{load_luma_with, load_rgb_with, DecodeLimits, DecodeOptions};
-use crate::data::inputs;
-use crate::data::prefetch::prefetch;
-use crate::data::preprocess::Preprocess;
+use crate::data::batch::{decode_options, pipeline, stack};
+use crate::data::image::DecodeLimits;
 use crate::weights::pretrained::Loaded;
-use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
 
-/// File extensions taken from folders (explicit file arguments are always tried).
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+pub use crate::data::inputs::{collect_files, parse_shard, shard, IMAGE_EXTENSIONS};
+pub use crate::runtime::{parse_device, Precision};
+use tch::{Device, Kind};
 
 /// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Table,
     Csv,
     Jsonl,
-}
-
-/// Numeric precision of the forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    /// `--half`: float16 weights and inputs (CUDA only).
-    F16,
-    /// `--bf16`: bfloat16 weights and inputs (CUDA only).
-    Bf16,
-}
-
-impl Precision {
-    pub fn kind(self) -> Kind {
-        match self {
-            Precision::F32 => Kind::Float,
-            Precision::F16 => Kind::Half,
-            Precision::Bf16 => Kind::BFloat16,
-        }
-    }
 }
 
 /// Options of a classification run.
@@ -79,56 +56,6 @@ impl Default for ClassifyOptions {
             progress: false,
         }
     }
-}
-
-/// Parses `--device auto|cpu|cuda|cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    let s = s.trim().to_ascii_lowercase();
-    let device = match s.as_str() {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" | "gpu" => Device::Cuda(0),
-        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => Device::Cuda(n),
-            None => bail!("unknown device '{s}': use auto, cpu, cuda or cuda:N"),
-        },
-    };
-    if let Device::Cuda(n) = device {
-        let count = tch::Cuda::device_count() as usize;
-        if n >= count {
-            bail!("device cuda:{n} is not available ({count} CUDA devices found): use --device cpu");
-        }
-    }
-    Ok(device)
-}
-
-/// Parses `--shard K/N` (1-based K).
-pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let parsed = s.split_once('/').and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)));
-    match parsed {
-        Some((k, n)) if n >= 1 && (1..=n).contains(&k) => Ok((k, n)),
-        _ => bail!("invalid shard '{s}': use K/N with 1 <= K <= N, e.g. 2/8"),
-    }
-}
-
-/// The files of one shard: a contiguous, deterministic slice, so the outputs of shards 1..N
-/// concatenated in order are the output of the whole run.
-pub fn shard(files: Vec<PathBuf>, k: usize, n: usize) -> Vec<PathBuf> {
-    let len = files.len();
-    let (start, end) = ((k - 1) * len / n, k * len / n);
-    files.into_iter().skip(start).take(end - start).collect()
-}
-
-/// Expands files and folders (recursively, following symlinks, loops skipped) into a sorted,
-/// de-duplicated list. Folders contribute files with an image extension and every file that is
-/// not regular (FIFOs, devices: reported when prepared, never opened); a path that does not
-/// exist is kept, so it is reported as a failed file rather than silently dropped.
-pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let (files, problems) = inputs::collect(paths, &|f: &Path| inputs::has_extension(f, IMAGE_EXTENSIONS));
-    for p in problems {
-        eprintln!("zoo: skipping {p}");
-    }
-    files
 }
 
 /// One class of a result.
@@ -165,102 +92,12 @@ impl RunSummary {
     }
 }
 
-/// A decoded, preprocessed file, or why not.
-pub(crate) struct Prepared {
-    pub data: std::result::Result<Vec<f32>, String>,
-    pub warning: Option<String>,
-}
-
-/// How the inputs of `pre` are decoded: full size and bit-exact, or (`fast`) JPEGs decoded at
-/// 1/2, 1/4 or 1/8 size in the DCT domain while the short side stays at least `pre.resize`, as
-/// PIL's `draft("RGB", (resize, resize))` does. The resize then starts from other pixels:
-/// probabilities move a little (see BENCHMARKS.md).
-pub fn decode_options(pre: &Preprocess, limits: DecodeLimits, fast: bool) -> DecodeOptions {
-    DecodeOptions { limits, draft: fast.then_some(pre.resize) }
-}
-
-/// Decodes and preprocesses one file (used by classify and features).
-pub(crate) fn prepare(path: &Path, pre: &Preprocess, decode: &DecodeOptions) -> Prepared {
-    if let Err(e) = inputs::check_regular(path) {
-        return Prepared { data: Err(e), warning: None };
-    }
-    let (dims, data) = if pre.channels == 1 {
-        match load_luma_with(path, decode) {
-            Ok(img) => (img.dimensions(), pre.apply_luma(&img)),
-            Err(e) => return Prepared { data: Err(e.to_string()), warning: None },
-        }
-    } else {
-        match load_rgb_with(path, decode) {
-            Ok(img) => (img.dimensions(), pre.apply(&img)),
-            Err(e) => return Prepared { data: Err(e.to_string()), warning: None },
-        }
-    };
-    let (w, h) = dims;
-    let warning = (w < pre.crop[1] || h < pre.crop[0]).then(|| {
-        format!("image is {w}x{h}, smaller than the {}x{} crop: upscaled as torchvision does", pre.crop[1], pre.crop[0])
-    });
-    Prepared { data: data.map_err(|e| format!("{e:#}")), warning }
-}
-
-/// Decodes and preprocesses `files` a batch at a time (each batch in parallel), `queue_depth`
-/// batches ahead of `consume`, which gets the index of the batch's first file.
-pub(crate) fn pipeline(
-    files: &[PathBuf],
-    pre: &Preprocess,
-    decode: &DecodeOptions,
-    batch_size: usize,
-    queue_depth: usize,
-    mut consume: impl FnMut(usize, Vec<Prepared>) -> Result<()>,
-) -> Result<()> {
-    let batch_size = batch_size.max(1);
-    let chunks: Vec<&[PathBuf]> = files.chunks(batch_size).collect();
-    let make = |chunk: &&[PathBuf]| chunk.par_iter().map(|p| prepare(p, pre, decode)).collect::<Vec<_>>();
-    prefetch(&chunks, queue_depth, make, |i, batch| consume(i * batch_size, batch))
-}
-
-/// Stacks the successfully prepared items of a batch into `[n, C, H, W]`.
-pub(crate) fn stack(batch: &[Prepared], pre: &Preprocess) -> Option<Tensor> {
-    let [c, h, w] = pre.output_shape();
-    let rows: Vec<&Vec<f32>> = batch.iter().filter_map(|p| p.data.as_ref().ok()).collect();
-    if rows.is_empty() {
-        return None;
-    }
-    let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-    Some(Tensor::from_slice(&flat).view([rows.len() as i64, c as i64, h as i64, w as i64]))
-}
-
-/// Progress bar with images per second on a terminal, nothing otherwise.
-pub(crate) fn progress_bar(total: usize, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
-}
-
-/// Puts the model in the requested precision on its device.
-pub fn set_precision(loaded: &mut Loaded, precision: Precision) -> Result<()> {
-    if precision != Precision::F32 && loaded.model.vs.device() == Device::Cpu {
-        bail!("--half and --bf16 need a CUDA device (use --device cuda)");
-    }
-    match precision {
-        Precision::F32 => {}
-        Precision::F16 => loaded.model.vs.half(),
-        Precision::Bf16 => loaded.model.vs.bfloat16(),
-    }
-    Ok(())
-}
-
 /// Classifies `files` and writes one result per file, in order, to `out`.
 pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out: &mut dyn Write) -> Result<RunSummary> {
     let start = Instant::now();
     let model = &loaded.model;
     let k = opts.top_k.clamp(1, loaded.labels.len().max(1));
-    let bar = progress_bar(files.len(), opts.progress);
+    let bar = crate::progress::Bar::images(files.len(), opts.progress);
     let (mut ok, mut failed) = (0, 0);
     if opts.format == OutputFormat::Csv {
         writeln!(out, "path,rank,index,label,prob,error")?;

@@ -4,24 +4,16 @@
 //! `pre_logits` (the pooled features of any model), a stage of `feature_info` (`layer3`) or any
 //! module path (`features.28`). Rows are streamed to a temporary file as batches finish, so
 //! memory does not grow with the number of images; the output file appears, complete, at the end.
-use super::classify::{decode_options, pipeline, progress_bar, stack, Precision};
+use crate::data::batch::{decode_options, pipeline, stack};
 use crate::data::image::DecodeLimits;
-use crate::models::Model;
-use crate::nn::trace;
+pub use crate::models::Pool;
+use crate::runtime::Precision;
 use crate::weights::pretrained::Loaded;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use tch::{Device, Kind, Tensor};
-
-/// Global pooling of spatial feature maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pool {
-    Avg,
-    Max,
-    None,
-}
+use tch::{Device, Kind};
 
 /// File format of the feature matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,44 +30,6 @@ impl FeatureFormat {
             _ => FeatureFormat::Safetensors,
         }
     }
-}
-
-/// Every layer name `model` can give features for, in forward order (traced on the model itself,
-/// one image of its default size, so no second network is built).
-pub fn layer_names(model: &Model) -> Vec<String> {
-    let [c, h, w] = model.spec.input_size;
-    let xs = Tensor::zeros([1, c, h, w], (model.kind(), model.vs.device()));
-    tch::no_grad(|| trace::tap_names(|| model.net.forward_t(&xs, false)))
-}
-
-/// Checks `layer` before any image is read; the error lists the valid names.
-pub fn check_layer(model: &Model, layer: &str) -> Result<()> {
-    let names = layer_names(model);
-    if names.iter().any(|n| n == layer) {
-        return Ok(());
-    }
-    let stages: Vec<String> = model.net.feature_info().into_iter().map(|f| f.name).collect();
-    let specials: Vec<&str> = ["fc7", "pre_logits"].into_iter().filter(|s| names.iter().any(|n| n == s)).collect();
-    bail!(
-        "{} has no layer '{layer}'. Named points: {}; stages: {}; every module path: {}",
-        model.spec.name,
-        specials.join(", "),
-        stages.join(", "),
-        names.iter().filter(|n| !specials.contains(&n.as_str())).cloned().collect::<Vec<_>>().join(", ")
-    )
-}
-
-/// Features of `layer` for a batch (eval mode, no gradients), pooled as asked.
-pub fn extract(model: &Model, xs: &Tensor, layer: &str, pool: Pool) -> Result<Tensor> {
-    model.check_input(xs)?;
-    let taps = [layer.to_string()];
-    let (_, mut got) = tch::no_grad(|| trace::capture(&taps, || model.net.forward_t(xs, false)));
-    let t = got.remove(layer).with_context(|| format!("layer '{layer}' did not run in {}", model.spec.name))?;
-    Ok(match (pool, t.dim()) {
-        (Pool::Avg, 4) => t.mean_dim(&[2i64, 3][..], false, None),
-        (Pool::Max, 4) => t.amax(&[2i64, 3][..], false),
-        _ => t,
-    })
 }
 
 /// Totals of a features run.
@@ -107,7 +61,7 @@ pub fn run(
     fast_decode: bool,
     progress: bool,
 ) -> Result<FeaturesSummary> {
-    check_layer(&loaded.model, layer)?;
+    loaded.model.check_layer(layer)?;
     let format = FeatureFormat::from_path(output);
     let partial = output.with_extension("partial");
     let mut data = BufWriter::new(File::create(&partial).with_context(|| format!("creating {}", partial.display()))?);
@@ -116,12 +70,12 @@ pub fn run(
     writeln!(idx, "row,path,error")?;
     let (mut rows, mut failed, mut row_shape): (usize, usize, Option<Vec<i64>>) = (0, 0, None);
     let device = loaded.model.vs.device();
-    let bar = progress_bar(files.len(), progress);
+    let bar = crate::progress::Bar::images(files.len(), progress);
     let decode = decode_options(&loaded.preprocess, DecodeLimits::default(), fast_decode);
     pipeline(files, &loaded.preprocess, &decode, batch_size, 2, |first, batch| {
         if let Some(xs) = stack(&batch, &loaded.preprocess) {
             let xs = xs.to_device(device).to_kind(precision.kind());
-            let f = extract(&loaded.model, &xs, layer, pool)?.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+            let f = loaded.model.features(&xs, layer, pool)?.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
             let shape = f.size()[1..].to_vec();
             if row_shape.get_or_insert_with(|| shape.clone()) != &shape {
                 bail!("layer '{layer}' changed shape between batches: use --pool avg for inputs of varied sizes");

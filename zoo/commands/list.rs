@@ -99,6 +99,12 @@ fn info_parts(name: &str) -> Result<(Model, Option<&'static crate::weights::Weig
     Ok((model, entry))
 }
 
+/// `zoo info MODEL --layers`: every layer name `zoo features --layer` takes, one per line.
+pub fn layers(name: &str) -> Result<String> {
+    let (model, _) = info_parts(name)?;
+    Ok(model.layer_names().into_iter().map(|n| n + "\n").collect())
+}
+
 /// The `zoo info MODEL` report: paper, input, parameters, feature stages and top-level layers;
 /// with `ARCH.TAG`, also that entry's preprocessing and published accuracy.
 pub fn info(name: &str) -> Result<String> {

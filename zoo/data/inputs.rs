@@ -6,6 +6,7 @@
 //! anything opens it: what is not a regular file is reported per file, "not a regular file (a
 //! FIFO)", without ever being opened, and the run goes on with the other files. Inside folders
 //! such files are listed too, whatever their name, so they fail visibly instead of vanishing.
+use anyhow::{bail, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -94,6 +95,38 @@ pub fn collect(paths: &[PathBuf], wanted: &dyn Fn(&Path) -> bool) -> (Vec<PathBu
 /// Whether `path`'s extension is one of `extensions` (compared case-insensitively).
 pub fn has_extension(path: &Path, extensions: &[&str]) -> bool {
     path.extension().and_then(|x| x.to_str()).is_some_and(|x| extensions.iter().any(|e| e.eq_ignore_ascii_case(x)))
+}
+
+/// File extensions taken from folders (explicit file arguments are always tried).
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+
+/// Parses `--shard K/N` (1-based K).
+pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let parsed = s.split_once('/').and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((k, n)) if n >= 1 && (1..=n).contains(&k) => Ok((k, n)),
+        _ => bail!("invalid shard '{s}': use K/N with 1 <= K <= N, e.g. 2/8"),
+    }
+}
+
+/// The files of one shard: a contiguous, deterministic slice, so the outputs of shards 1..N
+/// concatenated in order are the output of the whole run.
+pub fn shard(files: Vec<PathBuf>, k: usize, n: usize) -> Vec<PathBuf> {
+    let len = files.len();
+    let (start, end) = ((k - 1) * len / n, k * len / n);
+    files.into_iter().skip(start).take(end - start).collect()
+}
+
+/// Expands files and folders (recursively, following symlinks, loops skipped) into a sorted,
+/// de-duplicated list. Folders contribute files with an image extension and every file that is
+/// not regular (FIFOs, devices: reported when prepared, never opened); a path that does not
+/// exist is kept, so it is reported as a failed file rather than silently dropped.
+pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let (files, problems) = collect(paths, &|f: &Path| has_extension(f, IMAGE_EXTENSIONS));
+    for p in problems {
+        eprintln!("zoo: skipping {p}");
+    }
+    files
 }
 
 #[cfg(all(test, unix))]

@@ -1,4 +1,5 @@
 //! Images, preprocessing, class names and data sets.
+pub mod batch;
 pub mod fashion_mnist;
 pub mod image;
 pub mod inputs;

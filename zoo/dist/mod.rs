@@ -335,7 +335,7 @@ pub fn join_from_env(device: &str, timeout: Duration) -> Result<String> {
     let Some(launch) = Launch::from_env()? else {
         return Ok(device.to_string());
     };
-    let d = match crate::commands::classify::parse_device(device)? {
+    let d = match crate::runtime::parse_device(device)? {
         Device::Cuda(_) if device == "auto" || device == "cuda" => Device::Cuda(launch.local_rank),
         d => d,
     };

@@ -18,10 +18,10 @@
 //! stride-2 convolutions beside them only for even sizes, so the network (Caffe's as much as
 //! Cadene's) accepts sides of 31 to 38 modulo 32 (31, 63-70, ..., 223-230, 255-262, ...; 299 does
 //! not go through) and stops with a message naming the module otherwise. The smallest is 31.
-use super::inception_v4::{HeadSpec, InceptionNet};
+use super::inception::{HeadSpec, InceptionNet};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{Act, Activation, BatchNorm2d, Conv2d, ConvOpts, Layer, Pool2d};
+use crate::nn::{Act, Activation, BatchNorm2d, Conv2d, ConvOpts, ModuleT, Pool2d};
 use tch::{nn, Tensor};
 
 /// Convolution (with bias), batch norm (`<name>_bn`, eps 1e-5) and ReLU, all at the root as
@@ -44,7 +44,7 @@ impl Unit {
     }
 }
 
-impl Layer for Unit {
+impl ModuleT for Unit {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.relu.forward_t(&self.bn.forward_t(&self.conv.forward_t(xs, train), train), train)
     }
@@ -103,14 +103,14 @@ pub const MODULES: [ModuleSpec; 10] = [
 #[derive(Debug)]
 struct Module {
     path: String,
-    branches: Vec<Vec<Box<dyn Layer>>>,
+    branches: Vec<Vec<Box<dyn ModuleT>>>,
     out_channels: i64,
 }
 
 impl Module {
     fn new(p: &nn::Path, cin: i64, spec: &ModuleSpec) -> Self {
         let n = spec.name;
-        let unit = |suffix: &str, cin: i64, cout: i64, kernel: i64, stride: i64| -> Box<dyn Layer> {
+        let unit = |suffix: &str, cin: i64, cout: i64, kernel: i64, stride: i64| -> Box<dyn ModuleT> {
             Box::new(Unit::new(p, &format!("{n}_{suffix}"), &format!("{n}_relu_{suffix}"), cin, cout, kernel, stride))
         };
         let mut branches = Vec::new();
@@ -132,7 +132,7 @@ impl Module {
             PoolKind::Max => Pool2d::max(&pp, 3, 1).padding(1),
             PoolKind::MaxReduce => Pool2d::max(&pp, 3, 2),
         };
-        let mut pool_branch: Vec<Box<dyn Layer>> = vec![Box::new(pool.ceil_mode(true))];
+        let mut pool_branch: Vec<Box<dyn ModuleT>> = vec![Box::new(pool.ceil_mode(true))];
         if spec.pool_proj > 0 {
             pool_branch.push(unit("pool_proj", cin, spec.pool_proj, 1, 1));
         }
@@ -143,7 +143,7 @@ impl Module {
     }
 }
 
-impl Layer for Module {
+impl ModuleT for Module {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -183,7 +183,7 @@ pub fn side_fits(side: i64) -> bool {
 
 /// BN-Inception on Cadene's layout.
 pub fn bninception(p: &nn::Path, build: &BuildConfig) -> InceptionNet {
-    let mut body: Vec<Box<dyn Layer>> = vec![
+    let mut body: Vec<Box<dyn ModuleT>> = vec![
         Box::new(Unit::new(p, "conv1_7x7_s2", "conv1_relu_7x7", 3, 64, 7, 2)),
         Box::new(Pool2d::max(&(p / "pool1_3x3_s2"), 3, 2).ceil_mode(true)),
         Box::new(Unit::new(p, "conv2_3x3_reduce", "conv2_relu_3x3_reduce", 64, 64, 1, 1)),

@@ -5,8 +5,8 @@
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace;
 use crate::nn::{
-    path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, ConvOpts, Dropout, Layer, Linear,
-    LocalResponseNorm, Pool2d, Sequential,
+    path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, ConvOpts, Dropout, Linear, LocalResponseNorm,
+    ModuleT, Pool2d, Sequential,
 };
 use tch::{nn, Tensor};
 
@@ -121,6 +121,8 @@ impl ClassicNet {
         ClassicNet { features, avgpool, hidden, head, head_index, num_features: width, stages }
     }
 }
+
+classifier_module!(ClassicNet);
 
 impl Classifier for ClassicNet {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

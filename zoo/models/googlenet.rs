@@ -16,7 +16,7 @@
 use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo, Model};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
-    path_of, Act, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, LinearHead, Pair, Pool2d, Sequential,
+    basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Linear, LinearHead, ModuleT, Pool2d, Sequential,
 };
 use anyhow::Result;
 use tch::{nn, Device, Tensor};
@@ -52,12 +52,6 @@ pub fn transform_input(xs: &Tensor) -> Tensor {
         .map(|c| xs.select(1, c).unsqueeze(1) * (STD[c as usize] / 0.5) + (MEAN[c as usize] - 0.5) / 0.5)
         .collect();
     Tensor::cat(&chans, 1)
-}
-
-/// torchvision's `BasicConv2d` (shared with Inception v3): convolution without bias, batch norm
-/// with TensorFlow's eps 1e-3, ReLU; children `conv` and `bn`.
-pub fn basic_conv(p: &nn::Path, cin: i64, cout: i64, kernel: impl Pair, opts: ConvOpts) -> ConvBnAct {
-    ConvBnAct::new(p, "conv", "bn", cin, cout, kernel, opts.bias(false), 1e-3, Act::Relu)
 }
 
 /// Widths of one Inception module: input, 1×1, 3×3 reduce, 3×3, "5×5" reduce, "5×5", pool
@@ -138,7 +132,7 @@ impl Inception {
     }
 }
 
-impl Layer for Inception {
+impl ModuleT for Inception {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -180,7 +174,7 @@ impl InceptionAux {
     }
 }
 
-impl Layer for InceptionAux {
+impl ModuleT for InceptionAux {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -204,7 +198,7 @@ impl Layer for InceptionAux {
 pub struct GoogLeNet {
     config: GoogLeNetConfig,
     /// `STEPS` built, with their names.
-    body: Vec<(&'static str, Box<dyn Layer>)>,
+    body: Vec<(&'static str, Box<dyn ModuleT>)>,
     /// `aux1`, `aux2` when built, with the module they follow.
     aux: Vec<(&'static str, InceptionAux)>,
     avgpool: AdaptiveAvgPool2d,
@@ -219,7 +213,7 @@ impl GoogLeNet {
             .iter()
             .map(|(name, step)| {
                 let sp = p / *name;
-                let layer: Box<dyn Layer> = match *step {
+                let layer: Box<dyn ModuleT> = match *step {
                     Step::Conv(cin, cout, k, s, pad) => {
                         Box::new(basic_conv(&sp, cin, cout, k, ConvOpts::default().stride(s).padding(pad)))
                     }
@@ -260,6 +254,8 @@ impl GoogLeNet {
         (xs, aux_out)
     }
 }
+
+classifier_module!(GoogLeNet);
 
 impl Classifier for GoogLeNet {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

@@ -20,13 +20,12 @@
 //! pools globally, which is the same at 299×299 and works at any size.
 //!
 //! Both take 299×299 by default and at least 75×75.
-use super::inception_v4::{
-    at, conv_unit, convs, max_pool, pooled, same, valid, BranchSpec, Branches, ConvSpec, HeadSpec, InceptionNet,
-    LinearNoBias, Mixed,
+use super::inception::{
+    at, conv_unit, convs, max_pool, pooled, same, valid, BranchSpec, Branches, ConvSpec, HeadSpec, InceptionNet, Mixed,
 };
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, Act, BatchNorm2d, Conv2d, ConvOpts, Layer, Pool2d, Sequential};
+use crate::nn::{path_of, Act, BatchNorm2d, Conv2d, ConvOpts, Linear, ModuleT, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// The three residual block types, by grid.
@@ -61,7 +60,7 @@ impl Residual {
     }
 }
 
-impl Layer for Residual {
+impl ModuleT for Residual {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -199,7 +198,7 @@ fn grid_index(grid: Grid) -> usize {
 
 /// Inception-ResNet v2 on timm's layout, with `cfg`'s counts and scales.
 pub fn inception_resnet_v2(p: &nn::Path, cfg: &InceptionResNetConfig, build: &BuildConfig) -> InceptionNet {
-    let mut body: Vec<Box<dyn Layer>> = Vec::new();
+    let mut body: Vec<Box<dyn ModuleT>> = Vec::new();
     let mut width = 3;
     for step in &V2_STEPS {
         match *step {
@@ -380,8 +379,8 @@ pub fn inception_resnet_v1(p: &nn::Path, cfg: &InceptionResNetConfig, build: &Bu
     }
     debug_assert_eq!(width, 1792);
     let op = p / "output";
-    let hidden: Vec<Box<dyn Layer>> = vec![
-        Box::new(LinearNoBias::new(&(&op / "fc1"), width, V1_HIDDEN)),
+    let hidden: Vec<Box<dyn ModuleT>> = vec![
+        Box::new(Linear::without_bias(&(&op / "fc1"), width, V1_HIDDEN)),
         // `nn.BatchNorm1d`: the same computation and variables on [N, C].
         Box::new(BatchNorm2d::with_eps(&(&op / "bn"), V1_HIDDEN, 1e-3)),
     ];

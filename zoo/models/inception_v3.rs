@@ -8,11 +8,12 @@
 //! parameters count: 27.2M in all) and runs in train mode only, and `transform_input` is on.
 //! Default input 299×299; the smallest that goes through is 75×75 (in train mode the auxiliary
 //! head needs about 299).
-use super::googlenet::{basic_conv, transform_input};
-use super::inception_v4::{convs, max_pool, pooled_counting_pad, same, split, valid, BranchSpec, Mixed};
+use super::googlenet::transform_input;
+use super::inception::{convs, max_pool, pooled_counting_pad, same, split, valid, BranchSpec, Mixed};
 use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo};
+use crate::nn::basic_conv;
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Layer, Linear, LinearHead, Pool2d};
+use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Linear, LinearHead, ModuleT, Pool2d};
 use tch::{nn, Tensor};
 
 /// The five block types of torchvision's file, as branch tables (Inception v4's builders: every
@@ -170,7 +171,7 @@ impl InceptionAux {
     }
 }
 
-impl Layer for InceptionAux {
+impl ModuleT for InceptionAux {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -193,7 +194,7 @@ impl Layer for InceptionAux {
 #[derive(Debug)]
 pub struct InceptionV3 {
     transform_input: bool,
-    body: Vec<(&'static str, Box<dyn Layer>)>,
+    body: Vec<(&'static str, Box<dyn ModuleT>)>,
     aux: Option<InceptionAux>,
     avgpool: AdaptiveAvgPool2d,
     fc: LinearHead,
@@ -211,7 +212,7 @@ impl InceptionV3 {
             .iter()
             .map(|(name, step)| {
                 let sp = p / *name;
-                let layer: Box<dyn Layer> = match *step {
+                let layer: Box<dyn ModuleT> = match *step {
                     Step::Conv(cin, cout, k, s, pad) => {
                         debug_assert_eq!(cin, width, "{name}");
                         width = cout;
@@ -251,6 +252,8 @@ impl InceptionV3 {
         (xs, aux_out)
     }
 }
+
+classifier_module!(InceptionV3);
 
 impl Classifier for InceptionV3 {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

@@ -9,10 +9,10 @@
 //! `blocks.S.U.{conv_dw,bn1,conv_pw,bn2}`, `classifier`, with timm's ReLU6 and channel rounding
 //! (`round_channels`: nearest multiple of 8, never below 90%), so timm's checkpoints load
 //! unchanged. The paper's plain ReLU (pytorchcv's `mobilenet_w*`) is [`MobileNetV1Config::act`].
-use super::mobilenet_v2::make_divisible;
 use super::{BuildConfig, Classifier, FeatureInfo};
+use crate::nn::make_divisible;
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, BatchNorm2d, Conv2d, Layer, LinearHead, Sequential};
+use crate::nn::{no_bias, path_of, Act, BatchNorm2d, Conv2d, LinearHead, ModuleT, Sequential};
 use tch::{nn, Tensor};
 
 /// The paper's Table 1 as stages: output channels, units, stride of the first unit. The stem
@@ -86,7 +86,7 @@ impl DepthwiseSeparable {
     }
 }
 
-impl Layer for DepthwiseSeparable {
+impl ModuleT for DepthwiseSeparable {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -149,6 +149,8 @@ impl MobileNetV1 {
         }
     }
 }
+
+classifier_module!(MobileNetV1);
 
 impl Classifier for MobileNetV1 {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

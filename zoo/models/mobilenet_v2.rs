@@ -6,8 +6,11 @@
 //! `Conv2dNormActivation` units as `features.N.conv.M.0`/`.1`, `classifier.1`), so torchvision's
 //! checkpoints load unchanged. Channel counts are rounded with torchvision's `_make_divisible`.
 use super::{BuildConfig, Classifier, FeatureInfo};
-use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, BatchNorm2d, Conv2d, ConvBnAct, Dropout, Layer, Linear, Sequential};
+use crate::nn::trace;
+use crate::nn::{
+    make_divisible, no_bias, Act, BatchNorm2d, Conv2d, ConvBnAct, Dropout, InvertedResidual, Linear, ModuleT,
+    Sequential,
+};
 use tch::{nn, Tensor};
 
 /// The paper's Table 2: expansion `t`, output channels `c`, repeats `n`, first stride `s`.
@@ -22,17 +25,6 @@ pub const INVERTED_RESIDUAL_SETTING: &[[i64; 4]] = &[
     [6, 160, 3, 2],
     [6, 320, 1, 1],
 ];
-
-/// torchvision's (and TF slim's) `_make_divisible`: `v` rounded to the nearest multiple of
-/// `divisor`, at least `divisor`, and never more than 10% below `v`.
-pub fn make_divisible(v: f64, divisor: i64) -> i64 {
-    let d = divisor as f64;
-    let mut new_v = (((v + d / 2.0) as i64) / divisor * divisor).max(divisor);
-    if (new_v as f64) < 0.9 * v {
-        new_v += divisor;
-    }
-    new_v
-}
 
 /// One MobileNet v2: the block table, the width multiplier and the classifier's dropout.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,58 +46,25 @@ impl MobileNetV2Config {
     }
 }
 
-/// The inverted residual block (`features.N`): a body, here `conv` with [expand 1×1,] depthwise
-/// 3×3, then the linear projection 1×1 and its batch norm; the input is added back when shapes
-/// agree. MobileNet v3's bottleneck is the same block with another body.
-#[derive(Debug)]
-pub(super) struct InvertedResidual {
-    path: String,
-    body: Sequential,
-    use_res_connect: bool,
-}
-
-impl InvertedResidual {
-    /// The block at `p` around `body`, with the identity shortcut when `use_res_connect`.
-    pub(super) fn with_body(p: &nn::Path, body: Sequential, use_res_connect: bool) -> Self {
-        InvertedResidual { path: path_of(p), body, use_res_connect }
+/// v2's block body `conv`: [expand 1×1,] depthwise 3×3, then the linear projection 1×1 and its
+/// batch norm.
+fn inverted_residual(p: &nn::Path, inp: i64, oup: i64, stride: i64, expand_ratio: i64) -> InvertedResidual {
+    let hidden = inp * expand_ratio;
+    let cp = p / "conv";
+    let mut conv = Sequential::new(&cp);
+    let mut idx = 0;
+    let mut next = || {
+        idx += 1;
+        &cp / (idx - 1)
+    };
+    if expand_ratio != 1 {
+        conv.push(ConvBnAct::new(&next(), "0", "1", inp, hidden, 1, no_bias(), 1e-5, Act::Relu6));
     }
-
-    fn new(p: &nn::Path, inp: i64, oup: i64, stride: i64, expand_ratio: i64) -> Self {
-        let hidden = inp * expand_ratio;
-        let cp = p / "conv";
-        let mut conv = Sequential::new(&cp);
-        let mut idx = 0;
-        let mut next = || {
-            idx += 1;
-            &cp / (idx - 1)
-        };
-        if expand_ratio != 1 {
-            conv.push(ConvBnAct::new(&next(), "0", "1", inp, hidden, 1, no_bias(), 1e-5, Act::Relu6));
-        }
-        let dw = no_bias().stride(stride).padding(1).groups(hidden);
-        conv.push(ConvBnAct::new(&next(), "0", "1", hidden, hidden, 3, dw, 1e-5, Act::Relu6));
-        conv.push(Conv2d::new(&next(), hidden, oup, 1, no_bias()));
-        conv.push(BatchNorm2d::new(&next(), oup));
-        Self::with_body(p, conv, stride == 1 && inp == oup)
-    }
-}
-
-impl Layer for InvertedResidual {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        trace::layer(
-            &self.path,
-            || Op::Container("InvertedResidual"),
-            xs,
-            |xs| {
-                let ys = self.body.forward_t(xs, train);
-                if self.use_res_connect {
-                    ys + xs
-                } else {
-                    ys
-                }
-            },
-        )
-    }
+    let dw = no_bias().stride(stride).padding(1).groups(hidden);
+    conv.push(ConvBnAct::new(&next(), "0", "1", hidden, hidden, 3, dw, 1e-5, Act::Relu6));
+    conv.push(Conv2d::new(&next(), hidden, oup, 1, no_bias()));
+    conv.push(BatchNorm2d::new(&next(), oup));
+    InvertedResidual::with_body(p, conv, stride == 1 && inp == oup)
 }
 
 /// MobileNet v2 at any width.
@@ -134,7 +93,7 @@ impl MobileNetV2 {
             for i in 0..n {
                 let stride = if i == 0 { s } else { 1 };
                 let idx = features.len();
-                features.push(InvertedResidual::new(&(&fp / idx), input_channel, output_channel, stride, t));
+                features.push(inverted_residual(&(&fp / idx), input_channel, output_channel, stride, t));
                 input_channel = output_channel;
             }
             reduction *= s;
@@ -156,6 +115,8 @@ impl MobileNetV2 {
         }
     }
 }
+
+classifier_module!(MobileNetV2);
 
 impl Classifier for MobileNetV2 {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

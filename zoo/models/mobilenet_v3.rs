@@ -6,12 +6,11 @@
 //! the SE's `fc1`/`fc2` 1×1 convolutions from `torchvision.ops.SqueezeExcitation`,
 //! `classifier.0` and `classifier.3`), with its batch norm (eps 0.001, momentum 0.01), so
 //! torchvision's checkpoints load unchanged.
-use super::mobilenet_v2::{make_divisible, InvertedResidual};
 use super::{BuildConfig, Classifier, FeatureInfo};
-use crate::nn::trace::{self, Op};
+use crate::nn::trace;
 use crate::nn::{
-    no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, Conv2d, ConvBnAct, ConvOpts, Dropout, Layer, Linear,
-    Sequential,
+    make_divisible, no_bias, Act, Activation, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Dropout, InvertedResidual,
+    Linear, ModuleT, Sequential, SqueezeExcitation,
 };
 use tch::{nn, Tensor};
 
@@ -99,41 +98,6 @@ fn conv_bn_act(p: &nn::Path, cin: i64, cout: i64, k: i64, opts: ConvOpts, act: A
     unit
 }
 
-/// torchvision's `SqueezeExcitation`: global pool, `fc1` 1×1 conv, ReLU, `fc2` 1×1 conv,
-/// hard-sigmoid, times the input.
-#[derive(Debug)]
-struct SqueezeExcitation {
-    path: String,
-    fc1: Conv2d,
-    fc2: Conv2d,
-}
-
-impl SqueezeExcitation {
-    fn new(p: &nn::Path, channels: i64, squeeze: i64) -> Self {
-        SqueezeExcitation {
-            path: path_of(p),
-            fc1: Conv2d::new(&(p / "fc1"), channels, squeeze, 1, ConvOpts::default()),
-            fc2: Conv2d::new(&(p / "fc2"), squeeze, channels, 1, ConvOpts::default()),
-        }
-    }
-}
-
-impl Layer for SqueezeExcitation {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        trace::layer(
-            &self.path,
-            || Op::Container("SqueezeExcitation"),
-            xs,
-            |xs| {
-                let scale = xs.mean_dim(&[-2i64, -1][..], true, None);
-                let scale = self.fc1.forward_t(&scale, train).relu();
-                let scale = self.fc2.forward_t(&scale, train).hardsigmoid();
-                scale * xs
-            },
-        )
-    }
-}
-
 /// The v3 bottleneck (`features.N`): v2's inverted residual around `block`, which holds [expand
 /// 1×1,] depthwise k×k, [SE,] and the linear projection.
 fn bneck(p: &nn::Path, cfg: &MobileNetV3Config, b: &Bneck) -> InvertedResidual {
@@ -211,6 +175,8 @@ impl MobileNetV3 {
         }
     }
 }
+
+classifier_module!(MobileNetV3);
 
 impl Classifier for MobileNetV3 {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

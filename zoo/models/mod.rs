@@ -3,12 +3,26 @@
 //!
 //! One file per family; each family's variants are rows of data in [`registry`](mod@registry) over one
 //! generic builder.
+/// Implements [`tch::nn::ModuleT`] for classifiers: the logits, `forward_head` on
+/// `forward_features`.
+macro_rules! classifier_module {
+    ($($t:ty),+ $(,)?) => {$(
+        impl tch::nn::ModuleT for $t {
+            fn forward_t(&self, xs: &tch::Tensor, train: bool) -> tch::Tensor {
+                use $crate::models::Classifier;
+                self.forward_head(&self.forward_features(xs, train), train, false)
+            }
+        }
+    )+};
+}
+
 pub mod alexnet;
 pub mod bninception;
 pub mod classic;
 pub mod densenet;
 pub mod efficientnet_lite;
 pub mod googlenet;
+pub mod inception;
 pub mod inception_resnet;
 pub mod inception_v3;
 pub mod inception_v4;
@@ -28,6 +42,7 @@ pub mod zfnet;
 pub use registry::{find, registry, ModelSpec};
 
 use anyhow::{bail, Result};
+use tch::nn::ModuleT;
 use tch::{nn, Device, Kind, Tensor};
 
 /// A named stage of a network whose output can be taken as features.
@@ -81,19 +96,16 @@ impl ArchOptions {
     }
 }
 
-/// The contract every classifier meets (timm's, in Rust).
-pub trait Classifier: std::fmt::Debug + Send {
+/// The contract every classifier meets (timm's, in Rust). Every classifier is a
+/// [`tch::nn::ModuleT`] whose `forward_t` gives the logits
+/// (`forward_head(forward_features(xs))`, written once by [`classifier_module!`]).
+pub trait Classifier: ModuleT {
     /// The unpooled feature map of the last stage, [N, num_features, h, w].
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor;
 
     /// Pooling and classifier on a feature map. With `pre_logits`, stops before the last
     /// linear layer (the pooled features, or VGG/AlexNet's FC7 after its ReLU).
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor;
-
-    /// Logits.
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward_head(&self.forward_features(xs, train), train, false)
-    }
 
     /// Logits and, in train mode, the auxiliary classifiers' logits (GoogLeNet, Inception v3).
     fn forward_aux(&self, xs: &Tensor, train: bool) -> (Tensor, Vec<Tensor>) {
@@ -261,6 +273,100 @@ impl Model {
     /// [`Model::from_file`] also picks the class count and builder options the file needs.
     pub fn load_file(&mut self, path: &std::path::Path) -> Result<()> {
         crate::weights::pretrained::load_file_into(self, path)
+    }
+
+    /// Every layer name [`Model::features`] takes, in forward order: `fc7` and `pre_logits`
+    /// where the network has them, then every module path (traced on the model itself, one image
+    /// of its default size, so no second network is built).
+    pub fn layer_names(&self) -> Vec<String> {
+        let [c, h, w] = self.spec.input_size;
+        let xs = Tensor::zeros([1, c, h, w], (self.kind(), self.vs.device()));
+        tch::no_grad(|| crate::nn::trace::tap_names(|| self.net.forward_t(&xs, false)))
+    }
+
+    /// Checks `layer` before any image is read. The error names the closest layer names and the
+    /// stages, and points to `zoo info` for the full list.
+    pub fn check_layer(&self, layer: &str) -> Result<()> {
+        let names = self.layer_names();
+        if names.iter().any(|n| n == layer) {
+            return Ok(());
+        }
+        let mut near: Vec<(f64, &String)> =
+            names.iter().map(|n| (strsim::normalized_damerau_levenshtein(layer, n), n)).collect();
+        near.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let near: Vec<&str> = near.iter().take(3).map(|(_, n)| n.as_str()).collect();
+        let stages: Vec<String> = self.net.feature_info().into_iter().map(|f| f.name).collect();
+        bail!(
+            "{} has no layer '{layer}'; the closest are {}. Its stages: {}, and pre_logits{}. \
+             `zoo info {} --layers` lists every layer.",
+            self.spec.name,
+            near.join(", "),
+            stages.join(", "),
+            if names.iter().any(|n| n == "fc7") { ", fc7" } else { "" },
+            self.spec.name
+        )
+    }
+
+    /// Eval-mode output of the layer `layer` (`fc7`, `pre_logits`, a stage or a module path, as
+    /// [`Model::layer_names`] lists) for a batch, without gradients, pooled as asked.
+    ///
+    /// ```
+    /// use zoo::models::{BuildConfig, Model, Pool};
+    /// # fn main() -> anyhow::Result<()> {
+    /// let model = Model::new("resnet18", BuildConfig::default(), tch::Device::Cpu)?;
+    /// let xs = tch::Tensor::randn([4, 3, 224, 224], (tch::Kind::Float, tch::Device::Cpu));
+    /// let stage = model.features(&xs, "layer3", Pool::None)?; // a stage: [4, 256, 14, 14]
+    /// assert_eq!(stage.size(), [4, 256, 14, 14]);
+    /// let pooled = model.features(&xs, "pre_logits", Pool::None)?; // before the classifier
+    /// assert_eq!(pooled.size(), [4, 512]);
+    /// assert!(model.features(&xs, "layer9", Pool::Avg).is_err()); // the error names the closest
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn features(&self, xs: &Tensor, layer: &str, pool: Pool) -> Result<Tensor> {
+        self.check_input(xs)?;
+        let taps = [layer.to_string()];
+        let (_, mut got) = tch::no_grad(|| crate::nn::trace::capture(&taps, || self.net.forward_t(xs, false)));
+        let Some(t) = got.remove(layer) else {
+            bail!("layer '{layer}' did not run in {}", self.spec.name);
+        };
+        Ok(match (pool, t.dim()) {
+            (Pool::Avg, 4) => t.mean_dim(&[2i64, 3][..], false, None),
+            (Pool::Max, 4) => t.amax(&[2i64, 3][..], false),
+            _ => t,
+        })
+    }
+
+    /// Puts the variables in `precision` (float16 and bfloat16 on CUDA only).
+    pub fn set_precision(&mut self, precision: crate::runtime::Precision) -> Result<()> {
+        use crate::runtime::Precision;
+        if precision != Precision::F32 && self.vs.device() == Device::Cpu {
+            bail!("--half and --bf16 need a CUDA device (use --device cuda)");
+        }
+        match precision {
+            Precision::F32 => {}
+            Precision::F16 => self.vs.half(),
+            Precision::Bf16 => self.vs.bfloat16(),
+        }
+        Ok(())
+    }
+}
+
+/// Global pooling of spatial feature maps ([`Model::features`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Pool {
+    Avg,
+    Max,
+    None,
+}
+
+/// A model is a tch module: `xs.apply_t(&model, train)` gives the logits, and a model goes into
+/// `nn::seq_t()` like any tch layer. The input is used as given (device and kind included); for
+/// eval-mode inference with checks, [`Model::predict`].
+impl ModuleT for Model {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.net.forward_t(xs, train)
     }
 }
 

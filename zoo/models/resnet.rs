@@ -7,7 +7,7 @@
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
-    no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential,
+    no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential,
 };
 use tch::{nn, Tensor};
 
@@ -87,7 +87,7 @@ impl Block {
     }
 }
 
-impl Layer for Block {
+impl ModuleT for Block {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -156,6 +156,8 @@ impl ResNet {
         }
     }
 }
+
+classifier_module!(ResNet);
 
 impl Classifier for ResNet {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

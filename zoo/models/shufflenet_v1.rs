@@ -14,7 +14,9 @@
 //! input size through.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
+use crate::nn::{
+    no_bias, path_of, Act, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential,
+};
 use tch::{nn, Tensor};
 
 /// The paper's Table 1: output channels of stages 2–4 (pytorchcv's `stage1`–`stage3`) at 1× for
@@ -102,7 +104,7 @@ impl ShuffleUnit {
     }
 }
 
-impl Layer for ShuffleUnit {
+impl ModuleT for ShuffleUnit {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -133,7 +135,7 @@ struct InitBlock {
     pool: Pool2d,
 }
 
-impl Layer for InitBlock {
+impl ModuleT for InitBlock {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -206,6 +208,8 @@ impl ShuffleNetV1 {
         }
     }
 }
+
+classifier_module!(ShuffleNetV1);
 
 impl Classifier for ShuffleNetV1 {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

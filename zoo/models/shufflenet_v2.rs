@@ -7,7 +7,7 @@
 //! unchanged.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
+use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// One ShuffleNet v2: units per stage (2, 3, 4) and the widths of `conv1`, the three stages and
@@ -82,7 +82,7 @@ impl InvertedResidual {
     }
 }
 
-impl Layer for InvertedResidual {
+impl ModuleT for InvertedResidual {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -149,6 +149,8 @@ impl ShuffleNetV2 {
         }
     }
 }
+
+classifier_module!(ShuffleNetV2);
 
 impl Classifier for ShuffleNetV2 {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

@@ -9,7 +9,7 @@
 //! authors' repository) moves the pools earlier and uses a 3×3 stem: 2.4× less computation.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, Act, Activation, AdaptiveAvgPool2d, Conv2d, ConvOpts, Layer, Pool2d, Sequential};
+use crate::nn::{path_of, Act, Activation, AdaptiveAvgPool2d, Conv2d, ConvOpts, ModuleT, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// An entry of a `features` table.
@@ -75,7 +75,7 @@ impl Fire {
     }
 }
 
-impl Layer for Fire {
+impl ModuleT for Fire {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -155,6 +155,8 @@ impl SqueezeNet {
         }
     }
 }
+
+classifier_module!(SqueezeNet);
 
 impl Classifier for SqueezeNet {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

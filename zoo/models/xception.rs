@@ -13,7 +13,7 @@
 //! convolutions are unpadded.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, Layer, LinearHead, Pool2d, Sequential};
+use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// One residual block of the paper's Figure 5 (timm's `Block` arguments).
@@ -67,7 +67,7 @@ impl SeparableConv2d {
     }
 }
 
-impl Layer for SeparableConv2d {
+impl ModuleT for SeparableConv2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -121,7 +121,7 @@ impl Block {
     }
 }
 
-impl Layer for Block {
+impl ModuleT for Block {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -182,6 +182,8 @@ impl Xception {
         }
     }
 }
+
+classifier_module!(Xception);
 
 impl Classifier for Xception {
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor {

@@ -1,6 +1,6 @@
 //! The classifier most networks end with: pooled features (the `pre_logits` tap), dropout in
 //! training, and one linear layer, absent when the model is built without classes.
-use super::layers::{path_of, Layer, Linear};
+use super::layers::{path_of, Linear, ModuleT};
 use super::trace;
 use tch::{nn, Tensor};
 

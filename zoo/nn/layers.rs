@@ -7,10 +7,9 @@ use super::trace::{self, Op};
 use tch::nn::{self, Init};
 use tch::Tensor;
 
-/// A module with a forward pass; `train` switches dropout and batch-norm statistics.
-pub trait Layer: std::fmt::Debug + Send {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor;
-}
+/// Every zoo layer, block and model is a tch module: a forward pass where `train` switches
+/// dropout and batch-norm statistics. So zoo's parts go into `tch::nn::seq_t()` and tch's into zoo.
+pub use tch::nn::ModuleT;
 
 /// The dotted checkpoint path of a var-store path (`layer1.0.conv1`).
 pub fn path_of(p: &nn::Path) -> String {
@@ -200,7 +199,7 @@ impl Conv2d {
     }
 }
 
-impl Layer for Conv2d {
+impl ModuleT for Conv2d {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -251,7 +250,7 @@ impl BatchNorm2d {
     }
 }
 
-impl Layer for BatchNorm2d {
+impl ModuleT for BatchNorm2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let op = || Op::BatchNorm { features: self.weight.size()[0] };
         trace::layer(&self.path, op, xs, |xs| {
@@ -294,12 +293,19 @@ impl Linear {
         }
     }
 
+    /// `nn.Linear(bias=False)`, with PyTorch's default init (uniform in ±1/sqrt(in)).
+    pub fn without_bias(p: &nn::Path, in_features: i64, out_features: i64) -> Self {
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let uniform = init(Init::Uniform { lo: -bound, up: bound });
+        Linear { path: path_of(p), weight: p.var("weight", &[out_features, in_features], uniform), bias: None }
+    }
+
     pub fn out_features(&self) -> i64 {
         self.weight.size()[0]
     }
 }
 
-impl Layer for Linear {
+impl ModuleT for Linear {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let s = self.weight.size();
         let op = || Op::Linear { in_features: s[1], out_features: s[0], bias: self.bias.is_some() };
@@ -392,7 +398,7 @@ impl Activation {
     }
 }
 
-impl Layer for Activation {
+impl ModuleT for Activation {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -422,7 +428,7 @@ impl Dropout {
     }
 }
 
-impl Layer for Dropout {
+impl ModuleT for Dropout {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -475,7 +481,7 @@ impl Pool2d {
     }
 }
 
-impl Layer for Pool2d {
+impl ModuleT for Pool2d {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         let op = || Op::Pool {
             kind: if self.max { "MaxPool2d" } else { "AvgPool2d" },
@@ -506,7 +512,7 @@ impl AdaptiveAvgPool2d {
     }
 }
 
-impl Layer for AdaptiveAvgPool2d {
+impl ModuleT for AdaptiveAvgPool2d {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -540,7 +546,7 @@ impl LocalResponseNorm {
     }
 }
 
-impl Layer for LocalResponseNorm {
+impl ModuleT for LocalResponseNorm {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -573,7 +579,7 @@ impl Flatten {
     }
 }
 
-impl Layer for Flatten {
+impl ModuleT for Flatten {
     fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
         trace::layer(&self.path, || Op::Elementwise("Flatten"), xs, |xs| xs.flatten(1, -1))
     }
@@ -584,7 +590,7 @@ impl Layer for Flatten {
 pub struct Sequential {
     path: String,
     kind: &'static str,
-    pub layers: Vec<Box<dyn Layer>>,
+    pub layers: Vec<Box<dyn ModuleT>>,
 }
 
 impl Sequential {
@@ -597,7 +603,7 @@ impl Sequential {
         Sequential { path: path_of(p), kind, layers: Vec::new() }
     }
 
-    pub fn push(&mut self, layer: impl Layer + 'static) -> &mut Self {
+    pub fn push(&mut self, layer: impl ModuleT + 'static) -> &mut Self {
         self.layers.push(Box::new(layer));
         self
     }
@@ -615,7 +621,7 @@ impl Sequential {
     }
 }
 
-impl Layer for Sequential {
+impl ModuleT for Sequential {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -663,7 +669,7 @@ impl ConvBnAct {
     }
 }
 
-impl Layer for ConvBnAct {
+impl ModuleT for ConvBnAct {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(
             &self.path,
@@ -675,4 +681,11 @@ impl Layer for ConvBnAct {
             },
         )
     }
+}
+
+/// torchvision's `BasicConv2d` (GoogLeNet, Inception v3; timm's `ConvNormAct` in the rest of the
+/// Inception line): convolution without bias, batch norm with TensorFlow's eps 1e-3, ReLU;
+/// children `conv` and `bn`.
+pub fn basic_conv(p: &nn::Path, cin: i64, cout: i64, kernel: impl Pair, opts: ConvOpts) -> ConvBnAct {
+    ConvBnAct::new(p, "conv", "bn", cin, cout, kernel, opts.bias(false), 1e-3, Act::Relu)
 }

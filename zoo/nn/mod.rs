@@ -1,7 +1,11 @@
-//! Layers with checkpoint paths, and tracing of forward passes.
+//! Layers with checkpoint paths, the blocks several families share, model summaries, and
+//! tracing of forward passes.
+pub mod blocks;
 pub mod head;
 pub mod layers;
+pub mod summary;
 pub mod trace;
 
+pub use blocks::*;
 pub use head::LinearHead;
 pub use layers::*;

@@ -3,14 +3,14 @@
 //! Two layouts are read: `DIR/train/<class>/*` with `DIR/val/<class>/*`, or one folder of class
 //! subfolders `DIR/<class>/*` split into train and val per class (stratified), deterministically
 //! from a seed. Class names are the sorted folder names; class `i` is output `i`. Files are found
-//! recursively by extension (`classify::IMAGE_EXTENSIONS`) and sorted.
+//! recursively by extension ([`crate::data::inputs::IMAGE_EXTENSIONS`]) and sorted.
 //!
 //! Every problem that would otherwise surface hours into a run is found up front: each file's
 //! header is read (in parallel) and files that cannot be read are listed and skipped, empty
 //! class folders are skipped with a warning, fewer than two classes is an error, and a val split
 //! lacking a class is a warning.
-use crate::commands::classify::IMAGE_EXTENSIONS;
 use crate::data::inputs;
+use crate::data::inputs::IMAGE_EXTENSIONS;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;

@@ -15,11 +15,11 @@ use super::dataset::{self, DataSet, Sample};
 use super::freeze::{self, Freeze, Frozen};
 use super::optim::{GradScaler, Optimizer, OptimizerKind, Param, Schedule};
 use crate::checkpoint::{self, StateDict};
-use crate::commands::classify::{parse_device, progress_bar};
 use crate::data::image::{load_luma, load_rgb, DecodeLimits};
 use crate::data::prefetch::prefetch;
 use crate::data::preprocess::Preprocess;
 use crate::models::{is_buffer, BuildConfig, Model};
+use crate::runtime::parse_device;
 use crate::weights::pretrained::{self, meta, Loaded, PreprocessOverride};
 use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
@@ -332,20 +332,6 @@ fn assemble(items: Vec<Option<(Vec<f32>, i64)>>) -> Batch {
     Batch { data, labels }
 }
 
-/// The progress bar of one training epoch (on a terminal only): images, speed, running loss.
-fn epoch_bar(total: usize, show: bool, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len}  {per_sec}  eta {eta}  {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_prefix(format!("{epoch}/{epochs}"));
-    bar
-}
-
 /// `[n, C, H, W]` with channels-last strides.
 fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
@@ -425,7 +411,7 @@ pub fn evaluate(
     let start = Instant::now();
     let device = model.vs.device();
     let batches: Vec<Vec<usize>> = indices.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
-    let bar = progress_bar(indices.len(), progress);
+    let bar = crate::progress::Bar::images(indices.len(), progress);
     let mut confusion = vec![vec![0u64; num_classes]; num_classes];
     let (mut n, mut loss_sum, mut top1, mut top5) = (0usize, 0f64, 0u64, 0u64);
     let make = |b: &[usize]| {
@@ -601,6 +587,7 @@ fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
     write_atomic(path, &s)
 }
 
+#[cfg(feature = "plot")]
 fn plot_curves(path: &Path, title: &str, rows: &[EpochMetrics]) -> Result<()> {
     let points: Vec<crate::plot::EpochPoint> = rows
         .iter()
@@ -919,6 +906,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     let metadata = checkpoint_metadata(spec.name, &classes, &pre)?;
     let mut history = read_metrics(&out.join("metrics.csv"), start_epoch);
     let aux_weight = if spec.name == "googlenet" { 0.3 } else { 0.4 };
+    #[cfg(feature = "plot")]
     let title = format!("{} on {}", spec.name, cfg.data.display());
     let mut reported_failures = 0;
     if lead {
@@ -946,7 +934,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         let t0 = Instant::now();
         let order = crate::dist::sampler::shard(&epoch_order(epoch), rank, world);
         let batches: Vec<Vec<usize>> = order.chunks(cfg.batch_size).map(<[usize]>::to_vec).collect();
-        let bar = epoch_bar(order.len(), cfg.progress && lead, epoch, cfg.epochs);
+        let bar = crate::progress::Bar::epoch(order.len(), cfg.progress && lead, epoch, cfg.epochs);
         let (mut seen, mut loss_sum, mut correct) = (0usize, 0f64, 0i64);
         let mut lr = Schedule::lr(&cfg.schedule, cfg.lr, global_step, steps_per_epoch, cfg.epochs);
         let make = |b: &[usize]| {
@@ -1111,6 +1099,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
             checkpoint::write_safetensors(&out.join("best.safetensors"), &entries, Some(&metadata))?;
         }
         write_metrics(&out.join("metrics.csv"), &history)?;
+        #[cfg(feature = "plot")]
         if let Err(e) = plot_curves(&out.join("curves.png"), &title, &history) {
             eprintln!("warning: curves.png not drawn: {e:#}");
         }
@@ -1179,15 +1168,16 @@ fn write_run_json(
     write_atomic(&cfg.out.join("run.json"), &text)
 }
 
-/// Writes `confusion.csv`, `confusion.png` and `per_class.csv` of an evaluation into `dir`.
+/// Writes `confusion.csv`, `per_class.csv` and (with the `plot` feature) `confusion.png` of an
+/// evaluation into `dir`.
 /// `confusion.csv` has a row and a column for every class when there are at most
-/// [`crate::plot::CONFUSION_MAX_CLASSES`], else for the classes that occur (as truth or as a
+/// [`CONFUSION_MAX_CLASSES`], else for the classes that occur (as truth or as a
 /// prediction), so 3 images of a 1,000-class model give a 3x3 table, not a 1000x1000 one.
 pub fn write_eval_reports(dir: &Path, title: &str, classes: &[String], r: &EvalResult) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let n = classes.len();
     let occurs = |i: usize| r.confusion[i].iter().sum::<u64>() > 0 || r.confusion.iter().any(|row| row[i] > 0);
-    let shown: Vec<usize> = (0..n).filter(|&i| n <= crate::plot::CONFUSION_MAX_CLASSES || occurs(i)).collect();
+    let shown: Vec<usize> = (0..n).filter(|&i| n <= CONFUSION_MAX_CLASSES || occurs(i)).collect();
     let csv_err = |e: csv::Error| anyhow::anyhow!("writing a CSV report in {}: {e}", dir.display());
     let mut w = csv::Writer::from_path(dir.join("confusion.csv")).map_err(csv_err)?;
     w.write_record(std::iter::once("true\\predicted").chain(shown.iter().map(|&i| classes[i].as_str())))
@@ -1206,5 +1196,12 @@ pub fn write_eval_reports(dir: &Path, title: &str, classes: &[String], r: &EvalR
         w.write_record([c.clone(), total.to_string(), r.confusion[i][i].to_string(), acc]).map_err(csv_err)?;
     }
     w.flush()?;
-    crate::plot::confusion(&dir.join("confusion.png"), title, classes, &r.confusion).map(|_| ())
+    #[cfg(feature = "plot")]
+    crate::plot::confusion(&dir.join("confusion.png"), title, classes, &r.confusion)?;
+    let _ = title;
+    Ok(())
 }
+
+/// Confusion matrices of more classes than this are reduced to the classes that occur (the
+/// CSV) or that are most involved (the picture).
+pub const CONFUSION_MAX_CLASSES: usize = 30;

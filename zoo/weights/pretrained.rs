@@ -152,7 +152,24 @@ pub fn load(name: &str, weights: Option<&Path>, device: Device, opts: &FetchOpti
     load_with(name, weights, &LoadOptions { fetch: opts.clone(), ..LoadOptions::new(device) })
 }
 
-/// Loads `name` (`ARCH` or `ARCH.TAG`) from `weights` when given, else from the manifest.
+/// Loads `name` (`ARCH` or `ARCH.TAG`) from `weights` when given, else from the manifest
+/// (fetched and verified on first use, or found in zoo's, torch.hub's or Hugging Face's cache).
+/// A local file is identified (digest, file name, metadata, layout) and gets its own key rules,
+/// head and preprocessing, said in one stderr line unless `opts.quiet`.
+///
+/// ```no_run
+/// use zoo::data::image::{load_rgb, DecodeLimits};
+/// use zoo::weights::pretrained::{load_with, LoadOptions};
+/// # fn main() -> anyhow::Result<()> {
+/// let loaded = load_with("resnet50.tv2_in1k", None, &LoadOptions::new(tch::Device::Cpu))?;
+/// let image = load_rgb(std::path::Path::new("cat.jpg"), &DecodeLimits::default())?;
+/// // The preprocessing the weights were published with: resize 232, crop 224, bilinear.
+/// let probs = loaded.model.predict(&loaded.preprocess.to_tensor(&image)?)?.softmax(-1, tch::Kind::Float);
+/// let best = probs.argmax(-1, false).int64_value(&[0]) as usize;
+/// println!("{}", loaded.labels[best]);
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_with(name: &str, weights: Option<&Path>, opts: &LoadOptions) -> Result<Loaded> {
     let spec = arch_of(name)?;
     let named = entry_for(name)?;
