@@ -20,8 +20,9 @@ demo: build
 	@tools/demo.sh
 
 test: setup
-	$(CARGO) build --release --bin zoo
-	$(CARGO) test --release --no-fail-fast -- --test-threads=2
+	@start=$$SECONDS; $(CARGO) build --release --bin zoo && echo "make test: build took $$((SECONDS - start)) s"
+	@start=$$SECONDS; $(CARGO) test --release --no-fail-fast -- --test-threads=2 && echo "make test: cargo test took $$((SECONDS - start)) s"
+	@start=$$SECONDS; tools/check_downstream.sh && echo "make test: the downstream crate took $$((SECONDS - start)) s"
 
 bench: build
 	@tools/bench.sh

@@ -304,7 +304,10 @@ fn train_then_eval_agree_on_the_saved_model() {
     let val = last_val_acc1(run.path());
     let last = run.path().join("last.safetensors");
     let report = ok(
-        zoo_in(home.path(), &["eval", "lenet5", "--weights", s(&last), "--data", s(data), "--device", "cpu"]),
+        zoo_in(
+            home.path(),
+            &["eval", "lenet5", "--weights", s(&last), "--data", s(data), "--device", "cpu", "--output", s(run.path())],
+        ),
         "zoo eval of the run",
     );
     let top1 = eval_top1(&report);
@@ -434,4 +437,33 @@ fn features_values_match_torchvision() {
         let expected = want.get(key).unwrap().index_select(0, &tch::Tensor::from_slice(&order));
         common::assert_parity(&format!("zoo features {layer} --pool {pool}"), got.get("features").unwrap(), &expected);
     }
+}
+
+/// `zoo finetune` trains batch norms with PyTorch's momentum 0.1 unless told otherwise, also for
+/// a TensorFlow port whose layers carry 0.01 (EfficientNet-Lite0, the real checkpoint): the
+/// default run equals `--bn-momentum 0.1` tensor for tensor and differs from `--bn-momentum
+/// 0.01`. `--output` and `--out` name the same folder.
+#[test]
+fn finetune_batch_norms_follow_pytorchs_momentum_by_default() {
+    let data = fashion_folder();
+    let home = tmp();
+    let lite0 = common::lite0_checkpoint();
+    let run = |extra: &[&str], out_flag: &str| -> zoo::checkpoint::StateDict {
+        let dir = tmp();
+        let mut args = words("finetune efficientnet_lite0 --epochs 1 --batch-size 50 --input-size 64 --seed 0");
+        args.extend(words("--no-crop --hflip 0 --freeze none --device cpu --threads 2"));
+        args.extend(["--weights", s(&lite0), "--data", s(data), out_flag, s(dir.path())]);
+        args.extend(extra);
+        ok(zoo_in(home.path(), &args), "zoo finetune");
+        zoo::checkpoint::read(&dir.path().join("last.safetensors")).unwrap()
+    };
+    let default = run(&[], "--output");
+    let pytorch = run(&["--bn-momentum", "0.1"], "--out");
+    let tensorflow = run(&["--bn-momentum", "0.01"], "--output");
+    let stat = "_bn0.running_mean";
+    assert!(default.get(stat).is_some(), "{stat} in the fine-tuned file");
+    for (key, t) in &default.entries {
+        assert!(t.equal(pytorch.get(key).unwrap()), "{key}: the default run is not the momentum-0.1 run");
+    }
+    assert!(!default.get(stat).unwrap().equal(tensorflow.get(stat).unwrap()), "momentum 0.01 gives other statistics");
 }

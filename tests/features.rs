@@ -4,7 +4,7 @@
 //! (tests/py/refs_features.py). The same through the `zoo features` binary is in tests/cli.rs.
 mod common;
 
-use zoo::commands::features::{extract, Pool};
+use zoo::models::Pool;
 use zoo::models::{BuildConfig, Model};
 
 /// (reference name, zoo architecture, [(torchvision node, zoo layer, whether it is a spatial map)]).
@@ -39,7 +39,7 @@ fn features_equal_torchvision_feature_extractor() {
         let x = io.get("input").unwrap();
         for (node, layer, map) in *nodes {
             let expected = io.get(&format!("node:{node}")).unwrap();
-            let got = extract(&model, x, layer, Pool::None).unwrap();
+            let got = model.features(x, layer, Pool::None).unwrap();
             assert_eq!(got.dim() == 4, *map, "{arch} {layer}: a spatial map or not");
             common::assert_parity(&format!("{arch} {layer} (torchvision node {node})"), &got, expected);
             // Every map's pools against torch's, never skipped: the reference must hold them.
@@ -47,7 +47,7 @@ fn features_equal_torchvision_feature_extractor() {
                 let want = io.get(&format!("{key}:{node}"));
                 assert_eq!(want.is_some(), *map, "{reference}: {key}:{node} in the reference");
                 if let Some(want) = want {
-                    let pooled = extract(&model, x, layer, pool).unwrap();
+                    let pooled = model.features(x, layer, pool).unwrap();
                     common::assert_parity(&format!("{arch} {layer} {key}-pooled"), &pooled, want);
                 }
             }

@@ -1,6 +1,7 @@
 //! Registry-driven checks of every model: shapes at the default and a small input size, named
 //! stages (channels and reduction), head replacement, input-size errors, and parameter counts
 //! against torchvision's published figures or the paper's layer table.
+#[macro_use]
 mod common;
 
 use tch::{Device, Kind, Tensor};
@@ -22,47 +23,63 @@ fn run_stages(model: &Model, side: i64) -> (Tensor, std::collections::BTreeMap<S
     trace::capture(&names, || model.net.forward_t(&x, false))
 }
 
-#[test]
-fn every_model_runs_at_default_and_small_size_with_named_stages() {
+/// One test per model: logits and pre-logits at the default and a small size,
+/// `forward_features` ending at the last stage, and each stage's channels and reduction.
+fn check(name: &str) {
     let _g = tch::no_grad_guard();
-    for spec in registry() {
-        let model = build(spec.name, 7);
-        let [_, h, _] = spec.input_size;
-        let small = spec.min_input.max(64).min(h);
-        for side in [h, small] {
-            let x = input(spec, side);
-            assert_eq!(model.predict(&x).unwrap().size(), [1, 7], "{} logits at {side}", spec.name);
-            let feats = model.net.forward_features(&x, false);
-            let pooled = model.net.forward_head(&feats, false, true);
-            assert_eq!(pooled.size(), [1, model.net.num_features()], "{} pre-logits at {side}", spec.name);
-            let last = model.net.feature_info().last().cloned().unwrap();
-            assert_eq!(feats.size()[1], last.channels, "{}: forward_features ends at the last stage", spec.name);
-        }
-        // A stage of reduction r grows by 64/r pixels when the input grows by 64 (a multiple of
-        // every reduction), whatever the padding does at the borders.
-        let (_, a) = run_stages(&model, small);
-        let (_, b) = run_stages(&model, small + 64);
-        for f in model.net.feature_info() {
-            let (ta, tb) = (&a[&f.name], &b[&f.name]);
-            assert_eq!(ta.size()[1], f.channels, "{} stage {} channels", spec.name, f.name);
-            assert_eq!(
-                tb.size()[2] - ta.size()[2],
-                64 / f.reduction,
-                "{} stage {} reduction {}",
-                spec.name,
-                f.name,
-                f.reduction
-            );
-            assert_eq!(
-                tb.size()[3] - ta.size()[3],
-                64 / f.reduction,
-                "{} stage {} reduction {}",
-                spec.name,
-                f.name,
-                f.reduction
-            );
-        }
+    let spec = zoo::models::find(name).unwrap();
+    let model = build(spec.name, 7);
+    let [_, h, _] = spec.input_size;
+    let small = spec.min_input.max(64).min(h);
+    for side in [h, small] {
+        let x = input(spec, side);
+        assert_eq!(model.predict(&x).unwrap().size(), [1, 7], "{} logits at {side}", spec.name);
+        let feats = model.net.forward_features(&x, false);
+        let pooled = model.net.forward_head(&feats, false, true);
+        assert_eq!(pooled.size(), [1, model.net.num_features()], "{} pre-logits at {side}", spec.name);
+        let last = model.net.feature_info().last().cloned().unwrap();
+        assert_eq!(feats.size()[1], last.channels, "{}: forward_features ends at the last stage", spec.name);
     }
+    // A stage of reduction r grows by 64/r pixels when the input grows by 64 (a multiple of
+    // every reduction), whatever the padding does at the borders.
+    let (_, a) = run_stages(&model, small);
+    let (_, b) = run_stages(&model, small + 64);
+    for f in model.net.feature_info() {
+        let (ta, tb) = (&a[&f.name], &b[&f.name]);
+        assert_eq!(ta.size()[1], f.channels, "{} stage {} channels", spec.name, f.name);
+        assert_eq!(
+            tb.size()[2] - ta.size()[2],
+            64 / f.reduction,
+            "{} stage {} reduction {}",
+            spec.name,
+            f.name,
+            f.reduction
+        );
+        assert_eq!(
+            tb.size()[3] - ta.size()[3],
+            64 / f.reduction,
+            "{} stage {} reduction {}",
+            spec.name,
+            f.name,
+            f.reduction
+        );
+    }
+}
+
+every_model!(per_model);
+
+/// The per-model tests are the registry: a model registered without a test, or a test left for
+/// a model no longer registered, fails here.
+#[test]
+fn every_registered_model_has_its_own_test() {
+    macro_rules! names {
+        ($($n:ident),* $(,)?) => {
+            vec![$(stringify!($n)),*]
+        };
+    }
+    let listed: Vec<&str> = every_model!(names);
+    let registered: Vec<&str> = registry().iter().map(|s| s.name).collect();
+    assert_eq!(listed, registered, "tests/common/mod.rs every_model! differs from the registry");
 }
 
 #[test]
@@ -255,4 +272,27 @@ fn inference_in_cache_sized_chunks_gives_the_whole_batch_result() {
             assert!(p.full <= common::PARITY_TOL, "{name} in chunks of {c}: {p:?}");
         }
     }
+}
+
+/// Every model is a tch module: `xs.apply_t(&model, train)` gives its logits, and a backbone
+/// built without a head goes into `nn::seq_t()` in front of a tch layer like any other module.
+#[test]
+fn models_compose_as_tch_modules() {
+    use tch::nn::{self, ModuleT};
+    let _g = tch::no_grad_guard();
+    let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, Device::Cpu));
+    let model = build("resnet18", 10);
+    let applied = x.apply_t(&model, false);
+    assert!(applied.allclose(&model.predict(&x).unwrap(), 1e-6, 1e-6, false), "apply_t is the model's forward");
+    let backbone = build("mobilenet_v3_small", 0);
+    let width = backbone.net.num_features();
+    let pooled = backbone.forward_t(&x, false);
+    assert_eq!(pooled.size(), [2, width], "a model without a head gives its pooled features");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let head = nn::linear(vs.root() / "head", width, 4, Default::default());
+    let expected = pooled.apply(&head);
+    let seq = nn::seq_t().add(backbone).add(head);
+    let out = x.apply_t(&seq, false);
+    assert_eq!(out.size(), [2, 4]);
+    assert!(out.allclose(&expected, 1e-6, 1e-6, false), "seq_t runs the backbone, then the tch head");
 }

@@ -8,11 +8,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use tch::nn::ModuleT;
 use tch::{nn, Device, Kind, Tensor};
 use zoo::checkpoint::{apply_rules, load_into, LoadOptions};
-use zoo::commands::summary::summarize_name;
 use zoo::models::mobilenet_v1::{pytorchcv_key_rules, MobileNetV1, MobileNetV1Config};
-use zoo::models::{count_params, BuildConfig, Classifier, Model};
+use zoo::models::{count_params, BuildConfig, Model};
+use zoo::nn::summary::summarize_name;
 
 /// Registry models checked against a reference, and the extra reference the key-rule test uses.
 const MODELS: &[&str] = &[
