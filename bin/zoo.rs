@@ -87,7 +87,8 @@ struct ModelArgs {
 struct ClassifyArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Image files and folders (walked recursively).
+    /// Image files and folders (walked recursively); `-` reads a list of paths, one per line,
+    /// from standard input.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Classes reported per image (at least 1).
@@ -127,7 +128,8 @@ struct DecodeArgs {
 struct FeaturesArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Image files and folders (walked recursively).
+    /// Image files and folders (walked recursively); `-` reads a list of paths, one per line,
+    /// from standard input.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// fc7, pre_logits, a stage (layer3) or any module path (features.28).
@@ -295,7 +297,7 @@ fn output(path: &Option<PathBuf>) -> Result<Box<dyn std::io::Write>> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<ExitCode> {
-    let mut files = cls::collect_files(&a.paths);
+    let mut files = cls::collect_files(&cls::with_stdin(&a.paths)?);
     if let Some(s) = &a.shard {
         let (k, n) = cls::parse_shard(s)?;
         files = cls::shard(files, k, n);
@@ -313,6 +315,7 @@ fn classify(a: ClassifyArgs) -> Result<ExitCode> {
         precision,
         fast_decode: a.decode.fast_decode,
         progress: std::io::stderr().is_terminal(),
+        echo_failures: a.output.is_some() || !std::io::stdout().is_terminal(),
         ..Default::default()
     };
     let mut out = output(&a.output)?;
@@ -353,8 +356,9 @@ fn precision(half: bool, bf16: bool) -> Precision {
 
 fn features(a: FeaturesArgs) -> Result<ExitCode> {
     use zoo::commands::features;
+    features::FeatureFormat::from_path(&a.output)?;
     let mut loaded = load(&a.model)?;
-    let files = cls::collect_files(&a.paths);
+    let files = cls::collect_files(&cls::with_stdin(&a.paths)?);
     if files.is_empty() {
         anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
     }

@@ -185,6 +185,27 @@ fn bad_files_are_reported_and_the_rest_classified() {
     assert!(stderr.contains("2 ok, 5 failed"), "{stderr}");
 }
 
+/// A warning every file would repeat is said once: 12 images smaller than the crop give one
+/// stderr line naming the first and the count, while each result carries its own warning.
+#[test]
+fn a_repeated_warning_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..12 {
+        image::RgbImage::from_pixel(40 + i, 30, image::Rgb([200, 120, 40]))
+            .save(dir.path().join(format!("{i:02}.png")))
+            .unwrap();
+    }
+    let out = zoo(&["classify", "efficientnet_lite0", dir.path().to_str().unwrap(), "--format", "jsonl"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warned: Vec<&str> = stderr.lines().filter(|l| l.contains("smaller than")).collect();
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(warned[0].contains("00.png") && warned[0].contains("and 11 more image(s)"), "{stderr}");
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| r["warning"].as_str().unwrap().contains("smaller than the 224x224 crop")));
+}
+
 #[test]
 fn shards_concatenate_to_the_whole_run() {
     let dir = common::root().join("assets/photos");
@@ -244,14 +265,47 @@ fn wrong_model_name_suggests_and_unknown_layer_lists_valid_names() {
         "efficientnet_lite0",
         "assets/photos",
         "--layer",
-        "nope",
+        "_blocks.3._bn2x",
         "--output",
         never.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("no layer 'nope'") && err.contains("pre_logits") && err.contains("_blocks.3"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    // The closest names and where the whole list is, not every one of the model's paths.
+    assert!(err.contains("no layer '_blocks.3._bn2x'") && err.contains("_blocks.3._bn2,"), "{err}");
+    assert!(err.contains("pre_logits") && err.contains("`zoo info efficientnet_lite0 --layers`"), "{err}");
+    assert!(err.lines().count() == 1 && err.len() < 400, "one short line: {err}");
     assert!(!never.exists() && !never.with_extension("index.csv").exists());
+    let txt = tmp.path().join("features.txt");
+    let out = zoo(&["features", "efficientnet_lite0", "assets/photos", "--output", txt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(".safetensors") && err.contains(".npy") && !txt.exists(), "{err}");
+    let layers = zoo(&["info", "efficientnet_lite0", "--layers"]);
+    let layers = String::from_utf8_lossy(&layers.stdout);
+    assert!(layers.lines().any(|l| l == "_blocks.3._bn2") && layers.lines().any(|l| l == "pre_logits"), "{layers}");
+}
+
+/// `-` reads the list of files from standard input (`find ... | zoo classify MODEL -`), blank
+/// lines skipped; named files are classified in the order given, as on the command line.
+#[test]
+fn a_file_list_on_standard_input() {
+    use std::io::Write;
+    let list: Vec<String> = photos().iter().take(3).map(|p| p.display().to_string()).collect();
+    let mut child = Command::new(zoo_bin())
+        .args(["classify", "efficientnet_lite0", "-", "--format", "jsonl", "--top-k", "1"])
+        .env("ZOO_HOME", zoo_home())
+        .env("ZOO_OFFLINE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{}\n\n{}\n{}\n", list[2], list[0], list[1]).as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let paths: Vec<String> = jsonl(&out).iter().map(|r| r["path"].as_str().unwrap().to_string()).collect();
+    assert_eq!(paths, [list[2].as_str(), &list[0], &list[1]], "the three files from standard input, in their order");
 }
 
 #[test]
@@ -344,4 +398,33 @@ fn memory_is_bounded_by_the_batch_not_the_number_of_files() {
     eprintln!("peak RSS: {few} KiB for 200 files, {many} KiB for 4000 files");
     // 20x the files may cost the list of paths and allocator noise, not 20x the images.
     assert!(many < few + 48 * 1024, "peak memory grew with the file count: {few} KiB -> {many} KiB");
+}
+
+/// `zoo eval` takes ImageNet's own folder names, WordNet IDs (`n02123159/` is "tiger cat",
+/// `n07920052/` "espresso"), for an ImageNet-1k model: the two photos are counted under the
+/// classes `zoo classify` names for them.
+#[test]
+fn eval_reads_imagenet_wordnet_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    for (wnid, photo) in [("n02123159", "chelsea.png"), ("n07920052", "coffee.png")] {
+        std::fs::create_dir_all(dir.path().join(wnid)).unwrap();
+        std::fs::copy(common::root().join("assets/photos").join(photo), dir.path().join(wnid).join(photo)).unwrap();
+    }
+    let out_dir = dir.path().join("report");
+    let out = zoo(&[
+        "eval",
+        "efficientnet_lite0",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--output",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let per_class = std::fs::read_to_string(out_dir.join("per_class.csv")).unwrap();
+    for class in ["tiger cat,1,1,100.00", "espresso,1,1,100.00"] {
+        assert!(per_class.lines().any(|l| l == class), "{class} in\n{per_class}");
+    }
 }

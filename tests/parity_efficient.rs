@@ -15,29 +15,6 @@ use zoo::models::mobilenet_v1::{pytorchcv_key_rules, MobileNetV1, MobileNetV1Con
 use zoo::models::{count_params, BuildConfig, Model};
 use zoo::nn::summary::summarize_name;
 
-/// Registry models checked against a reference, and the extra reference the key-rule test uses.
-const MODELS: &[&str] = &[
-    "xception",
-    "mobilenet_v1",
-    "mobilenet_v1_x0_75",
-    "mobilenet_v1_x0_5",
-    "mobilenet_v1_x0_25",
-    "shufflenet_v1_g1_x1_0",
-    "shufflenet_v1_g2_x1_0",
-    "shufflenet_v1_g3_x1_0",
-    "shufflenet_v1_g4_x1_0",
-    "shufflenet_v1_g8_x1_0",
-    "shufflenet_v1_g1_x0_25",
-    "shufflenet_v1_g1_x0_5",
-    "shufflenet_v1_g1_x0_75",
-    "shufflenet_v1_g3_x0_25",
-    "shufflenet_v1_g3_x0_5",
-    "shufflenet_v1_g3_x0_75",
-    "shufflenet_v1_g3_x1_5",
-    "shufflenet_v1_g3_x2_0",
-    "pytorchcv_mobilenet_w1",
-];
-
 /// The references also written in the legacy format (tests/py/refs_efficient.py: one model of
 /// each family); the others are zip only.
 const LEGACY: &[&str] = &["xception", "mobilenet_v1", "shufflenet_v1_g3_x1_0"];
@@ -67,26 +44,8 @@ fn check(name: &str) {
     }
 }
 
-parity!(
-    xception,
-    mobilenet_v1,
-    mobilenet_v1_x0_75,
-    mobilenet_v1_x0_5,
-    mobilenet_v1_x0_25,
-    shufflenet_v1_g1_x1_0,
-    shufflenet_v1_g2_x1_0,
-    shufflenet_v1_g3_x1_0,
-    shufflenet_v1_g4_x1_0,
-    shufflenet_v1_g8_x1_0,
-    shufflenet_v1_g1_x0_25,
-    shufflenet_v1_g1_x0_5,
-    shufflenet_v1_g1_x0_75,
-    shufflenet_v1_g3_x0_25,
-    shufflenet_v1_g3_x0_5,
-    shufflenet_v1_g3_x0_75,
-    shufflenet_v1_g3_x1_5,
-    shufflenet_v1_g3_x2_0,
-);
+// Registry models checked against a reference, and the extra reference the key-rule test uses.
+parity_set!(xception, mobilenet_v1, mobilenet_v1_x0_75, mobilenet_v1_x0_5, mobilenet_v1_x0_25, shufflenet_v1_g1_x1_0, shufflenet_v1_g2_x1_0, shufflenet_v1_g3_x1_0, shufflenet_v1_g4_x1_0, shufflenet_v1_g8_x1_0, shufflenet_v1_g1_x0_25, shufflenet_v1_g1_x0_5, shufflenet_v1_g1_x0_75, shufflenet_v1_g3_x0_25, shufflenet_v1_g3_x0_5, shufflenet_v1_g3_x0_75, shufflenet_v1_g3_x1_5, shufflenet_v1_g3_x2_0; also: "pytorchcv_mobilenet_w1");
 
 /// pytorchcv's `mobilenet_w1` file (its own key names, plain ReLU) loads strictly into the zoo's
 /// MobileNet v1 through the key rules, and gives pytorchcv's logits.

@@ -7,24 +7,6 @@ use std::path::Path;
 use std::sync::OnceLock;
 use zoo::models::{BuildConfig, Model};
 
-/// Every torchvision model the zoo has; references are generated once, in one Python process.
-const MODELS: &[&str] = &[
-    "alexnet",
-    "vgg11",
-    "vgg11_bn",
-    "vgg13",
-    "vgg13_bn",
-    "vgg16",
-    "vgg16_bn",
-    "vgg19",
-    "vgg19_bn",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-];
-
 /// The largest VGGs are written in the zip format only (tests/py/reference.py's `LEGACY_SKIP`,
 /// to bound disk use); every other model in both formats.
 const ZIP_ONLY: &[&str] = &["vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg19", "vgg19_bn"];
@@ -50,9 +32,10 @@ fn check(name: &str) {
     }
 }
 
-parity!(
+// Every torchvision model the zoo has; references are generated once, in one Python process.
+parity_set!(
     alexnet, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, resnet18, resnet34, resnet50,
-    resnet101, resnet152,
+    resnet101, resnet152
 );
 
 /// The parity check rejects a deliberately wrong network: AlexNet with its second convolution's

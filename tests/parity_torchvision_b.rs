@@ -14,20 +14,6 @@ use zoo::checkpoint::{load_into, read, LoadOptions};
 use zoo::models::googlenet::{googlenet_with_aux, AUX_PREFIXES};
 use zoo::models::{BuildConfig, Model};
 
-/// Reference folders generated for this file: registry names, plus `googlenet_aux` (GoogLeNet
-/// with its auxiliary heads, as torchvision's checkpoint file holds them).
-const MODELS: &[&str] = &[
-    "googlenet",
-    "googlenet_aux",
-    "inception_v3",
-    "densenet121",
-    "densenet161",
-    "densenet169",
-    "densenet201",
-    "squeezenet1_0",
-    "squeezenet1_1",
-];
-
 fn references() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| common::export_references("parity_b", MODELS))
@@ -103,16 +89,26 @@ fn no_dropout() -> BuildConfig {
     BuildConfig { num_classes: 1000, drop_rate: Some(0.0) }
 }
 
+/// The file's list, written once: `const MODELS` (every reference folder) and one eval-parity
+/// `#[test]` per name before `;`.
 macro_rules! eval_parity {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            check_eval(stringify!($name), || registry_model(stringify!($name), None));
-        }
-    )*};
+    ($($name:ident),* $(,)?; also: $($extra:literal),* $(,)?) => {
+        const MODELS: &[&str] = &[$(stringify!($name),)* $($extra,)*];
+        $(
+            #[test]
+            fn $name() {
+                check_eval(stringify!($name), || registry_model(stringify!($name), None));
+            }
+        )*
+    };
 }
 
-eval_parity!(googlenet, densenet121, densenet161, densenet169, densenet201, squeezenet1_0, squeezenet1_1);
+// Reference folders generated for this file: registry names, plus `googlenet_aux` (GoogLeNet
+// with its auxiliary heads, as torchvision's checkpoint file holds them).
+eval_parity!(
+    googlenet, densenet121, densenet161, densenet169, densenet201, squeezenet1_0, squeezenet1_1;
+    also: "googlenet_aux", "inception_v3",
+);
 
 #[test]
 fn inception_v3() {

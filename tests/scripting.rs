@@ -58,6 +58,10 @@ fn info_takes_arch_dot_tag_and_shows_that_entrys_preprocessing() {
         assert_eq!(p["resize"].as_i64().unwrap(), resize, "{name}: resize as torchvision's transforms()");
         assert_eq!(p["crop"][0].as_i64().unwrap(), crop, "{name}: crop as torchvision's transforms()");
     }
+    // torchvision's enum names, as a torchvision user writes them.
+    for (name, entry) in [("resnet50.IMAGENET1K_V2", "resnet50.tv2_in1k"), ("resnet50.DEFAULT", "resnet50.tv2_in1k")] {
+        assert_eq!(json(&["info", name, "--format", "json"])["weights"]["name"], entry, "{name}");
+    }
     let text = zoo(&["info", "resnet50.tv_in1k"]);
     assert!(text.status.success());
     let text = String::from_utf8_lossy(&text.stdout);

@@ -58,6 +58,28 @@ fn multiply_adds_and_parameters_match_torchvision_published_figures() {
     assert_eq!(rows.len(), 43, "torchvision's classifier weights for the zoo's architectures");
 }
 
+/// A block's row counts the multiply-adds of the layers inside it, so the top-level rows of a
+/// summary add up to the model's total (resnet18: 1.81 G, torchvision's figure).
+#[test]
+fn container_rows_sum_their_layers_multiply_adds() {
+    let s = summarize_name("resnet18", 1, None).unwrap();
+    let top = s.rows.iter().map(|r| r.depth).min().unwrap();
+    let top_sum: i64 = s.rows.iter().filter(|r| r.depth == top).map(|r| r.macs).sum();
+    assert_eq!(top_sum, s.macs, "top-level rows against the total");
+    let layer1 = s.rows.iter().position(|r| r.name == "layer1").unwrap();
+    let inside: i64 = s.rows[layer1 + 1..]
+        .iter()
+        .take_while(|r| r.depth > s.rows[layer1].depth)
+        .filter(|r| r.leaf)
+        .map(|r| r.macs)
+        .sum();
+    assert!(
+        inside > 0 && s.rows[layer1].macs == inside,
+        "layer1: {} against its layers' {inside}",
+        s.rows[layer1].macs
+    );
+}
+
 #[test]
 fn stacked_3x3_convolutions_see_5_and_7_pixels() {
     // Each stride-1 3x3 conv adds (3 - 1) * jump(=1) = 2: 3, then 5, then 7.

@@ -244,6 +244,13 @@ fn torchvision_entries_match_torchvision_weights_meta() {
         let name = format!("{arch}.{zoo_tag}");
         let e = m.resolve(&name).unwrap_or_else(|err| panic!("{name} (torchvision's {tag}): {err}"));
         assert_eq!(e.name, name);
+        // torchvision's enum names are accepted as tags: `resnet50.IMAGENET1K_V2`, `resnet50.DEFAULT`.
+        let by_enum = m.resolve(&format!("{arch}.{tag}")).unwrap_or_else(|err| panic!("{arch}.{tag}: {err}"));
+        assert_eq!(by_enum.name, name, "{arch}.{tag}");
+        if row["default"] == true {
+            let default = m.resolve(&format!("{arch}.DEFAULT")).unwrap();
+            assert_eq!(default.name, name, "{arch}.DEFAULT is torchvision's {arch} DEFAULT ({tag})");
+        }
         expected.insert(name.clone());
         let num = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("{name}: {k} in torchvision's meta"));
         assert_eq!(e.urls[0], row["url"].as_str().unwrap(), "{name}: url");

@@ -20,6 +20,16 @@ macro_rules! parity {
     };
 }
 
+/// A parity file's list, written once: `const MODELS`, the references its Python script makes,
+/// and one `#[test]` per name before `;` (each calling the file's `check`); the names after
+/// `also:` are references the file's own tests use.
+macro_rules! parity_set {
+    ($($name:ident),* $(,)? $(; also: $($extra:literal),* $(,)?)?) => {
+        const MODELS: &[&str] = &[$(stringify!($name),)* $($($extra,)*)?];
+        per_model!($($name),*);
+    };
+}
+
 /// Every registered model, written once: `every_model!(m)` expands `m!(lenet5, alexnet, ...)`, so a
 /// test file makes one `#[test]` per model (`cargo test --test models resnet50` runs one).
 /// `tests/models.rs` checks the list against `zoo::models::registry()`.

@@ -5,7 +5,8 @@ per library versions and caches the JSON).
 
 Usage: torchvision_meta.py OUT.json
 Writes a list of {model, tag, url, file, num_params, gflops, acc1, acc5, file_size_mb, resize,
-crop, interpolation, mean, std, num_classes, min_size}.
+crop, interpolation, mean, std, num_classes, min_size, default} (default: the enum's DEFAULT is
+this member).
 """
 import json
 import math
@@ -17,7 +18,8 @@ from torchvision.models import get_model_weights, list_models
 
 def rows():
     for name in list_models(module=models):
-        for w in get_model_weights(name):
+        enum = get_model_weights(name)
+        for w in enum:
             meta = w.meta
             t = w.transforms()
             metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
@@ -38,6 +40,7 @@ def rows():
                 "std": list(t.std),
                 "num_classes": len(meta.get("categories") or []),
                 "min_size": list(meta.get("min_size", [])),
+                "default": w == enum.DEFAULT,
             }
 
 

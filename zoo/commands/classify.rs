@@ -19,6 +19,25 @@ pub use crate::data::inputs::{collect_files, parse_shard, shard, IMAGE_EXTENSION
 pub use crate::runtime::{parse_device, Precision};
 use tch::{Device, Kind};
 
+/// The command line's paths with `-` replaced by the paths read from standard input, one per
+/// line (blank lines skipped), as `find ... | zoo classify MODEL -` gives them.
+pub fn with_stdin(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        if p.as_os_str() == "-" {
+            for line in std::io::stdin().lines() {
+                let line = line.context("reading the file list from standard input")?;
+                if !line.trim().is_empty() {
+                    out.push(PathBuf::from(line.trim_end_matches(['\r', '\n'])));
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -41,6 +60,9 @@ pub struct ClassifyOptions {
     /// Batches decoded ahead of the forward pass.
     pub queue_depth: usize,
     pub progress: bool,
+    /// Say each failed file on stderr too (off when the results themselves go to the terminal,
+    /// where each failure would otherwise show twice).
+    pub echo_failures: bool,
 }
 
 impl Default for ClassifyOptions {
@@ -54,6 +76,7 @@ impl Default for ClassifyOptions {
             fast_decode: false,
             queue_depth: 2,
             progress: false,
+            echo_failures: true,
         }
     }
 }
@@ -99,6 +122,7 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     let k = opts.top_k.clamp(1, loaded.labels.len().max(1));
     let bar = crate::progress::Bar::images(files.len(), opts.progress);
     let (mut ok, mut failed) = (0, 0);
+    let mut upscaled: (usize, Option<String>) = (0, None);
     if opts.format == OutputFormat::Csv {
         writeln!(out, "path,rank,index,label,prob,error")?;
     }
@@ -148,10 +172,14 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
                 }
             };
             if let Some(e) = &result.error {
-                eprintln!("zoo classify: skipped {}: {e}", result.path);
+                if opts.echo_failures {
+                    bar.println(&format!("zoo classify: skipped {}: {e}", result.path));
+                }
             }
             if let Some(w) = &result.warning {
-                eprintln!("zoo classify: {}: {w}", result.path);
+                // One line at the end for all of them: the results carry each file's warning.
+                upscaled.0 += 1;
+                upscaled.1.get_or_insert_with(|| format!("{}: {w}", result.path));
             }
             text += &render(&result, opts.format)?;
         }
@@ -161,6 +189,11 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
         Ok(())
     })?;
     bar.finish_and_clear();
+    if let (n, Some(first)) = &upscaled {
+        let more =
+            if *n > 1 { format!(" and {} more image(s) (see their results' warning)", n - 1) } else { String::new() };
+        eprintln!("zoo classify: {first}{more}");
+    }
     Ok(RunSummary { ok, failed, seconds: start.elapsed().as_secs_f64() })
 }
 

@@ -23,11 +23,16 @@ pub enum FeatureFormat {
 }
 
 impl FeatureFormat {
-    /// `.npy` files are written as NumPy arrays, anything else as safetensors.
-    pub fn from_path(p: &Path) -> Self {
+    /// The format an output path's extension names: `.safetensors` or `.npy`; any other is
+    /// refused (before a model is loaded or an image read).
+    pub fn from_path(p: &Path) -> Result<Self> {
         match p.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("npy") => FeatureFormat::Npy,
-            _ => FeatureFormat::Safetensors,
+            Some(e) if e.eq_ignore_ascii_case("npy") => Ok(FeatureFormat::Npy),
+            Some(e) if e.eq_ignore_ascii_case("safetensors") => Ok(FeatureFormat::Safetensors),
+            _ => bail!(
+                "--output {}: zoo writes features as .safetensors (tensor `features`) or .npy; name the file so",
+                p.display()
+            ),
         }
     }
 }
@@ -62,7 +67,7 @@ pub fn run(
     progress: bool,
 ) -> Result<FeaturesSummary> {
     loaded.model.check_layer(layer)?;
-    let format = FeatureFormat::from_path(output);
+    let format = FeatureFormat::from_path(output)?;
     let partial = output.with_extension("partial");
     let mut data = BufWriter::new(File::create(&partial).with_context(|| format!("creating {}", partial.display()))?);
     let index = index_path(output);

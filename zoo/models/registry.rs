@@ -38,6 +38,9 @@ pub struct ModelSpec {
     /// Which input sides (at or above `min_input`) the network accepts, and what to say
     /// otherwise; almost every network accepts any.
     pub side_rule: Option<SideRule>,
+    /// Weight of each auxiliary classifier's loss in training (GoogLeNet's paper: 0.3; Inception
+    /// v3, as TensorFlow-Slim's training gives it: 0.4); 0 for networks without one.
+    pub aux_weight: f64,
 }
 
 /// A builder taking [`ArchOptions`].
@@ -109,6 +112,7 @@ const fn row(
         build_with: None,
         optional: &[],
         side_rule: None,
+        aux_weight: 0.0,
     }
 }
 
@@ -170,8 +174,8 @@ fn table() -> Vec<ModelSpec> {
         row("resnext101_32x8d", "ResNeXt", RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(32, 8))),
         row("resnext101_64x4d", "ResNeXt", RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(64, 4))),
         // -- the other torchvision families --
-        ModelSpec { build_with: Some(super::googlenet::build_with), optional: &super::googlenet::AUX_PREFIXES, ..row("googlenet", "GoogLeNet", GOOGLENET, "fc.", 224, 15, super::googlenet::build) },
-        ModelSpec { build_with: Some(super::inception_v3::build_with), ..row("inception_v3", "Inception", INCEPTION_V3, "fc.", 299, 75, super::inception_v3::build) },
+        ModelSpec { build_with: Some(super::googlenet::build_with), optional: &super::googlenet::AUX_PREFIXES, aux_weight: 0.3, ..row("googlenet", "GoogLeNet", GOOGLENET, "fc.", 224, 15, super::googlenet::build) },
+        ModelSpec { build_with: Some(super::inception_v3::build_with), aux_weight: 0.4, ..row("inception_v3", "Inception", INCEPTION_V3, "fc.", 299, 75, super::inception_v3::build) },
         row("densenet121", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET121)),
         row("densenet161", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET161)),
         row("densenet169", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET169)),

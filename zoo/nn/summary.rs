@@ -199,16 +199,22 @@ pub fn summarize_forward(
     }
 }
 
-/// A block's field is the widest of the layers inside it; its output tensor maps to that field.
+/// A block's field is the widest of the layers inside it (its output tensor maps to that field),
+/// and its multiply-adds are the sum of its layers'.
 fn close_container(rows: &mut [Row], i: usize, fields: &mut HashMap<usize, Field>, ev: &Event) {
     let depth = rows[i].depth;
     let mut field = rows[i].field;
     let mut first = true;
+    let mut macs = 0;
     for r in rows[i + 1..].iter().take_while(|r| r.depth > depth) {
         field = if first { r.field } else { field.wider(r.field) };
         first = false;
+        if r.leaf {
+            macs += r.macs;
+        }
     }
     rows[i].field = field;
+    rows[i].macs = macs;
     fields.insert(ev.output_ptr, field);
 }
 

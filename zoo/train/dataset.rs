@@ -318,7 +318,8 @@ pub fn split(samples: Vec<Sample>, classes: usize, fraction: f64, seed: u64) -> 
 }
 
 /// An evaluation set for a model whose outputs are `labels`: `dir/val` when it exists, else
-/// `dir` itself, class folders matched to labels by name (exactly, then ignoring case). With
+/// `dir` itself, class folders matched to labels by name (exactly, then ignoring case, then as
+/// ImageNet's WordNet-ID folders `n02123045/` for an ImageNet-1k model). With
 /// generic labels (`class_N`) and as many folders as outputs, folders map in sorted order.
 pub fn eval_folder(dir: &Path, labels: &[String]) -> Result<DataSet> {
     let mut warnings = Vec::new();
@@ -337,6 +338,7 @@ pub fn eval_folder(dir: &Path, labels: &[String]) -> Result<DataSet> {
             .iter()
             .position(|l| l == name)
             .or_else(|| labels.iter().position(|l| l.eq_ignore_ascii_case(name)))
+            .or_else(|| crate::weights::categories::imagenet_class_of_synset(labels, name))
             .or_else(|| (generic && lists.len() == labels.len()).then_some(i));
         match found {
             Some(label) => numbered.push((label, files.clone())),

@@ -905,7 +905,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     }
     let metadata = checkpoint_metadata(spec.name, &classes, &pre)?;
     let mut history = read_metrics(&out.join("metrics.csv"), start_epoch);
-    let aux_weight = if spec.name == "googlenet" { 0.3 } else { 0.4 };
+    let aux_weight = spec.aux_weight;
     #[cfg(feature = "plot")]
     let title = format!("{} on {}", spec.name, cfg.data.display());
     let mut reported_failures = 0;

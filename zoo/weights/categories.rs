@@ -15,6 +15,25 @@ pub fn imagenet_classes() -> &'static [&'static str] {
     CLASSES.get_or_init(|| IMAGENET_CLASSES_TXT.lines().filter(|l| !l.is_empty()).collect())
 }
 
+/// The 1000 ImageNet-1k WordNet IDs (`n01440764` ...), index = class id: the folder names of
+/// ImageNet's own train and val trees. From timm (`timm/data/_info/imagenet_synsets.txt`).
+pub fn imagenet_synsets() -> &'static [&'static str] {
+    static SYNSETS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    SYNSETS.get_or_init(|| IMAGENET_SYNSETS_TXT.lines().filter(|l| !l.is_empty()).collect())
+}
+
+const IMAGENET_SYNSETS_TXT: &str = include_str!("../data/imagenet_synsets.txt");
+
+/// The ImageNet-1k class of a WordNet-ID folder name (`n02123045`), when `labels` are
+/// ImageNet-1k's.
+pub fn imagenet_class_of_synset(labels: &[String], folder: &str) -> Option<usize> {
+    let classes = imagenet_classes();
+    if labels.len() != classes.len() || labels.iter().zip(classes).any(|(a, b)| a != b) {
+        return None;
+    }
+    imagenet_synsets().iter().position(|s| *s == folder)
+}
+
 /// Fashion-MNIST's classes in the order `zoo dataset export-idx` folders sort (the output order
 /// of the shipped `lenet5.fashion_mnist`).
 pub const FASHION_MNIST_FOLDERS: [&str; 10] =

@@ -462,6 +462,9 @@ impl Manifest {
             if let Some(e) = self.entries.iter().find(|e| e.name.eq_ignore_ascii_case(wanted)) {
                 return Ok(e);
             }
+            if let Some(e) = wanted.split_once('.').and_then(|(arch, tag)| self.torchvision_enum(arch, tag)) {
+                return Ok(e);
+            }
             let arch = wanted.split_once('.').map_or(wanted, |(a, _)| a);
             let tags: Vec<String> = self.entries_for(arch).iter().map(|e| e.name.clone()).collect();
             if !tags.is_empty() {
@@ -495,6 +498,19 @@ impl Manifest {
             )
         };
         Err(LookupError { name: wanted.to_string(), suggestions, message })
+    }
+
+    /// torchvision's weight enum members by name: `ARCH.IMAGENET1K_V1` is `ARCH.tv_in1k`,
+    /// `ARCH.IMAGENET1K_V2` is `ARCH.tv2_in1k`, and `ARCH.DEFAULT` is torchvision's DEFAULT, the
+    /// newer of the two the manifest has (tests/weights.rs checks it against torchvision's enums).
+    fn torchvision_enum(&self, arch: &str, tag: &str) -> Option<&WeightsEntry> {
+        let find = |t: &str| self.entries.iter().find(|e| e.name.eq_ignore_ascii_case(&format!("{arch}.{t}")));
+        match tag.to_ascii_uppercase().as_str() {
+            "IMAGENET1K_V1" => find("tv_in1k"),
+            "IMAGENET1K_V2" => find("tv2_in1k"),
+            "DEFAULT" => find("tv2_in1k").or_else(|| find("tv_in1k")),
+            _ => None,
+        }
     }
 
     /// Up to `n` known names (architectures and `arch.tag`s) closest to `name`, best first.
