@@ -259,7 +259,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Finetune(args) => train_run(&args, true)?,
         Command::Train(args) => train_run(&args, false)?,
         Command::Eval(args) => {
-            zoo::commands::train::eval(&args)?;
+            // 1: some images could not be read (each named on stderr); the rest were counted.
+            if !zoo::commands::train::eval(&args)?.failed.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
         }
         Command::Dataset(cmd) => zoo::commands::train::dataset(&cmd)?,
     }

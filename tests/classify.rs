@@ -330,6 +330,23 @@ fn features_file_and_index_for_real_photos() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let index = std::fs::read_to_string(out_path.with_extension("index.csv")).unwrap();
         assert_eq!(index.lines().count(), 1 + photos().len());
+        assert_eq!(index.lines().next().unwrap(), "row,path,label,error");
+        assert!(index.lines().skip(1).all(|l| l.contains(",photos,")), "the class-folder label:\n{index}");
+        // What made the rows: model, weights and their digest, layer, pooling, preprocessing.
+        let meta: std::collections::HashMap<String, String> = if file.ends_with(".safetensors") {
+            let bytes = std::fs::read(&out_path).unwrap();
+            let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            header.metadata().clone().unwrap()
+        } else {
+            serde_json::from_str(&std::fs::read_to_string(out_path.with_extension("meta.json")).unwrap()).unwrap()
+        };
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(lite0_file()).unwrap()));
+        assert_eq!(meta["model"], "efficientnet_lite0");
+        assert_eq!(meta["weights"], "efficientnet_lite0.in1k");
+        assert_eq!(meta["weights_sha256"], sha256, "the digest of the file the features came from");
+        assert_eq!((meta["layer"].as_str(), meta["pool"].as_str()), (layer, pool));
+        let pre: Value = serde_json::from_str(&meta["preprocess"]).unwrap();
+        assert_eq!((pre["resize"].as_i64(), pre["crop"][0].as_i64()), (Some(256), Some(224)), "{pre}");
         if file.ends_with(".safetensors") {
             let sd = zoo::checkpoint::read(&out_path).unwrap();
             assert_eq!(sd.get("features").unwrap().size(), [photos().len() as i64, width]);
@@ -402,7 +419,8 @@ fn memory_is_bounded_by_the_batch_not_the_number_of_files() {
 
 /// `zoo eval` takes ImageNet's own folder names, WordNet IDs (`n02123159/` is "tiger cat",
 /// `n07920052/` "espresso"), for an ImageNet-1k model: the two photos are counted under the
-/// classes `zoo classify` names for them.
+/// classes `zoo classify` names for them; a JPEG is read as the PNGs are (its header through
+/// libjpeg-turbo); a file that is no image is named and not counted.
 #[test]
 fn eval_reads_imagenet_wordnet_folders() {
     let dir = tempfile::tempdir().unwrap();
@@ -410,6 +428,10 @@ fn eval_reads_imagenet_wordnet_folders() {
         std::fs::create_dir_all(dir.path().join(wnid)).unwrap();
         std::fs::copy(common::root().join("assets/photos").join(photo), dir.path().join(wnid).join(photo)).unwrap();
     }
+    // A JPEG is counted like the PNGs (rocket.jpg, not an espresso); a file that is no image is
+    // named on stderr, not counted, and the exit status is 1.
+    std::fs::copy(common::root().join("assets/photos/rocket.jpg"), dir.path().join("n07920052/rocket.jpg")).unwrap();
+    std::fs::write(dir.path().join("n07920052").join("broken.jpg"), b"not a jpeg").unwrap();
     let out_dir = dir.path().join("report");
     let out = zoo(&[
         "eval",
@@ -421,10 +443,13 @@ fn eval_reads_imagenet_wordnet_folders() {
         "--output",
         out_dir.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.lines().any(|l| l.contains("broken.jpg") && l.contains("not a readable image")), "{stderr}");
+    assert!(stderr.contains("zoo eval: 1 image(s) could not be read"), "{stderr}");
     let per_class = std::fs::read_to_string(out_dir.join("per_class.csv")).unwrap();
-    for class in ["tiger cat,1,1,100.00", "espresso,1,1,100.00"] {
+    assert!(stdout.contains(": 3 images,"), "two PNGs and a JPEG evaluated: {stdout}");
+    for class in ["tiger cat,1,1,100.00", "espresso,2,1,50.00"] {
         assert!(per_class.lines().any(|l| l == class), "{class} in\n{per_class}");
     }
 }

@@ -72,7 +72,7 @@ pub fn run(
     let mut data = BufWriter::new(File::create(&partial).with_context(|| format!("creating {}", partial.display()))?);
     let index = index_path(output);
     let mut idx = BufWriter::new(File::create(&index).with_context(|| format!("creating {}", index.display()))?);
-    writeln!(idx, "row,path,error")?;
+    writeln!(idx, "row,path,label,error")?;
     let (mut rows, mut failed, mut row_shape): (usize, usize, Option<Vec<i64>>) = (0, 0, None);
     let device = loaded.model.vs.device();
     let bar = crate::progress::Bar::images(files.len(), progress);
@@ -91,15 +91,18 @@ pub fn run(
             }
         }
         for (j, item) in batch.iter().enumerate() {
-            let path = files[first + j].display().to_string();
+            let file = &files[first + j];
+            let path = file.display().to_string();
+            // The class-folder label (`DIR/<class>/x.jpg`): what a transfer-learning fit needs.
+            let label = file.parent().and_then(Path::file_name).map(|n| n.to_string_lossy()).unwrap_or_default();
             match &item.data {
                 Ok(_) => {
-                    writeln!(idx, "{rows},{},", csv(&path))?;
+                    writeln!(idx, "{rows},{},{},", csv(&path), csv(&label))?;
                     rows += 1;
                 }
                 Err(e) => {
-                    eprintln!("zoo features: skipped {path}: {e}");
-                    writeln!(idx, ",{},{}", csv(&path), csv(e))?;
+                    bar.println(&format!("zoo features: skipped {path}: {e}"));
+                    writeln!(idx, ",{},{},{}", csv(&path), csv(&label), csv(e))?;
                     failed += 1;
                 }
             }
@@ -113,7 +116,17 @@ pub fn run(
     drop(data);
     let mut shape = vec![rows as i64];
     shape.extend(row_shape.unwrap_or_default());
-    finish(&partial, output, &shape, format)?;
+    let metadata = serde_json::json!({
+        "format": "zoo-features",
+        "model": loaded.model.spec.name,
+        "weights": loaded.source,
+        "weights_sha256": loaded.sha256.clone().unwrap_or_default(),
+        "layer": layer,
+        "pool": format!("{pool:?}").to_lowercase(),
+        "preprocess": serde_json::to_string(&loaded.preprocess)?,
+        "zoo": env!("CARGO_PKG_VERSION"),
+    });
+    finish(&partial, output, &shape, format, &metadata)?;
     Ok(FeaturesSummary { rows, failed, shape, output: output.to_path_buf(), index })
 }
 
@@ -125,11 +138,18 @@ fn csv(s: &str) -> String {
     }
 }
 
-/// Writes the header for `shape` and the streamed rows into `output`, atomically.
-fn finish(partial: &Path, output: &Path, shape: &[i64], format: FeatureFormat) -> Result<()> {
+/// Writes the header for `shape` and the streamed rows into `output`, atomically, with `meta`
+/// (model, weights and their digest, layer, pooling, preprocessing) in the safetensors header,
+/// or beside a `.npy` file as `NAME.meta.json` (NumPy's format has no place for it).
+fn finish(partial: &Path, output: &Path, shape: &[i64], format: FeatureFormat, meta: &serde_json::Value) -> Result<()> {
     let header = match format {
-        FeatureFormat::Npy => npy_header(shape),
-        FeatureFormat::Safetensors => safetensors_header(shape),
+        FeatureFormat::Npy => {
+            let sidecar = output.with_extension("meta.json");
+            std::fs::write(&sidecar, serde_json::to_string_pretty(meta)? + "\n")
+                .with_context(|| format!("writing {}", sidecar.display()))?;
+            npy_header(shape)
+        }
+        FeatureFormat::Safetensors => safetensors_header(shape, meta),
     };
     let tmp = output.with_extension("tmp");
     {
@@ -166,12 +186,13 @@ fn npy_header(shape: &[i64]) -> Vec<u8> {
     h
 }
 
-/// safetensors header for one float32 tensor named `features`.
-fn safetensors_header(shape: &[i64]) -> Vec<u8> {
+/// safetensors header for one float32 tensor named `features`, with `meta` (string values) as
+/// its `__metadata__`.
+fn safetensors_header(shape: &[i64], meta: &serde_json::Value) -> Vec<u8> {
     let bytes: i64 = shape.iter().product::<i64>() * 4;
     let json = serde_json::json!({
         "features": {"dtype": "F32", "shape": shape, "data_offsets": [0, bytes]},
-        "__metadata__": {"format": "zoo-features"}
+        "__metadata__": meta
     })
     .to_string();
     let mut json = json.into_bytes();

@@ -390,8 +390,15 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     trainer::write_eval_reports(&out, &title, &loaded.labels, &r)?;
     print!("{}", render_eval(&loaded.source, &args.data, &loaded.labels, &r));
     eprintln!("wrote {}/confusion.csv, confusion.png, per_class.csv", out.display());
+    // Files whose header could not be read were named when the folder was scanned; those that
+    // failed to decode are named here; all of them make the exit status 1.
+    for (path, why) in &r.failed {
+        eprintln!("zoo eval: skipped {}: {why}", path.display());
+    }
+    let mut r = r;
+    r.failed.extend(data.skipped.iter().cloned());
     if !r.failed.is_empty() {
-        eprintln!("warning: {} image(s) could not be decoded and were not evaluated", r.failed.len());
+        eprintln!("zoo eval: {} image(s) could not be read and were not evaluated (named above)", r.failed.len());
     }
     Ok(r)
 }

@@ -349,6 +349,21 @@ fn format_name(format: ImageFormat) -> &'static str {
     }
 }
 
+/// The `(width, height)` of an image file from its header, decoding no pixels: JPEGs through
+/// libjpeg-turbo (the decoder zoo uses for them), every other format through the image crate.
+pub fn dimensions(path: &Path) -> Result<(u32, u32), ImageError> {
+    let io = |e: std::io::Error| ImageError::new(ImageErrorKind::Io(e));
+    let reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
+    match reader.format() {
+        Some(ImageFormat::Jpeg) => jpeg::header_dimensions(&std::fs::read(path).map_err(io)?),
+        Some(format) => reader.into_dimensions().map_err(|e| map_image_error(e, format, &DecodeLimits::default())),
+        None => {
+            let head = std::fs::read(path).map_err(io)?;
+            Err(ImageErrorKind::UnknownFormat { hint: describe_unknown(&head[..head.len().min(64)]) }.into())
+        }
+    }
+}
+
 /// A PNG's closing chunk.
 const PNG_IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
 

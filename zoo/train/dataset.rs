@@ -107,18 +107,14 @@ pub fn scan_class_folders(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<
     Ok(classes)
 }
 
-/// Reads every file's header in parallel: `(width, height)` or why not.
+/// Reads every file's header in parallel (JPEGs through libjpeg-turbo, as they are decoded):
+/// `(width, height)` or why not.
 pub fn probe(paths: &[PathBuf]) -> Vec<std::result::Result<(u32, u32), String>> {
     paths
         .par_iter()
         .map(|p| {
             inputs::check_regular(p)?;
-            image::ImageReader::open(p)
-                .map_err(|e| e.to_string())?
-                .with_guessed_format()
-                .map_err(|e| e.to_string())?
-                .into_dimensions()
-                .map_err(|e| format!("not a readable image: {e}"))
+            crate::data::image::dimensions(p).map_err(|e| format!("not a readable image: {e}"))
         })
         .collect()
 }

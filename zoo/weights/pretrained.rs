@@ -13,6 +13,7 @@
 //! [`PreprocessOverride`] (`--preprocess ARCH.TAG`, `--resize`, `--crop`, `--interpolation`,
 //! `--mean`, `--std`) replaces it.
 use super::identify::{identify, Identity, LocalFile};
+use super::manifest::DigestKind;
 use super::{category_names, fetch, manifest, FetchOptions, WeightsEntry};
 use crate::checkpoint::{self, StateDict};
 use crate::data::preprocess::{Interpolation, Preprocess};
@@ -43,6 +44,9 @@ pub struct Loaded {
     pub identity: Identity,
     /// The line describing the file and its preprocessing (printed for local files).
     pub notice: String,
+    /// SHA-256 of the weights file: computed for a local file, the manifest's for a fetched
+    /// one (`None` where the manifest publishes only a prefix or another digest).
+    pub sha256: Option<String>,
 }
 
 /// Replacements for the identified preprocessing, applied in this order: `borrow` an entry's
@@ -237,7 +241,12 @@ pub fn load_with(name: &str, weights: Option<&Path>, opts: &LoadOptions) -> Resu
     if weights.is_some() && !opts.quiet {
         eprintln!("{notice}");
     }
-    Ok(Loaded { model, preprocess, labels, source, identity, notice })
+    let sha256 = match identity {
+        Identity::Fetched(e) if e.digest_kind == DigestKind::Sha256 => Some(e.digest.clone()),
+        Identity::Fetched(_) => None,
+        _ => Some(file.sha256.clone()).filter(|d| !d.is_empty()),
+    };
+    Ok(Loaded { model, preprocess, labels, source, identity, notice, sha256 })
 }
 
 /// Loads a local checkpoint into `model` as built, identified and key-ruled as [`load_with`]

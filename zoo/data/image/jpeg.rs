@@ -129,6 +129,13 @@ pub(super) fn draft_scale(width: u32, height: u32, side: u32) -> u32 {
     [8, 4, 2].into_iter().find(|&s| fits >= s).unwrap_or(1)
 }
 
+/// The `(width, height)` a JPEG's frame header gives (before EXIF orientation), decoding nothing.
+pub(super) fn header_dimensions(data: &[u8]) -> Result<(u32, u32), ImageError> {
+    let mut tj = Tj::new()?;
+    tj.read_header(data).map_err(corrupt)?;
+    Ok((tj.get(tj::TJPARAM_TJPARAM_JPEGWIDTH) as u32, tj.get(tj::TJPARAM_TJPARAM_JPEGHEIGHT) as u32))
+}
+
 /// Decodes a complete JPEG file (see the module documentation), applying its EXIF orientation.
 pub(super) fn decode(data: &[u8], opts: &DecodeOptions) -> Result<DynamicImage, ImageError> {
     // libjpeg pads a cut file with grey; PIL refuses it. The walk is cheap and also finds EXIF.
