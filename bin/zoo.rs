@@ -156,8 +156,13 @@ struct FeaturesArgs {
 
 #[derive(Subcommand)]
 enum WeightsCommand {
-    /// List the weights entries (name, size, top-1, cached or not), optionally matching a glob.
-    List { glob: Option<String> },
+    /// List the weights entries (name, size, top-1, digest, layout, cached or not), optionally
+    /// matching a glob.
+    List {
+        glob: Option<String>,
+        #[arg(long, value_enum, default_value_t = TextFormat::Table)]
+        format: TextFormat,
+    },
     /// Download and verify ARCH[.TAG] into the cache.
     Fetch {
         name: String,
@@ -338,7 +343,8 @@ fn weights(cmd: WeightsCommand) -> Result<ExitCode> {
     print!(
         "{}",
         zoo::commands::weights::run(match cmd {
-            WeightsCommand::List { glob } => zoo::commands::weights::Action::List { glob },
+            WeightsCommand::List { glob, format } =>
+                zoo::commands::weights::Action::List { glob, json: format == TextFormat::Json },
             WeightsCommand::Fetch { name, trust_unverified } =>
                 zoo::commands::weights::Action::Fetch { name, trust_unverified },
             WeightsCommand::Verify => zoo::commands::weights::Action::Verify,

@@ -432,7 +432,8 @@ fn eval_reads_imagenet_wordnet_folders() {
     // named on stderr, not counted, and the exit status is 1.
     std::fs::copy(common::root().join("assets/photos/rocket.jpg"), dir.path().join("n07920052/rocket.jpg")).unwrap();
     std::fs::write(dir.path().join("n07920052").join("broken.jpg"), b"not a jpeg").unwrap();
-    let out_dir = dir.path().join("report");
+    let reports = tempfile::tempdir().unwrap();
+    let out_dir = reports.path().join("report");
     let out = zoo(&[
         "eval",
         "efficientnet_lite0",
@@ -452,4 +453,20 @@ fn eval_reads_imagenet_wordnet_folders() {
     for class in ["tiger cat,1,1,100.00", "espresso,2,1,50.00"] {
         assert!(per_class.lines().any(|l| l == class), "{class} in\n{per_class}");
     }
+    // The same report as JSON.
+    let out = zoo(&[
+        "eval",
+        "efficientnet_lite0",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--format",
+        "json",
+        "--output",
+        out_dir.to_str().unwrap(),
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["images"].as_u64(), v["top1"].as_f64()), (Some(3), Some(200.0 / 3.0)), "{v}");
+    let espresso = v["per_class"].as_array().unwrap().iter().find(|c| c["class"] == "espresso").unwrap();
+    assert_eq!((espresso["images"].as_u64(), espresso["correct"].as_u64()), (Some(2), Some(1)));
+    assert!(v["unread"][0]["path"].as_str().unwrap().ends_with("broken.jpg"), "{v}");
 }

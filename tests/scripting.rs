@@ -126,3 +126,20 @@ fn runs_that_cannot_start_exit_2_with_a_message() {
         assert!(err.contains(says), "zoo {args:?} should say '{says}': {err}");
     }
 }
+
+/// `zoo weights list --format json`: one object per entry the table lists, with the manifest's
+/// fields (torchvision's url and accuracy for resnet50's entries) and where the cache keeps it.
+#[test]
+fn weights_list_prints_json() {
+    let rows = json(&["weights", "list", "resnet50*", "--format", "json"]);
+    let rows = rows.as_array().unwrap();
+    let table = zoo(&["weights", "list", "resnet50*"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains(&format!("{} entries", rows.len())), "{table}");
+    let v2 = rows.iter().find(|r| r["name"] == "resnet50.tv2_in1k").expect("resnet50.tv2_in1k");
+    assert_eq!(v2["default"], true);
+    assert_eq!(v2["cached"], false, "an empty zoo home");
+    assert!(v2["path"].as_str().unwrap().ends_with(".pth"), "{v2}");
+    assert_eq!(v2["acc1"].as_f64(), Some(80.858), "torchvision's published top-1 of IMAGENET1K_V2");
+    assert!(v2["urls"][0].as_str().unwrap().starts_with("https://download.pytorch.org/models/resnet50-"), "{v2}");
+}

@@ -321,12 +321,15 @@ pub struct EvalArgs {
     /// `ARCH`, `ARCH.TAG`, or ARCH with --weights FILE (e.g. a run's best.safetensors).
     pub model: String,
     /// Image folder: `DIR/val/<class>/` when present, else `DIR/<class>/`; folders are matched to
-    /// the model's class names.
+    /// the model's class names (or ImageNet's WordNet IDs, `n02123045/`).
     #[arg(long)]
     pub data: PathBuf,
     /// A local checkpoint instead of the manifest's weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// `json`: the report as one JSON object (totals, per-class accuracy, unread files).
+    #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
+    pub format: EvalFormat,
     #[command(flatten)]
     pub pre: PreprocessArgs,
     /// Where confusion.csv, confusion.png and per_class.csv go (default eval/ARCH); `--out` is
@@ -388,7 +391,10 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("eval").join(loaded.model.spec.name));
     let title = format!("{} on {}", loaded.source, args.data.display());
     trainer::write_eval_reports(&out, &title, &loaded.labels, &r)?;
-    print!("{}", render_eval(&loaded.source, &args.data, &loaded.labels, &r));
+    match args.format {
+        EvalFormat::Table => print!("{}", render_eval(&loaded.source, &args.data, &loaded.labels, &r)),
+        EvalFormat::Json => print!("{}", eval_json(&loaded.source, &args.data, &loaded.labels, &r, &data.skipped)?),
+    }
     eprintln!("wrote {}/confusion.csv, confusion.png, per_class.csv", out.display());
     // Files whose header could not be read were named when the folder was scanned; those that
     // failed to decode are named here; all of them make the exit status 1.
@@ -401,6 +407,50 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
         eprintln!("zoo eval: {} image(s) could not be read and were not evaluated (named above)", r.failed.len());
     }
     Ok(r)
+}
+
+/// How `zoo eval` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalFormat {
+    Table,
+    Json,
+}
+
+/// The report as JSON: what [`render_eval`] prints, plus every unread file.
+pub fn eval_json(
+    source: &str,
+    data: &Path,
+    labels: &[String],
+    r: &EvalResult,
+    skipped: &[(PathBuf, String)],
+) -> Result<String> {
+    let per_class: Vec<serde_json::Value> = r
+        .per_class()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, acc)| {
+            let images: u64 = r.confusion[i].iter().sum();
+            acc.map(|a| serde_json::json!({"class": labels[i], "images": images, "correct": r.confusion[i][i], "accuracy": a}))
+        })
+        .collect();
+    let unread: Vec<serde_json::Value> = r
+        .failed
+        .iter()
+        .chain(skipped)
+        .map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "error": e}))
+        .collect();
+    let v = serde_json::json!({
+        "weights": source,
+        "data": data.display().to_string(),
+        "images": r.n,
+        "top1": r.acc1,
+        "top5": r.acc5,
+        "loss": r.loss,
+        "seconds": r.seconds,
+        "per_class": per_class,
+        "unread": unread,
+    });
+    Ok(serde_json::to_string_pretty(&v)? + "\n")
 }
 
 /// The text report of an evaluation.

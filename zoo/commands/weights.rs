@@ -7,8 +7,11 @@ use std::path::PathBuf;
 /// What `zoo weights` was asked to do.
 #[derive(Debug, Clone)]
 pub enum Action {
+    /// The entries matching `glob`; `json`: one object per entry (the manifest's fields, with
+    /// `cached` and the cache `path`).
     List {
         glob: Option<String>,
+        json: bool,
     },
     Fetch {
         name: String,
@@ -43,7 +46,21 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
     let manifest = weights::manifest().map_err(|e| anyhow!("{e}"))?;
     let mut out = String::new();
     match action {
-        Action::List { glob } => {
+        Action::List { glob, json: true } => {
+            let entries = manifest.list(glob.as_deref()).map_err(|e| anyhow!("invalid pattern: {e}"))?;
+            let rows: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|e| {
+                    let mut v = serde_json::to_value(e)?;
+                    let path = opts.cache.path_of(e);
+                    v["cached"] = path.exists().into();
+                    v["path"] = path.display().to_string().into();
+                    Ok(v)
+                })
+                .collect::<Result<_>>()?;
+            out = serde_json::to_string_pretty(&rows)? + "\n";
+        }
+        Action::List { glob, json: false } => {
             let entries = manifest.list(glob.as_deref()).map_err(|e| anyhow!("invalid pattern: {e}"))?;
             writeln!(out, "{:<44} {:>12} {:>7} {:>8}  {:<9} cached", "weights", "size", "top-1", "digest", "layout")?;
             for e in &entries {
