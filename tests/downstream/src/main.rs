@@ -1,7 +1,7 @@
 //! zoo as a dependency: a model built and loaded from a checkpoint, applied as a tch module, and
 //! used as the backbone of an `nn::seq_t()`.
 use anyhow::Result;
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 use zoo::models::{BuildConfig, Model};
 
