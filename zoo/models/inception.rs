@@ -1,6 +1,6 @@
 //! What the Inception line shares (GoogLeNet's successors: Inception v3, v4, Inception-ResNet
-//! v1/v2, BN-Inception): branch tables ([`BranchSpec`]) of convolution units ([`ConvSpec`]), the
-//! block that runs them side by side and concatenates ([`Mixed`]), and [`InceptionNet`], the
+//! v1/v2, BN-Inception): branch tables (`BranchSpec`) of convolution units (`ConvSpec`), the
+//! block that runs them side by side and concatenates (`Mixed`), and [`InceptionNet`], the
 //! body-plus-head classifier Inception v4, Inception-ResNet v1/v2 and BN-Inception are built on.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};

@@ -98,7 +98,7 @@ impl ArchOptions {
 
 /// The contract every classifier meets (timm's, in Rust). Every classifier is a
 /// [`tch::nn::ModuleT`] whose `forward_t` gives the logits
-/// (`forward_head(forward_features(xs))`, written once by [`classifier_module!`]).
+/// (`forward_head(forward_features(xs))`, written once by `classifier_module!`).
 pub trait Classifier: ModuleT {
     /// The unpooled feature map of the last stage, [N, num_features, h, w].
     fn forward_features(&self, xs: &Tensor, train: bool) -> Tensor;
