@@ -434,16 +434,13 @@ fn eval_reads_imagenet_wordnet_folders() {
     std::fs::write(dir.path().join("n07920052").join("broken.jpg"), b"not a jpeg").unwrap();
     let reports = tempfile::tempdir().unwrap();
     let out_dir = reports.path().join("report");
-    let out = zoo(&[
-        "eval",
-        "efficientnet_lite0",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--output",
-        out_dir.to_str().unwrap(),
-    ]);
+    let (data, output) = (dir.path().to_str().unwrap(), out_dir.to_str().unwrap());
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "efficientnet_lite0", "--data", data, "--device", "cpu", "--output", output];
+        args.extend(extra);
+        zoo(&args)
+    };
+    let out = eval(&[]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stderr.lines().any(|l| l.contains("broken.jpg") && l.contains("not a readable image")), "{stderr}");
@@ -454,16 +451,7 @@ fn eval_reads_imagenet_wordnet_folders() {
         assert!(per_class.lines().any(|l| l == class), "{class} in\n{per_class}");
     }
     // The same report as JSON.
-    let out = zoo(&[
-        "eval",
-        "efficientnet_lite0",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--format",
-        "json",
-        "--output",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = eval(&["--format", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((v["images"].as_u64(), v["top1"].as_f64()), (Some(3), Some(200.0 / 3.0)), "{v}");
     let espresso = v["per_class"].as_array().unwrap().iter().find(|c| c["class"] == "espresso").unwrap();
