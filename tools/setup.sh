@@ -12,7 +12,19 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]
   exit 0
 fi
 
+# The torch wheel and the CUDA libraries it depends on take about 6 GiB once installed, and the
+# release build and test fixtures another 6 GiB. Say so up front rather than failing half-way.
+need_gib=12
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((need_gib * 1024 * 1024)) ]; then
+  echo "zoo setup: only $((free_kib / 1024)) MiB free on $(df -P . | awk 'NR == 2 { print $6 }');" \
+    "set-up, the build and the tests need about ${need_gib} GiB. Free some space and run it again." >&2
+  exit 1
+fi
+
 echo "zoo setup: installing the Python side into .venv (torch 2.11.0 provides libtorch)"
+# No pip cache: a second copy of every wheel would double the disk this needs.
+export PIP_NO_CACHE_DIR=1
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
