@@ -1,13 +1,15 @@
 //! Bakes libtorch's library folder (from torch-sys, i.e. the `.venv` wheel when built with
 //! `LIBTORCH_USE_PYTORCH=1`) into the rpath of every binary and test, so `zoo` runs without
 //! the user exporting `LD_LIBRARY_PATH`; keeps libtorch_cuda linked where the wheel has it; and
-//! compiles the C++ of `zoo/train/autocast.cpp` against libtorch's headers, with the
+//! compiles the C++ of `zoo/train/autocast.cpp` and `zoo/export/jit.cpp` (TorchScript tracing)
+//! against libtorch's headers, with the
 //! distributed-training shim `zoo/dist/c10d.cpp` (see `add_c10d`).
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(zoo_c10d)");
     println!("cargo::rustc-check-cfg=cfg(zoo_nccl)");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=zoo/train/autocast.cpp");
+    println!("cargo:rerun-if-changed=zoo/export/jit.cpp");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         // The wheel's headers sit beside its lib/ folder; its ABI is the C++11 one. Both shims
         // are one library, compiled in parallel (most of the time goes to parsing libtorch's
@@ -22,7 +24,9 @@ fn main() {
             .define("_GLIBCXX_USE_CXX11_ABI", "1")
             .warnings(false)
             .opt_level(1)
-            .file("zoo/train/autocast.cpp");
+            .include(include.join("torch/csrc/api/include"))
+            .file("zoo/train/autocast.cpp")
+            .file("zoo/export/jit.cpp");
         add_c10d(&mut build, std::path::Path::new(&lib));
         build.compile("zoo_shim");
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
@@ -53,13 +57,7 @@ fn add_c10d(build: &mut cc::Build, lib: &std::path::Path) {
         );
         return;
     }
-    let include = lib.join("../include");
-    build
-        .include(include.join("torch/csrc/api/include"))
-        .include(&gloo)
-        .define("USE_C10D_GLOO", None)
-        .define("USE_DISTRIBUTED", None)
-        .file("zoo/dist/c10d.cpp");
+    build.include(&gloo).define("USE_C10D_GLOO", None).define("USE_DISTRIBUTED", None).file("zoo/dist/c10d.cpp");
     // The nvidia-* wheels torch depends on sit beside torch/ in site-packages.
     let nvidia = lib.join("../../nvidia");
     let with_header = |name: &str| -> Option<PathBuf> {

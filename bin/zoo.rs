@@ -40,6 +40,9 @@ enum Command {
     Classify(ClassifyArgs),
     /// Extract features (fc7, pre_logits, any stage or module path) for every image.
     Features(FeaturesArgs),
+    /// Write a model (pretrained, or a checkpoint of yours) as ONNX or TorchScript for serving
+    /// engines: ONNX Runtime, OpenVINO, TensorRT, Triton, TorchServe, torch.jit.load.
+    Export(ExportArgs),
     /// Pretrained weights: list, fetch, verify, locate, import.
     #[command(subcommand)]
     Weights(WeightsCommand),
@@ -154,6 +157,28 @@ struct FeaturesArgs {
     decode: DecodeArgs,
 }
 
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// onnx or torchscript (default: from the --output extension, .onnx or .pt).
+    #[arg(long, value_enum)]
+    format: Option<zoo::export::Format>,
+    /// The file to write.
+    #[arg(long)]
+    output: PathBuf,
+    /// Height and width the graph is traced at, `H` or `HxW` (default: the preprocessing's
+    /// crop). ONNX files are fixed to it; TorchScript files take any size.
+    #[arg(long, value_parser = parse_size)]
+    input_size: Option<(i64, i64)>,
+    /// ONNX opset (13 to 21).
+    #[arg(long, default_value_t = zoo::export::onnx::DEFAULT_OPSET)]
+    opset: i64,
+    /// ONNX: a fixed batch of 1 instead of a dynamic batch dimension.
+    #[arg(long)]
+    static_batch: bool,
+}
+
 #[derive(Subcommand)]
 enum WeightsCommand {
     /// List the weights entries (name, size, top-1, digest, layout, cached or not), optionally
@@ -261,6 +286,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Classify(args) => return classify(args),
         Command::Features(args) => return features(args),
         Command::Weights(cmd) => return weights(cmd),
+        Command::Export(args) => export(args)?,
         Command::Finetune(args) => train_run(&args, true)?,
         Command::Train(args) => train_run(&args, false)?,
         Command::Eval(args) => {
@@ -394,6 +420,38 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
         s.failed
     );
     Ok(if s.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn export(a: ExportArgs) -> Result<()> {
+    use zoo::export::{ExportOptions, Format};
+    let format = match a.format.or_else(|| Format::from_path(&a.output)) {
+        Some(f) => f,
+        None => anyhow::bail!(
+            "--output {}: say --format onnx or --format torchscript (or name the file .onnx or .pt)",
+            a.output.display()
+        ),
+    };
+    let opts = ExportOptions {
+        format,
+        input_size: a.input_size.map(|(h, w)| [h, w]),
+        opset: a.opset,
+        static_batch: a.static_batch,
+    };
+    zoo::export::check_options(&opts, &a.output)?;
+    let loaded = load(&a.model)?;
+    let e = zoo::export::export(&loaded, &a.output, &opts)?;
+    let [_, c, h, w] = e.input_shape;
+    let batch = if format == Format::Onnx && a.static_batch { "1".to_string() } else { "N".to_string() };
+    eprintln!(
+        "zoo export: {} ({}) -> {} ({}, {} operators, input [{batch}, {c}, {h}, {w}], {:.1} MB)",
+        loaded.model.spec.name,
+        loaded.source,
+        e.output.display(),
+        format,
+        e.nodes,
+        e.bytes as f64 / 1e6
+    );
+    Ok(())
 }
 
 fn train_run(args: &zoo::commands::train::TrainArgs, pretrained: bool) -> Result<()> {

@@ -7,6 +7,7 @@
 //! - [`weights`]: the manifest of public checkpoints, the verifying downloader and the cache.
 //! - [`data`]: image decoding and preprocessing, class names, data sets.
 //! - [`dist`]: data-parallel training on c10d (torchrun, Slurm, Gloo, NCCL), DDP's semantics.
+//! - [`export`]: ONNX and TorchScript files of any model, for serving engines.
 //! - [`train`]: fine-tuning and training (data sets, augmentation, optimisers, the loop).
 //! - `commands` (the `cli` feature): what the `zoo` command line runs.
 //! - [`text`]: escaping control characters in messages that quote file content.
@@ -41,6 +42,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod data;
 pub mod dist;
+pub mod export;
 pub mod models;
 pub mod nn;
 #[cfg(feature = "plot")]

@@ -13,6 +13,7 @@
 //! 224-pixel inputs work); the zoo pools globally there, which is the same at 224 and lets any
 //! input size through.
 use super::{BuildConfig, Classifier, FeatureInfo};
+use crate::nn::channel_shuffle;
 use crate::nn::trace::{self, Op};
 use crate::nn::{
     no_bias, path_of, Act, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential,
@@ -58,13 +59,6 @@ impl ShuffleNetV1Config {
         let scale = |c: i64| (c as f64 * self.width) as i64;
         (scale(STEM), row.map(scale))
     }
-}
-
-/// Interleaves the channels of `groups` groups (the paper's Figure 1): [N, g·c, H, W] viewed as
-/// [N, g, c, H, W], transposed to [N, c, g, H, W] and flattened back.
-pub fn channel_shuffle(xs: &Tensor, groups: i64) -> Tensor {
-    let (n, c, h, w) = xs.size4().expect("channel_shuffle expects NCHW");
-    xs.view([n, groups, c / groups, h, w]).transpose(1, 2).contiguous().view([n, c, h, w])
 }
 
 /// The ShuffleNet unit (`features.stageS.unitN`, the paper's Figure 2 b/c): 1×1 group conv to a

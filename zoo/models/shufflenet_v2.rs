@@ -6,6 +6,7 @@
 //! `stage2`–`stage4` with `branch1`/`branch2`, `conv5`, `fc`), so torchvision's checkpoints load
 //! unchanged.
 use super::{BuildConfig, Classifier, FeatureInfo};
+use crate::nn::channel_shuffle;
 use crate::nn::trace::{self, Op};
 use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential};
 use tch::{nn, Tensor};
@@ -32,13 +33,6 @@ pub mod variants {
     pub const X1_5: C = C { repeats: [4, 8, 4], channels: [24, 176, 352, 704, 1024] };
     /// 2×.
     pub const X2_0: C = C { repeats: [4, 8, 4], channels: [24, 244, 488, 976, 2048] };
-}
-
-/// Interleaves the channels of `groups` groups: [N, g·c, H, W] viewed as [N, g, c, H, W],
-/// transposed to [N, c, g, H, W] and flattened back.
-pub fn channel_shuffle(xs: &Tensor, groups: i64) -> Tensor {
-    let (n, c, h, w) = xs.size4().expect("channel_shuffle expects NCHW");
-    xs.view([n, groups, c / groups, h, w]).transpose(1, 2).contiguous().view([n, c, h, w])
 }
 
 /// Conv → BN [→ ReLU] appended to `seq` at the next indices, as in torchvision's Sequential.

@@ -1,8 +1,16 @@
 //! Blocks more than one family is built from: channel rounding ([`make_divisible`]), the
-//! inverted residual shortcut (MobileNet v2 and v3) and squeeze-excitation (MobileNet v3).
+//! inverted residual shortcut (MobileNet v2 and v3), squeeze-excitation (MobileNet v3) and
+//! ShuffleNet's channel shuffle (v1 and v2).
 use super::layers::{path_of, Conv2d, ConvOpts, ModuleT, Sequential};
 use super::trace::{self, Op};
 use tch::{nn, Tensor};
+
+/// ShuffleNet's channel shuffle: interleaves the channels of `groups` groups ([N, g·c, H, W]
+/// viewed as [N, g, c, H, W], transposed to [N, c, g, H, W] and flattened back). Written
+/// without reading the input's sizes, so a traced (exported) graph takes any batch and size.
+pub fn channel_shuffle(xs: &Tensor, groups: i64) -> Tensor {
+    xs.unflatten(1, [groups, -1]).transpose(1, 2).flatten(1, 2)
+}
 
 /// torchvision's (and TF slim's) `_make_divisible`: `v` rounded to the nearest multiple of
 /// `divisor`, at least `divisor`, and never more than 10% below `v`.

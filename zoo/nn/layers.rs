@@ -553,13 +553,10 @@ impl ModuleT for LocalResponseNorm {
             || Op::Elementwise("LocalResponseNorm"),
             xs,
             |xs| {
-                let (n, c, h, w) = xs.size4().expect("LocalResponseNorm expects NCHW input");
+                // Shape-generic (no sizes read here), so an exported graph takes any input size.
                 let div = (xs * xs).unsqueeze(1);
                 let div = div.constant_pad_nd([0, 0, 0, 0, self.size / 2, (self.size - 1) / 2]);
-                let div = div
-                    .avg_pool3d([self.size, 1, 1], [1, 1, 1], [0, 0, 0], false, true, None)
-                    .squeeze_dim(1)
-                    .view([n, c, h, w]);
+                let div = div.avg_pool3d([self.size, 1, 1], [1, 1, 1], [0, 0, 0], false, true, None).squeeze_dim(1);
                 let div = (div * self.alpha + self.k).pow_tensor_scalar(self.beta);
                 xs / div
             },

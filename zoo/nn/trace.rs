@@ -74,6 +74,9 @@ pub struct Event {
     pub output: Tensor,
 }
 
+/// What opens and closes a layer's scope: `(push(path), pop())`.
+type Scopes = (fn(&str), fn());
+
 #[derive(Default)]
 struct Tracer {
     record: bool,
@@ -82,6 +85,8 @@ struct Tracer {
     taps: BTreeSet<String>,
     captured: BTreeMap<String, Tensor>,
     points: Vec<String>,
+    /// Opens and closes a named scope around each layer (libtorch's JIT tracer, for export).
+    scopes: Option<Scopes>,
 }
 
 thread_local! {
@@ -100,17 +105,24 @@ pub fn layer(path: &str, op: impl FnOnce() -> Op, xs: &Tensor, f: impl FnOnce(&T
     if !ACTIVE.with(Cell::get) {
         return f(xs);
     }
-    let slot = TRACER.with(|t| {
+    let (slot, scopes) = TRACER.with(|t| {
         let mut t = t.borrow_mut();
         t.depth += 1;
-        if t.record {
+        let slot = if t.record {
             t.events.push(None);
             Some(t.events.len() - 1)
         } else {
             None
-        }
+        };
+        (slot, t.scopes.filter(|_| !path.is_empty()))
     });
+    if let Some((push, _)) = scopes {
+        push(path);
+    }
     let out = f(xs);
+    if let Some((_, pop)) = scopes {
+        pop();
+    }
     TRACER.with(|t| {
         let mut t = t.borrow_mut();
         t.depth -= 1;
@@ -183,6 +195,14 @@ pub fn tap_names<R>(f: impl FnOnce() -> R) -> Vec<String> {
         names.append(&mut t.points);
         names
     })
+}
+
+/// Runs `f` with `push(path)` and `pop()` around every named layer (its children nested inside), and
+/// layers keeping their inputs intact (no in-place activations), as a graph tracer needs.
+pub fn scoped<R>(push: fn(&str), pop: fn(), f: impl FnOnce() -> R) -> R {
+    let _guard = start(false, BTreeSet::new());
+    TRACER.with(|t| t.borrow_mut().scopes = Some((push, pop)));
+    f()
 }
 
 /// Runs `f` and returns the outputs of the layers (or points) named in `taps`.

@@ -49,6 +49,28 @@ pub struct Loaded {
     pub sha256: Option<String>,
 }
 
+impl Loaded {
+    /// A model as built, without weights (random initialisation, or weights the caller set):
+    /// the architecture's classic eval transform, and ImageNet's class names for 1000 classes.
+    pub fn untrained(model: Model) -> Loaded {
+        let classes = model.config.num_classes;
+        let labels = if classes == 1000 {
+            super::imagenet_classes().iter().map(|s| s.to_string()).collect()
+        } else {
+            (0..classes).map(|i| format!("class_{i}")).collect()
+        };
+        Loaded {
+            preprocess: classic_preprocess(model.spec),
+            labels,
+            source: "random initialisation".into(),
+            identity: Identity::Unknown,
+            notice: String::new(),
+            sha256: None,
+            model,
+        }
+    }
+}
+
 /// Replacements for the identified preprocessing, applied in this order: `borrow` an entry's
 /// whole transform, then each field given.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,226 @@
+//! A traced TorchScript module: zoo's forward pass recorded by libtorch's JIT tracer
+//! (`zoo/export/jit.cpp`) into a `torch::jit::Module` that holds the model's own tensors under
+//! their checkpoint keys. What Python's `torch.jit.trace` makes of an `nn.Module`, made from Rust.
+use crate::models::{is_buffer, Model};
+use anyhow::{anyhow, bail, Context, Result};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::Path;
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+#[repr(C)]
+struct CModule {
+    _private: [u8; 0],
+}
+
+type ForwardFn = extern "C" fn(*mut c_void, *mut C_tensor) -> *mut C_tensor;
+
+extern "C" {
+    fn zoo_jit_trace(
+        class_name: *const c_char,
+        n: usize,
+        names: *const *const c_char,
+        tensors: *const *const C_tensor,
+        is_buffer: *const bool,
+        n_layers: usize,
+        layers: *const *const c_char,
+        input: *const C_tensor,
+        forward: ForwardFn,
+        ctx: *mut c_void,
+        err: *mut *mut c_char,
+    ) -> *mut CModule;
+    fn zoo_jit_free(m: *mut CModule);
+    fn zoo_jit_free_string(s: *mut c_char);
+    fn zoo_jit_push_scope(name: *const c_char);
+    fn zoo_jit_pop_scope();
+    fn zoo_jit_save(
+        m: *const CModule,
+        path: *const c_char,
+        extra_name: *const c_char,
+        extra: *const c_char,
+        err: *mut *mut c_char,
+    ) -> bool;
+    fn zoo_jit_graph_json(m: *const CModule, err: *mut *mut c_char) -> *mut c_char;
+    fn zoo_jit_graph_text(m: *const CModule) -> *mut c_char;
+}
+
+/// Takes a string the shim allocated.
+fn take(s: *mut c_char) -> String {
+    if s.is_null() {
+        return String::new();
+    }
+    // SAFETY: the shim returns NUL-terminated strings from malloc, freed here once.
+    let out = unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned();
+    unsafe { zoo_jit_free_string(s) };
+    out
+}
+
+fn c_string(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| anyhow!("{s:?} holds a NUL byte"))
+}
+
+/// A traced forward pass, owned.
+pub struct Traced {
+    module: *mut CModule,
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        // SAFETY: created by zoo_jit_trace, freed once.
+        unsafe { zoo_jit_free(self.module) }
+    }
+}
+
+struct Ctx<'a> {
+    forward: &'a dyn Fn(&Tensor) -> Tensor,
+    panic: Option<String>,
+}
+
+extern "C" fn forward_trampoline(ctx: *mut c_void, input: *mut C_tensor) -> *mut C_tensor {
+    // SAFETY: `ctx` is the `Ctx` that `Traced::trace` passed, alive for the call; `input` is a
+    // tensor the shim allocated for us to own.
+    let ctx = unsafe { &mut *(ctx as *mut Ctx) };
+    let input = unsafe { Tensor::from_ptr(input) };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (ctx.forward)(&input))) {
+        Ok(mut out) => {
+            let p = out.as_mut_ptr();
+            std::mem::forget(out);
+            p
+        }
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            ctx.panic = Some(msg);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+fn push_scope(path: &str) {
+    if let Ok(c) = CString::new(path) {
+        // SAFETY: a valid C string; the shim copies it.
+        unsafe { zoo_jit_push_scope(c.as_ptr()) }
+    }
+}
+
+fn pop_scope() {
+    // SAFETY: pairs with push_scope (a no-op when no trace runs).
+    unsafe { zoo_jit_pop_scope() }
+}
+
+impl Traced {
+    /// Traces `model`'s eval-mode forward pass on `input` into a module of class `class_name`
+    /// holding every variable of the model under its checkpoint key.
+    pub fn trace(model: &Model, input: &Tensor) -> Result<Traced> {
+        model.check_input(input)?;
+        let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+        // PyTorch's batch norms count their training batches in a buffer zoo does not keep; a
+        // zero there gives the module torchvision's and timm's state_dict() keys.
+        let counters: Vec<(String, Tensor)> = vars
+            .iter()
+            .filter_map(|(k, _)| k.strip_suffix("running_mean"))
+            .map(|prefix| format!("{prefix}num_batches_tracked"))
+            .filter(|k| !vars.iter().any(|(v, _)| v == k))
+            .map(|k| (k, Tensor::zeros([], (tch::Kind::Int64, model.vs.device()))))
+            .collect();
+        vars.extend(counters);
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let names = vars.iter().map(|(k, _)| c_string(k)).collect::<Result<Vec<_>>>()?;
+        let name_ptrs: Vec<*const c_char> = names.iter().map(|c| c.as_ptr()).collect();
+        let tensors: Vec<*const C_tensor> = vars.iter().map(|(_, t)| t.as_ptr()).collect();
+        let buffers: Vec<bool> = vars.iter().map(|(k, _)| is_buffer(k)).collect();
+        let class = c_string(&class_name(model.spec.name))?;
+        let net = &model.net;
+        let input = input.to_device(model.vs.device()).to_kind(model.kind());
+        // Every layer becomes a submodule: its path is the scope its operators are traced in.
+        let (_, events) = tch::no_grad(|| crate::nn::trace::record(|| net.forward_t(&input, false)));
+        let mut paths: Vec<String> = events.into_iter().map(|e| e.path).filter(|p| !p.is_empty()).collect();
+        paths.sort();
+        paths.dedup();
+        let layers = paths.iter().map(|p| c_string(p)).collect::<Result<Vec<_>>>()?;
+        let layer_ptrs: Vec<*const c_char> = layers.iter().map(|c| c.as_ptr()).collect();
+        let forward = |xs: &Tensor| crate::nn::trace::scoped(push_scope, pop_scope, || net.forward_t(xs, false));
+        let mut ctx = Ctx { forward: &forward, panic: None };
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: every pointer outlives the call; the shim copies what it keeps.
+        let module = tch::no_grad(|| unsafe {
+            zoo_jit_trace(
+                class.as_ptr(),
+                vars.len(),
+                name_ptrs.as_ptr(),
+                tensors.as_ptr(),
+                buffers.as_ptr(),
+                layer_ptrs.len(),
+                layer_ptrs.as_ptr(),
+                input.as_ptr(),
+                forward_trampoline,
+                &mut ctx as *mut Ctx as *mut c_void,
+                &mut err,
+            )
+        });
+        if let Some(p) = ctx.panic {
+            if !module.is_null() {
+                // SAFETY: as in Drop.
+                unsafe { zoo_jit_free(module) };
+            }
+            bail!("tracing {} failed in its forward pass: {p}", model.spec.name);
+        }
+        if module.is_null() {
+            bail!("tracing {} failed: {}", model.spec.name, take(err));
+        }
+        Ok(Traced { module })
+    }
+
+    /// Writes the module as a TorchScript archive with `extra/<name>` holding `extra`
+    /// (`torch.jit.load(path, _extra_files={name: ""})` reads it back).
+    pub fn save(&self, path: &Path, extra_name: &str, extra: &str) -> Result<()> {
+        let p = c_string(&path.to_string_lossy())?;
+        let (name, extra) = (c_string(extra_name)?, c_string(extra)?);
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: valid module and C strings.
+        if unsafe { zoo_jit_save(self.module, p.as_ptr(), name.as_ptr(), extra.as_ptr(), &mut err) } {
+            Ok(())
+        } else {
+            Err(anyhow!("{}", take(err))).with_context(|| format!("writing {}", path.display()))
+        }
+    }
+
+    /// The traced graph, inlined, as the JSON `zoo/export/jit.cpp` writes (read by the ONNX
+    /// writer).
+    pub fn graph_json(&self) -> Result<String> {
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: valid module.
+        let s = unsafe { zoo_jit_graph_json(self.module, &mut err) };
+        if s.is_null() {
+            bail!("reading the traced graph: {}", take(err));
+        }
+        Ok(take(s))
+    }
+
+    /// The graph as libtorch prints it.
+    pub fn graph_text(&self) -> String {
+        // SAFETY: valid module.
+        take(unsafe { zoo_jit_graph_text(self.module) })
+    }
+}
+
+/// A TorchScript class name for a registry name (`resnet50` → `ResNet50`-like `Resnet50`).
+fn class_name(name: &str) -> String {
+    let mut out = String::new();
+    let mut upper = true;
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(if upper { c.to_ascii_uppercase() } else { c });
+            upper = false;
+        } else {
+            upper = true;
+        }
+    }
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, 'M');
+    }
+    out
+}
