@@ -165,8 +165,12 @@ struct ExportArgs {
     #[arg(long, value_enum)]
     format: Option<zoo::export::Format>,
     /// The file to write.
-    #[arg(long)]
-    output: PathBuf,
+    #[arg(long, required_unless_present = "triton", conflicts_with = "triton")]
+    output: Option<PathBuf>,
+    /// Write a Triton Inference Server model repository here instead: NAME/1/model.onnx (or
+    /// model.pt), NAME/config.pbtxt and NAME/labels.txt.
+    #[arg(long, value_name = "REPO")]
+    triton: Option<PathBuf>,
     /// Height and width the graph is traced at, `H` or `HxW` (default: the preprocessing's
     /// crop). ONNX files are fixed to it; TorchScript files take any size.
     #[arg(long, value_parser = parse_size)]
@@ -424,12 +428,15 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
 
 fn export(a: ExportArgs) -> Result<()> {
     use zoo::export::{ExportOptions, Format};
-    let format = match a.format.or_else(|| Format::from_path(&a.output)) {
-        Some(f) => f,
-        None => anyhow::bail!(
-            "--output {}: say --format onnx or --format torchscript (or name the file .onnx or .pt)",
-            a.output.display()
-        ),
+    let format = match (a.format, &a.output) {
+        (Some(f), _) => f,
+        (None, None) => Format::Onnx,
+        (None, Some(out)) => Format::from_path(out).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--output {}: say --format onnx or --format torchscript (or name the file .onnx or .pt)",
+                out.display()
+            )
+        })?,
     };
     let opts = ExportOptions {
         format,
@@ -437,17 +444,23 @@ fn export(a: ExportArgs) -> Result<()> {
         opset: a.opset,
         static_batch: a.static_batch,
     };
-    zoo::export::check_options(&opts, &a.output)?;
+    zoo::export::check_options(&opts)?;
+    if let Some(out) = &a.output {
+        zoo::export::check_output(out)?;
+    }
     let loaded = load(&a.model)?;
-    let e = zoo::export::export(&loaded, &a.output, &opts)?;
+    let e = match (&a.output, &a.triton) {
+        (Some(out), _) => zoo::export::export(&loaded, out, &opts)?,
+        (None, Some(repo)) => zoo::export::triton::write_repository(&loaded, repo, &opts)?,
+        (None, None) => anyhow::bail!("say --output FILE or --triton REPO"),
+    };
     let [_, c, h, w] = e.input_shape;
-    let batch = if format == Format::Onnx && a.static_batch { "1".to_string() } else { "N".to_string() };
+    let batch = if format == Format::Onnx && a.static_batch { "1" } else { "N" };
     eprintln!(
-        "zoo export: {} ({}) -> {} ({}, {} operators, input [{batch}, {c}, {h}, {w}], {:.1} MB)",
+        "zoo export: {} ({}) -> {} ({format}, {} operators, input [{batch}, {c}, {h}, {w}], {:.1} MB)",
         loaded.model.spec.name,
         loaded.source,
         e.output.display(),
-        format,
         e.nodes,
         e.bytes as f64 / 1e6
     );

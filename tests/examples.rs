@@ -86,3 +86,56 @@ fn finetune_lowers_the_loss_of_a_new_head() {
     assert_eq!(losses.len(), 5, "{out}");
     assert!(losses[4] < 0.8 * losses[0], "the new head learns the 10 classes: {losses:?}");
 }
+
+/// The README's "export, then serve" snippets: the real Lite0 checkpoint exported to ONNX and
+/// TorchScript, then `examples/serve/*.py` (ONNX Runtime, `torch.jit.load`) classify a real
+/// photo from the files' own metadata, with `zoo classify`'s top-1 and probability.
+#[test]
+fn serve_scripts_classify_as_zoo_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite0 = common::lite0_checkpoint();
+    let photo = common::root().join("assets/photos/coffee.png");
+    let zoo = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_zoo")).args(args).env("ZOO_OFFLINE", "1").output().unwrap();
+        assert!(out.status.success(), "zoo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let w = lite0.as_os_str();
+    let csv = zoo(&[
+        "classify".as_ref(),
+        "efficientnet_lite0".as_ref(),
+        "--weights".as_ref(),
+        w,
+        "--format".as_ref(),
+        "csv".as_ref(),
+        photo.as_os_str(),
+    ]);
+    // path,rank,class_index,label,probability: the first row is the top-1.
+    let top1: Vec<String> = csv.lines().nth(1).unwrap().split(',').map(str::to_string).collect();
+    let (label, prob): (&str, f64) = (&top1[3], top1[4].parse().unwrap());
+    for (script, file) in [("onnx_classify.py", "lite0.onnx"), ("torchscript_classify.py", "lite0.pt")] {
+        let path = dir.path().join(file);
+        zoo(&[
+            "export".as_ref(),
+            "efficientnet_lite0".as_ref(),
+            "--weights".as_ref(),
+            w,
+            "--output".as_ref(),
+            path.as_os_str(),
+        ]);
+        let out = Command::new(common::python())
+            .arg(common::root().join("examples/serve").join(script))
+            .arg(&path)
+            .arg(&photo)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        // "PATH espresso 95.66%, cup 1.23%, ...": the first class and its percentage.
+        let first = stdout.split_once(' ').unwrap().1.split(", ").next().unwrap();
+        let (name, pct) = first.rsplit_once(' ').unwrap();
+        let pct: f64 = pct.trim_end_matches('%').parse().unwrap();
+        assert_eq!(name, label, "{script}: {stdout}");
+        assert!((pct / 100.0 - prob).abs() < 5e-3, "{script}: {pct}% against zoo's {prob}: {stdout}");
+    }
+}

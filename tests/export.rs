@@ -21,7 +21,7 @@ const OPENVINO: &[&str] = &["resnet50", "mobilenet_v3_large", "inception_v3", "s
 fn calibrate(model: &Model) {
     let [c, h, w] = model.spec.input_size;
     tch::manual_seed(2);
-    let calib = Tensor::randn([8, c, h, w], (Kind::Float, Device::Cpu));
+    let calib = Tensor::randn([4, c, h, w], (Kind::Float, Device::Cpu));
     let _ = tch::no_grad(|| zoo::nn::with_batch_norm_momentum(Some(1.0), || model.net.forward_t(&calib, true)));
     let out = model.predict(&calib).unwrap();
     let spread = (&out - out.mean_dim(0, true, Kind::Float)).std(true).double_value(&[]);
@@ -57,7 +57,7 @@ fn check(name: &str) {
     if OPENVINO.contains(&name) {
         args.push("--openvino");
     }
-    common::run_python("check_onnx.py", &args);
+    common::run_python_concurrently("check_onnx.py", &args);
     let mut runs = vec![
         ("ONNX Runtime, batch of 5", read_npy(&dir.path().join("ort_batch.npy")), 5),
         ("ONNX Runtime, first image alone", read_npy(&dir.path().join("ort_first.npy")), 1),
@@ -171,7 +171,10 @@ fn onnx_of_a_reference_checkpoint_gives_the_references_logits() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let npy = dir.path().join("input.npy");
     input.write_npy(&npy).unwrap();
-    common::run_python("check_onnx.py", &[out.to_str().unwrap(), npy.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    common::run_python_concurrently(
+        "check_onnx.py",
+        &[out.to_str().unwrap(), npy.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
     common::assert_parity(
         "resnet18 ONNX file against torchvision",
         &read_npy(&dir.path().join("ort_batch.npy")),
@@ -208,7 +211,10 @@ fn a_fine_tuned_checkpoint_exports_with_its_classes_and_preprocessing() {
     let x = Tensor::randn([2, 3, 160, 160], (Kind::Float, Device::Cpu));
     let npy = dir.path().join("input.npy");
     x.write_npy(&npy).unwrap();
-    common::run_python("check_onnx.py", &[out.to_str().unwrap(), npy.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    common::run_python_concurrently(
+        "check_onnx.py",
+        &[out.to_str().unwrap(), npy.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("info.json")).unwrap()).unwrap();
     assert_eq!(info["inputs"]["input"], serde_json::json!(["batch", 3, 160, 160]), "traced at the checkpoint's crop");
@@ -319,4 +325,45 @@ fn torchscript_densenet121() {
 #[test]
 fn torchscript_xception() {
     check_torchscript("parity", "xception");
+}
+
+/// `zoo export --triton REPO` lays out a Triton model repository: the file as version 1, a
+/// `config.pbtxt` whose tensor names, types and shapes are the file's own (as ONNX Runtime reads
+/// them), and the class names.
+#[test]
+fn triton_repository_describes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("lenet.safetensors");
+    let model =
+        Model::new("lenet5", zoo::models::BuildConfig { num_classes: 10, drop_rate: None }, Device::Cpu).unwrap();
+    let classes: Vec<String> = (0..10).map(|i| format!("digit {i}")).collect();
+    let pre = zoo::weights::pretrained::default_preprocess(model.spec);
+    let meta = zoo::train::trainer::checkpoint_metadata("lenet5", &classes, &pre).unwrap();
+    zoo::checkpoint::write_safetensors(&weights, &zoo::train::trainer::model_entries(&model), Some(&meta)).unwrap();
+    let repo = dir.path().join("models");
+    let run =
+        zoo(&["lenet5".as_ref(), "--weights".as_ref(), weights.as_os_str(), "--triton".as_ref(), repo.as_os_str()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let file = repo.join("lenet5/1/model.onnx");
+    let config = std::fs::read_to_string(repo.join("lenet5/config.pbtxt")).unwrap();
+    let labels = std::fs::read_to_string(repo.join("lenet5/labels.txt")).unwrap();
+    assert_eq!(labels.lines().collect::<Vec<_>>(), classes);
+    let [c, h, w] = model.spec.input_size;
+    let npy = dir.path().join("input.npy");
+    Tensor::randn([3, c, h, w], (Kind::Float, Device::Cpu)).write_npy(&npy).unwrap();
+    common::run_python_concurrently(
+        "check_onnx.py",
+        &[file.to_str().unwrap(), npy.to_str().unwrap(), dir.path().to_str().unwrap()],
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("info.json")).unwrap()).unwrap();
+    for (section, tensors) in [("input", &info["inputs"]), ("output", &info["outputs"])] {
+        let (name, shape) = tensors.as_object().unwrap().iter().next().unwrap();
+        let dims: Vec<String> = shape.as_array().unwrap()[1..].iter().map(|d| d.to_string()).collect();
+        let block =
+            format!("  {{\n    name: \"{name}\"\n    data_type: TYPE_FP32\n    dims: [ {} ]\n", dims.join(", "));
+        assert!(config.contains(&block), "the {section} {name} {shape} is not in config.pbtxt:\n{config}");
+    }
+    assert!(config.contains("platform: \"onnxruntime_onnx\"") && config.contains("max_batch_size: 32"), "{config}");
+    assert!(config.contains("label_filename: \"labels.txt\""), "{config}");
 }

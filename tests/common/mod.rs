@@ -137,6 +137,12 @@ static PY_LOCK: Mutex<()> = Mutex::new(());
 /// Calls are serialised: reference generation is CPU-bound and the machine is small.
 pub fn run_python(script: &str, args: &[&str]) {
     let _guard = PY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    run_python_concurrently(script, args);
+}
+
+/// [`run_python`] without the lock, for short checks that other tests may run beside (an
+/// engine running a file a test wrote); never for scripts that write shared fixtures.
+pub fn run_python_concurrently(script: &str, args: &[&str]) {
     let py = python();
     assert!(py.exists(), "{} is missing: run `make setup` (tools/setup.sh) first", py.display());
     let out = Command::new(&py)

@@ -19,7 +19,7 @@ def main():
     path, input_path, out_dir = sys.argv[1:4]
     with_openvino = "--openvino" in sys.argv[4:]
     model = onnx.load(path)
-    onnx.checker.check_model(path, full_check=True)
+    onnx.checker.check_model(model, full_check=True)
     x = np.load(input_path).astype(np.float32)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2

@@ -9,6 +9,7 @@
 //! file takes any batch and input size; the ONNX file any batch at the exported size.
 pub mod onnx;
 pub mod torchscript;
+pub mod triton;
 
 use crate::weights::pretrained::Loaded;
 use anyhow::{bail, Context, Result};
@@ -100,13 +101,17 @@ pub fn trace_input(loaded: &Loaded, input_size: Option<[i64; 2]>) -> Tensor {
     Tensor::randn([TRACE_BATCH, c, h, w], (Kind::Float, Device::Cpu))
 }
 
-/// Refuses options no file can be written with, and an output whose folder does not exist
-/// (before any model is loaded).
-pub fn check_options(opts: &ExportOptions, output: &Path) -> Result<()> {
+/// Refuses an output whose folder does not exist (before any model is loaded).
+pub fn check_output(output: &Path) -> Result<()> {
     let folder = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !folder.is_dir() {
         bail!("--output {}: the folder {} does not exist", output.display(), folder.display());
     }
+    Ok(())
+}
+
+/// Refuses options no file can be written with (before any model is loaded).
+pub fn check_options(opts: &ExportOptions) -> Result<()> {
     if opts.format == Format::Onnx && !(onnx::MIN_OPSET..=onnx::MAX_OPSET).contains(&opts.opset) {
         bail!(
             "--opset {}: zoo writes ONNX opsets {} to {} ({}, the default, is read by ONNX Runtime 1.14+, \
@@ -128,7 +133,8 @@ pub fn check_options(opts: &ExportOptions, output: &Path) -> Result<()> {
 /// Exports `loaded` to `output`. Nothing is written when the model cannot be exported (an
 /// operator with no ONNX form names its layer); the file appears complete or not at all.
 pub fn export(loaded: &Loaded, output: &Path, opts: &ExportOptions) -> Result<Exported> {
-    check_options(opts, output)?;
+    check_options(opts)?;
+    check_output(output)?;
     if loaded.model.kind() != Kind::Float {
         bail!("zoo exports float32 models; load the model without --half/--bf16");
     }

@@ -136,7 +136,8 @@ impl Traced {
         let net = &model.net;
         let input = input.to_device(model.vs.device()).to_kind(model.kind());
         // Every layer becomes a submodule: its path is the scope its operators are traced in.
-        let (_, events) = tch::no_grad(|| crate::nn::trace::record(|| net.forward_t(&input, false)));
+        let one = input.narrow(0, 0, 1);
+        let (_, events) = tch::no_grad(|| crate::nn::trace::record(|| net.forward_t(&one, false)));
         let mut paths: Vec<String> = events.into_iter().map(|e| e.path).filter(|p| !p.is_empty()).collect();
         paths.sort();
         paths.dedup();

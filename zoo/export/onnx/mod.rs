@@ -793,8 +793,18 @@ pub fn write(
     let mut initializers = Vec::new();
     for key in &w.params {
         let t = w.vars[key].detach().to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
-        let data = Vec::<f32>::try_from(t.flatten(0, -1))?;
-        initializers.push(tensor_f32(key, &t.size(), &data));
+        // ONNX's raw_data is little-endian, as the tensor's own bytes are on every target zoo
+        // builds for; one copy, not one per element.
+        let numel = t.numel();
+        let mut raw = vec![0u8; numel * 4];
+        t.copy_data_u8(&mut raw, numel);
+        initializers.push(proto::TensorProto {
+            name: Some(key.clone()),
+            dims: t.size(),
+            data_type: Some(DataType::Float as i32),
+            raw_data: Some(raw),
+            ..Default::default()
+        });
     }
     initializers.append(&mut w.initializers);
 
