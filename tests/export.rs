@@ -100,6 +100,10 @@ fn check(name: &str) {
     assert_eq!(info["inputs"]["input"], serde_json::json!(["batch", c, h, w]), "{name}: a dynamic batch");
     assert_eq!(info["outputs"]["logits"], serde_json::json!(["batch", spec.num_classes]));
     assert_eq!(info["metadata"]["model"], name);
+    // AlexNet (2012) and ZFNet's local response norms are ONNX's own LRN operator.
+    let ops: Vec<&str> = info["ops"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let has_lrn = ["alexnet_lrn", "zfnet", "zfnet_pytorchcv"].contains(&name);
+    assert_eq!(ops.contains(&"LRN"), has_lrn, "{name}: {ops:?}");
     let meta: serde_json::Value = serde_json::from_str(info["metadata"]["zoo"].as_str().unwrap()).unwrap();
     assert_eq!(meta["preprocess"], serde_json::to_value(&loaded.preprocess).unwrap());
     assert_eq!(meta["classes"].as_array().unwrap().len() as i64, spec.num_classes);

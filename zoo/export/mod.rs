@@ -149,7 +149,7 @@ pub fn export(loaded: &Loaded, output: &Path, opts: &ExportOptions) -> Result<Ex
     let written = match opts.format {
         Format::Torchscript => traced.save(&partial, "zoo.json", &serde_json::to_string_pretty(&meta)?),
         Format::Onnx => {
-            let model = onnx::write(&graph, &loaded.model, &meta, opts)?;
+            let model = onnx::write(&graph, &traced.layers, &loaded.model, &meta, opts)?;
             std::fs::write(&partial, prost::Message::encode_to_vec(&model))
                 .with_context(|| format!("writing {}", partial.display()))
         }

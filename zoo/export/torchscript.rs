@@ -62,6 +62,8 @@ fn c_string(s: &str) -> Result<CString> {
 /// A traced forward pass, owned.
 pub struct Traced {
     module: *mut CModule,
+    /// Each layer that ran (its path, the scope its operators carry) and what it is.
+    pub layers: std::collections::HashMap<String, crate::nn::trace::Op>,
 }
 
 impl Drop for Traced {
@@ -138,6 +140,8 @@ impl Traced {
         // Every layer becomes a submodule: its path is the scope its operators are traced in.
         let one = input.narrow(0, 0, 1);
         let (_, events) = tch::no_grad(|| crate::nn::trace::record(|| net.forward_t(&one, false)));
+        let layer_ops: std::collections::HashMap<String, crate::nn::trace::Op> =
+            events.iter().map(|e| (e.path.clone(), e.op.clone())).collect();
         let mut paths: Vec<String> = events.into_iter().map(|e| e.path).filter(|p| !p.is_empty()).collect();
         paths.sort();
         paths.dedup();
@@ -172,7 +176,7 @@ impl Traced {
         if module.is_null() {
             bail!("tracing {} failed: {}", model.spec.name, take(err));
         }
-        Ok(Traced { module })
+        Ok(Traced { module, layers: layer_ops })
     }
 
     /// Writes the module as a TorchScript archive with `extra/<name>` holding `extra`

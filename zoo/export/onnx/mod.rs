@@ -13,6 +13,7 @@ pub mod proto {
 
 use super::{ExportOptions, TRACE_BATCH};
 use crate::models::Model;
+use crate::nn::trace::Op;
 use anyhow::{anyhow, bail, Context, Result};
 use proto::attribute_proto::AttributeType;
 use proto::tensor_proto::DataType;
@@ -340,7 +341,48 @@ impl Writer {
         Ok(key.to_string())
     }
 
-    /// Maps one traced operator; `Ok(None)` for an operator that only aliases its input.
+    /// One LocalResponseNorm layer's operators (`nn/layers.rs`: x / (k + alpha·avg_pool3d(x²))^beta
+    /// over `size` channels) as ONNX's LRN, which is that formula: the parameters are read back
+    /// from the traced constants.
+    fn lrn(&mut self, nodes: &[Node]) -> Result<()> {
+        let scope = nodes[0].scope.clone();
+        let (mut size, mut alpha, mut beta, mut bias) = (None, None, None, None);
+        let mut input = None;
+        let mut output = None;
+        for n in nodes {
+            let kind = n.kind.strip_suffix('_').unwrap_or(&n.kind);
+            match kind {
+                _ if !kind.starts_with("aten::") => self.node(n)?,
+                "aten::mul" if input.is_none() => input = Some(n.inputs[0]),
+                "aten::avg_pool3d" => size = Some(self.ints(n.inputs[1])?[0]),
+                "aten::mul" => alpha = Some(self.float(n.inputs[1])?),
+                "aten::add" => bias = Some(self.float(n.inputs[1])?),
+                "aten::pow" => beta = Some(self.float(n.inputs[1])?),
+                "aten::div" => output = n.outputs.first().map(|o| o.id),
+                _ => {}
+            }
+        }
+        let (Some(x), Some(size), Some(alpha), Some(beta), Some(bias), Some(out)) =
+            (input, size, alpha, beta, bias, output)
+        else {
+            let kinds: Vec<&str> = nodes.iter().map(|n| n.kind.as_str()).collect();
+            bail!("its operators ({}) are not the ones zoo's LocalResponseNorm runs", kinds.join(", "));
+        };
+        let x = self.tensor(x)?;
+        let attrs = vec![
+            attr_int("size", size),
+            attr_float("alpha", alpha),
+            attr_float("beta", beta),
+            attr_float("bias", bias),
+        ];
+        let y = self.emit1(&scope, "LRN", vec![x.clone()], attrs);
+        let sizes = self.sizes_of(&x)?.to_vec();
+        self.sizes.insert(y.clone(), sizes);
+        self.syms.insert(out, Sym::Tensor(y));
+        Ok(())
+    }
+
+    /// Maps one traced operator.
     fn node(&mut self, node: &Node) -> Result<()> {
         let scope = node.scope.as_str();
         let kind = node.kind.strip_suffix('_').unwrap_or(&node.kind);
@@ -750,6 +792,7 @@ fn ir_version(opset: i64) -> i64 {
 /// Fails, naming the layer, on an operator with no ONNX form.
 pub fn write(
     graph: &Graph,
+    layers: &HashMap<String, Op>,
     model: &Model,
     meta: &serde_json::Value,
     opts: &ExportOptions,
@@ -770,7 +813,25 @@ pub fn write(
     let input_sizes = input.sizes.clone().ok_or_else(|| anyhow!("the traced input has no shape"))?;
     w.syms.insert(input.id, Sym::Tensor("input".into()));
     w.sizes.insert("input".into(), input_sizes.clone());
-    for node in &graph.nodes {
+    let is_lrn = |scope: &str| matches!(layers.get(scope), Some(Op::Elementwise("LocalResponseNorm")));
+    let mut k = 0;
+    while k < graph.nodes.len() {
+        let scope = graph.nodes[k].scope.as_str();
+        if is_lrn(scope) && graph.nodes[k].kind.starts_with("aten::") {
+            // A local response norm is one ONNX LRN, not the arithmetic zoo computes it with: its
+            // operators up to the next one of another layer (constants, hoisted to the top of the
+            // graph, and lists are read as they come).
+            let end = graph.nodes[k..]
+                .iter()
+                .position(|n| n.scope != scope && n.kind.starts_with("aten::"))
+                .map_or(graph.nodes.len(), |p| k + p);
+            w.lrn(&graph.nodes[k..end]).with_context(|| {
+                format!("{}: cannot export layer {scope} (LocalResponseNorm) to ONNX", model.spec.name)
+            })?;
+            k = end;
+            continue;
+        }
+        let node = &graph.nodes[k];
         w.node(node).with_context(|| {
             let layer = if node.scope.is_empty() {
                 "the model's top level".to_string()
@@ -779,6 +840,7 @@ pub fn write(
             };
             format!("{}: cannot export {layer} ({}) to ONNX", model.spec.name, node.kind)
         })?;
+        k += 1;
     }
     let [output] = graph.outputs.as_slice() else {
         bail!("the traced graph has {} outputs, not 1", graph.outputs.len())
