@@ -304,9 +304,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The parsed command line, with `train`'s and `finetune`'s flags marked as given or defaulted
+/// (a resumed run keeps its stored settings for the flags not given).
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Finetune(args) | Command::Train(args), Some((_, sub))) = (&mut cli.command, matches.subcommand()) {
+        let given =
+            sub.ids().filter(|id| sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine));
+        args.explicit = Some(given.map(|id| id.to_string()).collect());
+    }
+    cli
+}
+
 fn main() -> ExitCode {
     zoo::runtime::tune_cpu_allocator();
-    match run(Cli::parse()) {
+    match run(parse()) {
         Ok(code) => code,
         Err(e) => {
             // 2: the run could not start (or could not go on); 1 is kept for "some inputs

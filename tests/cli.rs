@@ -467,3 +467,57 @@ fn finetune_batch_norms_follow_pytorchs_momentum_by_default() {
     }
     assert!(!default.get(stat).unwrap().equal(tensorflow.get(stat).unwrap()), "momentum 0.01 gives other statistics");
 }
+
+/// `--resume DIR` alone continues the run as it was started (model, data, epochs, batch size,
+/// optimiser, input size: every setting from its resume file), not with the flags' defaults;
+/// a flag given with it overrides the stored setting, and stderr says so.
+#[test]
+fn resume_alone_continues_the_stored_run() {
+    let data = fashion_folder();
+    let home = tmp();
+    let run = tmp();
+    let mut args = words("train lenet5 --epochs 2 --stop-after 1 --batch-size 16 --optimizer adamw --lr 3e-3");
+    args.extend(words("--no-crop --hflip 0 --seed 3 --input-size 36"));
+    args.extend(["--data", s(data), "--output", s(run.path())]);
+    args.extend(words(ONE_CPU));
+    ok(zoo_in(home.path(), &args), "zoo train, stopped after epoch 1");
+    let config = || -> serde_json::Value {
+        let text = std::fs::read_to_string(run.path().join("run.json")).unwrap();
+        let mut c = serde_json::from_str::<serde_json::Value>(&text).unwrap()["config"].clone();
+        for k in ["resume", "stop_after", "progress", "threads", "device", "out"] {
+            c.as_object_mut().unwrap().remove(k);
+        }
+        c
+    };
+    let started = config();
+    let mut resume = vec!["train", "--resume", s(run.path())];
+    resume.extend(words(ONE_CPU));
+    let out = zoo_in(home.path(), &resume);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "zoo train --resume alone: {stderr}");
+    assert!(!stderr.contains("changed setting"), "nothing was overridden: {stderr}");
+    assert_eq!(config(), started, "the resumed run kept every stored setting");
+    let csv = std::fs::read_to_string(run.path().join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "epochs 1 and 2, the stored --epochs 2:\n{csv}");
+
+    // A flag given with --resume overrides the stored value, said on stderr: two more epochs.
+    resume.extend(["--epochs", "4"]);
+    let out = zoo_in(home.path(), &resume);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "zoo train --resume --epochs 4: {stderr}");
+    assert!(stderr.contains("epochs was 2, now 4"), "{stderr}");
+    let mut expected = started.clone();
+    expected["epochs"] = 4.into();
+    assert_eq!(config(), expected);
+    let csv = std::fs::read_to_string(run.path().join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "four epochs:\n{csv}");
+
+    // The run belongs to `zoo train`: `zoo finetune --resume` says which command continues it.
+    let out = zoo_in(home.path(), &["finetune", "--resume", s(run.path())]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("zoo train --resume"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -49,11 +49,13 @@ fn parse_triple(s: &str) -> Result<(f64, f64, f64), String> {
 /// Flags of `zoo finetune` and `zoo train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// `ARCH` (`finetune`: its default weights) or `ARCH.TAG`.
-    pub model: String,
-    /// Image folder: `DIR/train/<class>/` + `DIR/val/<class>/`, or `DIR/<class>/` (split by --val-split).
-    #[arg(long)]
-    pub data: PathBuf,
+    /// `ARCH` (`finetune`: its default weights) or `ARCH.TAG`; with `--resume DIR`, the run's.
+    #[arg(required_unless_present = "resume")]
+    pub model: Option<String>,
+    /// Image folder: `DIR/train/<class>/` + `DIR/val/<class>/`, or `DIR/<class>/` (split by
+    /// --val-split); with `--resume DIR`, the run's.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
     /// Output folder (default runs/ARCH); `--out` is the same flag.
     #[arg(long = "output", alias = "out")]
     pub out: Option<PathBuf>,
@@ -163,7 +165,8 @@ pub struct TrainArgs {
     /// Write a grid of augmented training samples to this PNG first (add --stop-after 0 to only preview).
     #[arg(long)]
     pub show_augment: Option<PathBuf>,
-    /// Continue the interrupted run in this folder.
+    /// Continue the run in this folder with the settings it was started with (its
+    /// resume.safetensors holds them); flags given here override them, each said on stderr.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Stop after N epochs of this invocation (resume later with --resume).
@@ -190,15 +193,129 @@ pub struct TrainArgs {
     /// (rendezvous and every collective) before it exits with an error.
     #[arg(long, default_value_t = DEFAULT_DIST_TIMEOUT)]
     pub dist_timeout: u64,
+    /// The ids of the flags given on the command line (the rest took their defaults): what a
+    /// resumed run takes from here rather than from the stored run. Filled by the command line
+    /// (`zoo`'s main, from clap's value sources); `None` (a library caller) counts every flag as
+    /// given.
+    #[arg(skip)]
+    pub explicit: Option<Vec<String>>,
+}
+
+/// The flags (clap ids) each run setting of a [`TrainConfig`] is made from.
+fn flags_of(key: &str) -> &'static [&'static str] {
+    match key {
+        "model" => &["model"],
+        "weights" => &["weights"],
+        "data" => &["data"],
+        "optimizer" => &["optimizer", "momentum", "nesterov"],
+        "lr" => &["lr"],
+        "schedule" => &["schedule", "warmup_epochs", "min_lr", "step_size", "gamma"],
+        "channels_last" => &["no_channels_last"],
+        "preprocess" => &["preprocess", "crop", "interpolation", "mean", "std"],
+        "augment" => &[
+            "no_augment",
+            "no_crop",
+            "crop_scale",
+            "crop_ratio",
+            "hflip",
+            "rotate",
+            "translate",
+            "contrast_stretch",
+            "equalize",
+            "clahe",
+            "jitter",
+        ],
+        "epochs" => &["epochs"],
+        "batch_size" => &["batch_size"],
+        "weight_decay" => &["weight_decay"],
+        "label_smoothing" => &["label_smoothing"],
+        "freeze" => &["freeze"],
+        "backbone_lr_scale" => &["backbone_lr_scale"],
+        "seed" => &["seed"],
+        "amp" => &["amp"],
+        "accumulate" => &["accumulate"],
+        "val_split" => &["val_split"],
+        "input_size" => &["input_size"],
+        "resize" => &["resize"],
+        "drop_rate" => &["drop_rate"],
+        "bn_momentum" => &["bn_momentum"],
+        "sync_bn" => &["sync_bn"],
+        _ => &[],
+    }
+}
+
+/// The run stored in `DIR/resume.safetensors`: its configuration as it was started.
+pub fn stored_run(dir: &Path) -> Result<TrainConfig> {
+    let path = dir.join("resume.safetensors");
+    if !path.exists() {
+        bail!("--resume {}: no resume.safetensors there to continue from", dir.display());
+    }
+    let meta = crate::checkpoint::read_safetensors_metadata(&path)?;
+    let state: trainer::ResumeState =
+        serde_json::from_str(meta.get(trainer::RESUME_KEY).context("the resume file has no zoo.resume state")?)
+            .context("reading the resume state")?;
+    Ok(state.config)
 }
 
 /// `--dist-timeout`'s default, seconds.
 pub const DEFAULT_DIST_TIMEOUT: u64 = crate::dist::DEFAULT_TIMEOUT.as_secs();
 
 impl TrainArgs {
-    /// The run configuration these flags describe.
+    /// The run configuration these flags describe. With `--resume DIR`, the stored run's,
+    /// with the flags given on the command line (and the per-invocation ones) in place of its.
     pub fn config(&self, pretrained: bool) -> Result<TrainConfig> {
-        let arch = pretrained::arch_of(&self.model)?.name;
+        let Some(dir) = &self.resume else { return self.flags_config(pretrained, None) };
+        let stored = stored_run(dir)?;
+        if stored.pretrained != pretrained {
+            let (was, is) = if stored.pretrained { ("finetune", "train") } else { ("train", "finetune") };
+            bail!(
+                "the run in {} was started by `zoo {was}`: continue it with `zoo {was} --resume {}`, not `zoo {is}`",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let now = self.flags_config(pretrained, Some(&stored))?;
+        let given = |key: &str| match &self.explicit {
+            None => true,
+            Some(ids) => flags_of(key).iter().any(|f| ids.iter().any(|i| i == f)),
+        };
+        let mut merged = serde_json::to_value(&stored)?;
+        if let (Some(m), Some(n)) = (merged.as_object_mut(), serde_json::to_value(&now)?.as_object()) {
+            for (key, value) in n {
+                if given(key) {
+                    m.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        let mut cfg: TrainConfig =
+            serde_json::from_value(merged).context("merging the stored run's settings with the command line's")?;
+        // What belongs to this invocation, not to the run, comes from its command line.
+        cfg.out = now.out;
+        cfg.device = now.device;
+        cfg.threads = now.threads;
+        cfg.cache_mb = now.cache_mb;
+        cfg.resume = now.resume;
+        cfg.stop_after = now.stop_after;
+        cfg.show_augment = now.show_augment;
+        cfg.progress = now.progress;
+        cfg.trust_unverified = now.trust_unverified;
+        Ok(cfg)
+    }
+
+    /// The configuration the flags alone give (`stored`: the run being resumed supplies the
+    /// model and data when the command line does not name them).
+    fn flags_config(&self, pretrained: bool, stored: Option<&TrainConfig>) -> Result<TrainConfig> {
+        let model = match (&self.model, stored) {
+            (Some(m), _) => m.clone(),
+            (None, Some(s)) => s.model.clone(),
+            (None, None) => bail!("name the model to train (or --resume a run)"),
+        };
+        let data = match (&self.data, stored) {
+            (Some(d), _) => d.clone(),
+            (None, Some(s)) => s.data.clone(),
+            (None, None) => bail!("--data DIR is needed (or --resume a run)"),
+        };
+        let arch = pretrained::arch_of(&model)?.name;
         let out = match (&self.resume, &self.out) {
             (Some(r), Some(o)) if r != o => {
                 bail!("--resume {} and --out {} name different folders", r.display(), o.display())
@@ -245,10 +362,10 @@ impl TrainArgs {
             }
         };
         Ok(TrainConfig {
-            model: self.model.clone(),
+            model,
             pretrained,
             weights: self.weights.clone(),
-            data: self.data.clone(),
+            data,
             out,
             val_split: self.val_split,
             epochs: self.epochs,
@@ -286,7 +403,7 @@ impl TrainArgs {
 /// `zoo finetune`: pretrained weights, a new head for the folder's classes.
 pub fn finetune(args: &TrainArgs) -> Result<TrainSummary> {
     let mut cfg = args.config(true)?;
-    cfg.bn_momentum = Some(args.bn_momentum.unwrap_or(FINETUNE_BN_MOMENTUM));
+    cfg.bn_momentum = cfg.bn_momentum.or(Some(FINETUNE_BN_MOMENTUM));
     trainer::run(&joined(cfg, args.dist_timeout)?)
 }
 

@@ -623,7 +623,7 @@ fn check_resume(stored: &TrainConfig, now: &TrainConfig) -> Result<Vec<String>> 
     let mut notes = Vec::new();
     if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
         for (k, va) in a {
-            if ["epochs", "device", "out"].contains(&k.as_str()) {
+            if ["device", "out", "resume", "stop_after", "progress"].contains(&k.as_str()) {
                 continue;
             }
             if b.get(k) != Some(va) {
