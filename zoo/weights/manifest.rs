@@ -457,7 +457,13 @@ impl Manifest {
     /// The entry `name` means: `arch.tag` exactly, or `arch` alone for its default entry.
     /// Case-insensitive; an unknown name gives an error listing the closest known names.
     pub fn resolve(&self, name: &str) -> Result<&WeightsEntry, LookupError> {
-        let wanted = name.trim();
+        // timm's architecture names for zoo's (`legacy_xception.tf_in1k`).
+        let canonical = crate::models::registry::canonical_name(name.trim()).map_err(|e| LookupError {
+            name: name.to_string(),
+            message: e.to_string(),
+            suggestions: Vec::new(),
+        })?;
+        let wanted = canonical.as_str();
         if wanted.contains('.') {
             if let Some(e) = self.entries.iter().find(|e| e.name.eq_ignore_ascii_case(wanted)) {
                 return Ok(e);
