@@ -103,7 +103,7 @@ struct ClassifyArgs {
     /// float16 on CUDA.
     #[arg(long, conflicts_with = "bf16")]
     half: bool,
-    /// bfloat16 on CUDA.
+    /// bfloat16 on CUDA, or on a CPU with native bfloat16 (AVX512-BF16, AMX, Arm BF16).
     #[arg(long)]
     bf16: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -150,7 +150,7 @@ struct FeaturesArgs {
     /// float16 on CUDA.
     #[arg(long, conflicts_with = "bf16")]
     half: bool,
-    /// bfloat16 on CUDA.
+    /// bfloat16 on CUDA, or on a CPU with native bfloat16 (AVX512-BF16, AMX, Arm BF16).
     #[arg(long)]
     bf16: bool,
     #[command(flatten)]

@@ -458,3 +458,54 @@ fn eval_reads_imagenet_wordnet_folders() {
     assert_eq!((espresso["images"].as_u64(), espresso["correct"].as_u64()), (Some(2), Some(1)));
     assert!(v["unread"][0]["path"].as_str().unwrap().ends_with("broken.jpg"), "{v}");
 }
+
+/// `--bf16` on the CPU: where the CPU computes bfloat16 natively (AVX512-BF16, AMX, Arm BF16),
+/// the real photos get float32's top-1 wherever float32's top-1 leads its runner-up by more than
+/// 2 points (bfloat16 keeps 3 significant digits: a near tie may flip), and every top-1
+/// probability within 2 points of float32's; elsewhere the run is refused with exit status 2,
+/// naming the CPU and what it lacks.
+#[test]
+fn bf16_on_the_cpu_runs_where_the_cpu_has_it_and_is_refused_elsewhere() {
+    let photos = common::root().join("assets/photos");
+    let photos = photos.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["classify", "efficientnet_lite0", "--device", "cpu", "--format", "csv", "--top-k", "2"];
+        args.extend(extra);
+        args.push(photos);
+        zoo(&args)
+    };
+    let rows = |out: &Output| -> Vec<(String, String, f64)> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].to_string(), f[3].to_string(), f[4].parse().unwrap())
+            })
+            .collect()
+    };
+    let bf16 = run(&["--bf16"]);
+    if !zoo::runtime::cpu_has_native_bf16() {
+        let stderr = String::from_utf8_lossy(&bf16.stderr);
+        assert_eq!(bf16.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("native bfloat16") && stderr.contains(&zoo::runtime::cpu_info().0), "{stderr}");
+        eprintln!("this CPU has no native bfloat16: refused as expected");
+        return;
+    }
+    let fp32 = run(&[]);
+    assert!(fp32.status.success() && bf16.status.success(), "{}", String::from_utf8_lossy(&bf16.stderr));
+    let (a, b) = (rows(&fp32), rows(&bf16));
+    assert_eq!(a.len(), 12, "6 photos, 2 rows each");
+    let (mut agreed, mut compared) = (0, 0);
+    for (f, g) in a.chunks(2).zip(b.chunks(2)) {
+        let (top, runner) = (&f[0], &f[1]);
+        assert!((top.2 - g.iter().find(|r| r.1 == top.1).map_or(0.0, |r| r.2)).abs() < 0.02, "{top:?} against {g:?}");
+        if top.2 - runner.2 > 0.02 {
+            compared += 1;
+            assert_eq!(g[0].1, top.1, "{}: float32 says {} ({:.3}), bfloat16 {}", top.0, top.1, top.2, g[0].1);
+            agreed += 1;
+        }
+    }
+    eprintln!("bf16 on {}: top-1 as float32 on {agreed} of {compared} photos with a clear top-1", zoo::runtime::cpu_info().0);
+    assert!(compared >= 3, "too few photos with a clear top-1");
+}

@@ -34,6 +34,27 @@ pub fn tune_cpu_allocator() -> bool {
     }
 }
 
+/// The CPU's model name and feature flags, from `/proc/cpuinfo` (empty elsewhere).
+pub fn cpu_info() -> (String, Vec<String>) {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let name = field("model name").or_else(|| field("CPU part")).unwrap_or_else(|| "unknown CPU".into());
+    let flags = field("flags").or_else(|| field("Features")).unwrap_or_default();
+    (name, flags.split_whitespace().map(str::to_string).collect())
+}
+
+/// Whether the CPU computes bfloat16 natively (x86: AVX512-BF16 or AMX-BF16; Arm: BF16), so
+/// libtorch's oneDNN kernels run bfloat16 faster than float32 rather than emulating it.
+pub fn cpu_has_native_bf16() -> bool {
+    let (_, flags) = cpu_info();
+    flags.iter().any(|f| matches!(f.as_str(), "avx512_bf16" | "amx_bf16" | "bf16"))
+}
+
 /// Numeric precision of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -41,7 +62,7 @@ pub enum Precision {
     F32,
     /// `--half`: float16 weights and inputs (CUDA only).
     F16,
-    /// `--bf16`: bfloat16 weights and inputs (CUDA only).
+    /// `--bf16`: bfloat16 weights and inputs (CUDA, and CPUs with native bfloat16).
     Bf16,
 }
 
