@@ -40,6 +40,9 @@ enum Command {
     Classify(ClassifyArgs),
     /// Extract features (fc7, pre_logits, any stage or module path) for every image.
     Features(FeaturesArgs),
+    /// Measure a model's forward pass (or training step) in images/s on this machine, by
+    /// engine, precision, batch size and threads, with the CPU's name and flags.
+    Benchmark(BenchmarkArgs),
     /// Write a model (pretrained, or a checkpoint of yours) as ONNX or TorchScript for serving
     /// engines: ONNX Runtime, OpenVINO, TensorRT, Triton, TorchServe, torch.jit.load.
     Export(ExportArgs),
@@ -155,6 +158,37 @@ struct FeaturesArgs {
     bf16: bool,
     #[command(flatten)]
     decode: DecodeArgs,
+}
+
+#[derive(clap::Args)]
+struct BenchmarkArgs {
+    /// Model name (random weights: speed does not depend on them).
+    model: String,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+    batch_size: usize,
+    /// Height and width, `H` or `HxW` (default: the model's).
+    #[arg(long, value_parser = parse_size)]
+    input_size: Option<(i64, i64)>,
+    /// f32; bf16 (CUDA, or a CPU with native bfloat16); f16 (CUDA).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
+    /// eager (zoo's layers) or jit (traced, frozen, optimized for inference).
+    #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Eager)]
+    engine: zoo::infer::Engine,
+    /// libtorch CPU threads [default: one per core].
+    #[arg(long)]
+    threads: Option<i32>,
+    /// A training step (forward, loss, backward, SGD) instead of inference.
+    #[arg(long)]
+    train: bool,
+    /// Timed seconds after the warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    #[arg(long, value_enum, default_value_t = TextFormat::Table)]
+    format: TextFormat,
 }
 
 #[derive(clap::Args)]
@@ -291,6 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Features(args) => return features(args),
         Command::Weights(cmd) => return weights(cmd),
         Command::Export(args) => export(args)?,
+        Command::Benchmark(args) => benchmark(args)?,
         Command::Finetune(args) => train_run(&args, true)?,
         Command::Train(args) => train_run(&args, false)?,
         Command::Eval(args) => {
@@ -438,6 +473,48 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
         s.failed
     );
     Ok(if s.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn benchmark(a: BenchmarkArgs) -> Result<()> {
+    let device = zoo::runtime::parse_device(&a.device)?;
+    if let Some(t) = a.threads {
+        anyhow::ensure!(t >= 1, "--threads must be at least 1");
+        tch::set_num_threads(t);
+    }
+    let spec = zoo::models::find(&a.model)?;
+    let mut model = zoo::models::Model::new(spec.name, spec.default_config(), device)?;
+    let opts = zoo::infer::BenchOptions {
+        engine: a.engine,
+        batch_size: a.batch_size as i64,
+        input_size: a.input_size.map(|(h, w)| [h, w]),
+        precision: a.precision,
+        train: a.train,
+        seconds: a.seconds,
+        ..Default::default()
+    };
+    let r = zoo::infer::benchmark(&mut model, &opts)?;
+    match a.format {
+        TextFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        TextFormat::Table => {
+            let [n, c, h, w] = r.input_shape;
+            println!(
+                "{} {} ({}, {}, {}): {:.1} images/s, {:.1} ms per batch of {n}x{c}x{h}x{w} ({} batches in {:.1} s; {}, {} threads, {})",
+                r.model,
+                r.mode,
+                format!("{:?}", r.engine).to_ascii_lowercase(),
+                r.precision,
+                r.device,
+                r.images_per_second,
+                r.ms_per_batch,
+                r.batches,
+                r.seconds,
+                r.cpu,
+                r.threads,
+                r.cpu_flags.join(" ")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn export(a: ExportArgs) -> Result<()> {

@@ -506,6 +506,9 @@ fn bf16_on_the_cpu_runs_where_the_cpu_has_it_and_is_refused_elsewhere() {
             agreed += 1;
         }
     }
-    eprintln!("bf16 on {}: top-1 as float32 on {agreed} of {compared} photos with a clear top-1", zoo::runtime::cpu_info().0);
+    eprintln!(
+        "bf16 on {}: top-1 as float32 on {agreed} of {compared} photos with a clear top-1",
+        zoo::runtime::cpu_info().0
+    );
     assert!(compared >= 3, "too few photos with a clear top-1");
 }

@@ -7,6 +7,8 @@
 //! - [`weights`]: the manifest of public checkpoints, the verifying downloader and the cache.
 //! - [`data`]: image decoding and preprocessing, class names, data sets.
 //! - [`dist`]: data-parallel training on c10d (torchrun, Slurm, Gloo, NCCL), DDP's semantics.
+//! - [`infer`]: inference engines (eager, or traced, frozen and optimized) and `zoo benchmark`'s
+//!   measurement.
 //! - [`export`]: ONNX and TorchScript files of any model, for serving engines.
 //! - [`train`]: fine-tuning and training (data sets, augmentation, optimisers, the loop).
 //! - `commands` (the `cli` feature): what the `zoo` command line runs.
@@ -43,6 +45,7 @@ pub mod commands;
 pub mod data;
 pub mod dist;
 pub mod export;
+pub mod infer;
 pub mod models;
 pub mod nn;
 #[cfg(feature = "plot")]

@@ -262,6 +262,33 @@ char* zoo_jit_graph_json(const torch::jit::Module* m, char** err) noexcept {
   }
 }
 
+// An inference copy of `m`: eval mode, frozen (parameters folded into the graph as constants,
+// batch norms into the convolutions before them) and optimized for inference (oneDNN
+// convolutions with prepacked weights and fused activations, as torch.jit.optimize_for_inference).
+torch::jit::Module* zoo_jit_optimized(const torch::jit::Module* m, char** err) noexcept {
+  try {
+    auto copy = m->clone();
+    copy.eval();
+    auto frozen = torch::jit::freeze(copy);
+    return new torch::jit::Module(torch::jit::optimize_for_inference(frozen));
+  } catch (const std::exception& e) {
+    *err = dup(e.what());
+    return nullptr;
+  }
+}
+
+// `m.forward(x)` under no_grad; null with `*err` set on failure.
+at::Tensor* zoo_jit_forward(const torch::jit::Module* m, const at::Tensor* x, char** err) noexcept {
+  try {
+    c10::InferenceMode guard;
+    auto out = const_cast<torch::jit::Module*>(m)->forward({*x});
+    return new at::Tensor(out.toTensor());
+  } catch (const std::exception& e) {
+    *err = dup(e.what());
+    return nullptr;
+  }
+}
+
 // The graph as libtorch prints it (for `zoo export --print-graph` and error reports).
 char* zoo_jit_graph_text(const torch::jit::Module* m) noexcept {
   try {

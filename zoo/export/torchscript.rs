@@ -42,6 +42,8 @@ extern "C" {
     ) -> bool;
     fn zoo_jit_graph_json(m: *const CModule, err: *mut *mut c_char) -> *mut c_char;
     fn zoo_jit_graph_text(m: *const CModule) -> *mut c_char;
+    fn zoo_jit_optimized(m: *const CModule, err: *mut *mut c_char) -> *mut CModule;
+    fn zoo_jit_forward(m: *const CModule, x: *const C_tensor, err: *mut *mut c_char) -> *mut C_tensor;
 }
 
 /// Takes a string the shim allocated.
@@ -203,6 +205,29 @@ impl Traced {
             bail!("reading the traced graph: {}", take(err));
         }
         Ok(take(s))
+    }
+
+    /// An inference copy: frozen (batch norms folded into convolutions) and optimized as
+    /// `torch.jit.optimize_for_inference` does (oneDNN convolutions with prepacked weights).
+    pub fn optimized(&self) -> Result<Traced> {
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: valid module.
+        let module = unsafe { zoo_jit_optimized(self.module, &mut err) };
+        if module.is_null() {
+            bail!("optimizing the traced graph for inference: {}", take(err));
+        }
+        Ok(Traced { module, layers: self.layers.clone() })
+    }
+
+    /// Runs the module's forward pass on `x` (no gradients).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut err: *mut c_char = std::ptr::null_mut();
+        // SAFETY: valid module and tensor; the result is a new tensor we own.
+        let out = unsafe { zoo_jit_forward(self.module, x.as_ptr(), &mut err) };
+        if out.is_null() {
+            bail!("running the traced module: {}", take(err));
+        }
+        Ok(unsafe { Tensor::from_ptr(out) })
     }
 
     /// The graph as libtorch prints it.

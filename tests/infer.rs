@@ -1,0 +1,96 @@
+//! The inference engines and `zoo benchmark`: the traced, frozen and optimized engine (`jit`)
+//! gives the reference implementation's logits on its own checkpoints and inputs, as the eager
+//! one does; `zoo benchmark` reports what it measured and refuses what it cannot measure.
+mod common;
+
+use std::process::Command;
+use tch::{Device, Tensor};
+use zoo::infer::{Engine, Runner};
+use zoo::models::Model;
+
+/// `jit` on the reference checkpoint of `name`, on the reference's input, against the
+/// reference's logits (torchvision; batch norms folded into convolutions by the freezing).
+fn check(folder: &str, name: &str) {
+    let refs = common::export_references(folder, &[name]);
+    let model = Model::from_file(name, &refs.join(name).join("weights.pth"), Device::Cpu).unwrap();
+    let io = Tensor::read_safetensors(refs.join(name).join("io.safetensors")).unwrap();
+    let get = |k: &str| io.iter().find(|(n, _)| n == k).map(|(_, t)| t.shallow_clone()).unwrap();
+    let (x, logits) = (get("input"), get("logits"));
+    let jit = Runner::new(&model, Engine::Jit, &x).unwrap();
+    common::assert_parity(&format!("{name}, jit engine"), &jit.forward(&x).unwrap(), &logits);
+    // A batch of another size through the same optimized module.
+    let three = Tensor::cat(&[&x, &x.narrow(0, 0, 1)], 0);
+    let eager = Runner::new(&model, Engine::Eager, &x).unwrap();
+    common::assert_parity(
+        &format!("{name}, jit engine, batch 3"),
+        &jit.forward(&three).unwrap(),
+        &eager.forward(&three).unwrap(),
+    );
+}
+
+#[test]
+fn jit_resnet18() {
+    check("parity", "resnet18");
+}
+
+#[test]
+fn jit_mobilenet_v2() {
+    check("parity", "mobilenet_v2");
+}
+
+#[test]
+fn jit_shufflenet_v2_x1_0() {
+    check("parity", "shufflenet_v2_x1_0");
+}
+
+#[test]
+fn jit_densenet121() {
+    check("parity_b", "densenet121");
+}
+
+fn zoo(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_zoo")).args(args).output().unwrap()
+}
+
+/// `zoo benchmark --format json` says what it ran (model, engine, precision, shape, threads,
+/// the CPU) and how fast; each engine and the training step run.
+#[test]
+fn benchmark_reports_what_it_measured() {
+    for extra in [&["--engine", "eager"][..], &["--engine", "jit"], &["--train"]] {
+        let mut args = vec!["benchmark", "lenet5", "--device", "cpu", "--batch-size", "4", "--seconds", "0.2"];
+        args.extend(["--threads", "1", "--format", "json"]);
+        args.extend(extra);
+        let out = zoo(&args);
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["model"], "lenet5");
+        assert_eq!(r["input_shape"], serde_json::json!([4, 1, 32, 32]));
+        assert_eq!(r["threads"], 1);
+        assert_eq!(r["cpu"], zoo::runtime::cpu_info().0.as_str());
+        assert_eq!(r["mode"], if extra == ["--train"] { "train step" } else { "inference" });
+        let (n, secs, ips) =
+            (r["batches"].as_f64().unwrap(), r["seconds"].as_f64().unwrap(), r["images_per_second"].as_f64().unwrap());
+        assert!(n >= 3.0 && secs > 0.0 && (ips - 4.0 * n / secs).abs() < 1e-6 * ips, "{r}");
+    }
+}
+
+/// What `zoo benchmark` cannot measure is refused with exit status 2 and the reason.
+#[test]
+fn benchmark_refusals() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--train", "--engine", "jit"], "--engine eager"),
+        (&["--precision", "f16"], "CUDA"),
+        (&["--input-size", "8"], "at least"),
+        (&["--threads", "0"], "at least 1"),
+    ];
+    for (extra, says) in cases {
+        let mut args = vec!["benchmark", "lenet5", "--device", "cpu", "--seconds", "0.1"];
+        args.extend(extra.iter());
+        let out = zoo(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: expected '{says}' in {stderr}");
+    }
+    let out = zoo(&["benchmark", "resnet9000"]);
+    assert_eq!(out.status.code(), Some(2));
+}

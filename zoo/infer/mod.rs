@@ -1,0 +1,174 @@
+//! Inference engines and their measurement (`zoo benchmark`): zoo's eager forward pass, and the
+//! same pass traced once by libtorch's JIT tracer, frozen and optimized for inference
+//! (`jit`: batch norms folded into convolutions, oneDNN convolutions with prepacked weights and
+//! fused activations, as `torch.jit.optimize_for_inference` does in Python).
+use crate::export::torchscript::Traced;
+use crate::models::Model;
+use crate::runtime::Precision;
+use anyhow::{bail, Result};
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+
+/// How the forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// zoo's layers, op by op.
+    Eager,
+    /// Traced once, frozen and optimized for inference.
+    Jit,
+}
+
+/// A model ready to run inference with one engine.
+pub enum Runner<'a> {
+    Eager(&'a Model),
+    Jit(Traced),
+}
+
+impl<'a> Runner<'a> {
+    /// Prepares `model` for `engine`; `jit` traces at `example`'s shape (later batches may
+    /// have other sizes: nothing in the traced graph depends on them).
+    pub fn new(model: &'a Model, engine: Engine, example: &Tensor) -> Result<Runner<'a>> {
+        Ok(match engine {
+            Engine::Eager => Runner::Eager(model),
+            Engine::Jit => Runner::Jit(Traced::trace(model, example)?.optimized()?),
+        })
+    }
+
+    /// Eval-mode logits of `xs` (already on the model's device and in its precision).
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Runner::Eager(model) => model.predict(xs),
+            Runner::Jit(traced) => traced.forward(xs),
+        }
+    }
+}
+
+/// What `zoo benchmark` measures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchOptions {
+    pub engine: Engine,
+    pub batch_size: i64,
+    /// Height and width (default: the model's input size).
+    pub input_size: Option<[i64; 2]>,
+    pub precision: Precision,
+    /// A training step (forward, cross-entropy, backward, SGD) instead of inference.
+    pub train: bool,
+    /// Timed seconds, after the warm-up.
+    pub seconds: f64,
+    /// Untimed batches first (oneDNN picks and caches its kernels on the first ones).
+    pub warmup: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            engine: Engine::Eager,
+            batch_size: 16,
+            input_size: None,
+            precision: Precision::F32,
+            train: false,
+            seconds: 5.0,
+            warmup: 2,
+        }
+    }
+}
+
+/// One measurement, as `zoo benchmark --format json` prints it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub mode: &'static str,
+    pub engine: Engine,
+    pub precision: &'static str,
+    pub device: String,
+    pub batch_size: i64,
+    pub input_shape: [i64; 4],
+    pub batches: usize,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    pub ms_per_batch: f64,
+    pub threads: i32,
+    pub cpu: String,
+    pub cpu_flags: Vec<String>,
+}
+
+/// Measures `model` (random weights do as well as trained ones) as `opts` says: warm-up
+/// batches, then whole batches until `opts.seconds` have passed (at least 3).
+pub fn benchmark(model: &mut Model, opts: &BenchOptions) -> Result<BenchResult> {
+    if opts.batch_size < 1 {
+        bail!("--batch-size must be at least 1");
+    }
+    if opts.train && opts.engine != Engine::Eager {
+        bail!("--train measures zoo's own training step: use --engine eager");
+    }
+    if opts.train && opts.precision != Precision::F32 {
+        bail!("--train measures float32 training steps (CUDA's mixed precision is `zoo train --amp`)");
+    }
+    model.set_precision(opts.precision)?;
+    let device = model.vs.device();
+    let [c, h, w] = model.spec.input_size;
+    let [h, w] = opts.input_size.unwrap_or([h, w]);
+    let shape = [opts.batch_size, c, h, w];
+    tch::manual_seed(0);
+    let xs = Tensor::randn(shape, (Kind::Float, device)).to_kind(opts.precision.kind());
+    model.check_input(&xs)?;
+    let mut step: Box<dyn FnMut() -> Result<()> + '_> = if opts.train {
+        let classes = model.config.num_classes.max(1);
+        let labels = Tensor::randint(classes, [opts.batch_size], (Kind::Int64, device));
+        let mut sgd =
+            tch::nn::OptimizerConfig::build(tch::nn::Sgd { momentum: 0.9, ..Default::default() }, &model.vs, 0.01)?;
+        let net = &model.net;
+        Box::new(move || {
+            let loss = net.forward_t(&xs, true).cross_entropy_for_logits(&labels);
+            sgd.backward_step(&loss);
+            Ok(())
+        })
+    } else {
+        let runner = Runner::new(model, opts.engine, &xs)?;
+        Box::new(move || {
+            let out = runner.forward(&xs)?;
+            // Wait for the device (CUDA runs asynchronously) by reading one value back.
+            let _ = out.view(-1).double_value(&[0]);
+            Ok(())
+        })
+    };
+    for _ in 0..opts.warmup {
+        step()?;
+    }
+    let budget = Duration::from_secs_f64(opts.seconds.max(0.0));
+    let start = Instant::now();
+    let mut batches = 0;
+    while batches < 3 || start.elapsed() < budget {
+        step()?;
+        batches += 1;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let (cpu, cpu_flags) = crate::runtime::cpu_info();
+    let wanted =
+        ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "bf16", "asimd", "sve"];
+    Ok(BenchResult {
+        model: model.spec.name.to_string(),
+        mode: if opts.train { "train step" } else { "inference" },
+        engine: opts.engine,
+        precision: match opts.precision {
+            Precision::F32 => "float32",
+            Precision::F16 => "float16",
+            Precision::Bf16 => "bfloat16",
+        },
+        device: match device {
+            Device::Cpu => "cpu".into(),
+            d => format!("{d:?}").to_ascii_lowercase(),
+        },
+        batch_size: opts.batch_size,
+        input_shape: shape,
+        batches,
+        seconds,
+        images_per_second: (batches as i64 * opts.batch_size) as f64 / seconds,
+        ms_per_batch: 1000.0 * seconds / batches as f64,
+        threads: tch::get_num_threads(),
+        cpu,
+        cpu_flags: cpu_flags.into_iter().filter(|f| wanted.contains(&f.as_str())).collect(),
+    })
+}
