@@ -93,6 +93,10 @@ struct ModelArgs {
 struct ClassifyArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// eager (zoo's layers), or jit: traced once, frozen and optimized for inference (faster on
+    /// the CPU; see `zoo benchmark`).
+    #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Eager)]
+    engine: zoo::infer::Engine,
     /// Image files and folders (walked recursively); `-` reads a list of paths, one per line,
     /// from standard input.
     #[arg(required = true)]
@@ -401,6 +405,7 @@ fn classify(a: ClassifyArgs) -> Result<ExitCode> {
         format: a.format,
         precision,
         fast_decode: a.decode.fast_decode,
+        engine: a.engine,
         progress: std::io::stderr().is_terminal(),
         echo_failures: a.output.is_some() || !std::io::stdout().is_terminal(),
         ..Default::default()

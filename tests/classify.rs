@@ -512,3 +512,39 @@ fn bf16_on_the_cpu_runs_where_the_cpu_has_it_and_is_refused_elsewhere() {
     );
     assert!(compared >= 3, "too few photos with a clear top-1");
 }
+
+/// `zoo classify --engine jit` (traced on the first batch, frozen, optimized) gives the eager
+/// engine's classes and probabilities on the real photos, also for the last, smaller batch.
+#[test]
+fn the_jit_engine_classifies_as_the_eager_one() {
+    let photos = common::root().join("assets/photos");
+    let run = |engine: &str| {
+        let out = zoo(&[
+            "classify",
+            "efficientnet_lite0",
+            "--engine",
+            engine,
+            "--batch-size",
+            "4",
+            "--format",
+            "jsonl",
+            photos.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{engine}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (eager, jit) = (run("eager"), run("jit"));
+    assert_eq!(eager.len(), 6, "6 photos in batches of 4 and 2");
+    for (a, b) in eager.iter().zip(&jit) {
+        assert_eq!(a["path"], b["path"]);
+        let (ta, tb) = (a["top"].as_array().unwrap(), b["top"].as_array().unwrap());
+        for (x, y) in ta.iter().zip(tb) {
+            assert_eq!(x["index"], y["index"], "{}", a["path"]);
+            let (p, q) = (x["prob"].as_f64().unwrap(), y["prob"].as_f64().unwrap());
+            assert!((p - q).abs() <= 1e-4 * p.max(1e-3), "{}: {p} against {q}", a["path"]);
+        }
+    }
+}
