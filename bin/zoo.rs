@@ -301,8 +301,11 @@ fn summary(a: SummaryArgs) -> Result<()> {
         let rows = summary::compare(&a.models, a.input_size, a.sort)?;
         print!("{}", summary::render_compare_as(&rows, a.format)?);
         if let Some(path) = a.plot {
-            summary::plot(&rows, &path)?;
+            let left_out = summary::plot(&rows, &path)?;
             eprintln!("wrote {}", path.display());
+            if !left_out.is_empty() {
+                eprintln!("zoo summary: not plotted, no published top-1: {}", left_out.join(", "));
+            }
         }
         return Ok(());
     }

@@ -207,9 +207,24 @@ fn compare_sorts_and_plots_accuracy_against_cost() {
     assert_eq!(rows[2].top1, Some(80.858));
     let png = common::fixtures("summary").join("cost.png");
     let _ = std::fs::remove_file(&png);
-    plot(&rows, &png).unwrap();
+    assert_eq!(plot(&rows, &png).unwrap(), Vec::<String>::new(), "every model has a published top-1");
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (1000, 700));
+    // A model without a published top-1 (the paper's ZFNet) is named, on stderr and in the
+    // picture's footnote, not dropped silently.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zoo"))
+        .args(["summary", "--compare", "resnet50", "zfnet", "--plot"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("not plotted, no published top-1: zfnet"), "{stderr}");
+    let img = image::open(&png).unwrap().to_rgb8();
+    let footnote_ink = (0..img.width())
+        .flat_map(|x| (675..700).map(move |y| (x, y)))
+        .filter(|&(x, y)| img.get_pixel(x, y)[0] < 128)
+        .count();
+    assert!(footnote_ink > 100, "the footnote is drawn at the bottom ({footnote_ink} dark pixels)");
 }

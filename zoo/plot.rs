@@ -45,16 +45,17 @@ pub struct Point {
 }
 
 /// Scatter chart with labelled points, x on a log scale (multiply-adds span three decades).
-pub fn scatter(path: &Path, title: &str, x_label: &str, y_label: &str, points: &[Point]) -> Result<()> {
+pub fn scatter(path: &Path, title: &str, x_label: &str, y_label: &str, points: &[Point], footnote: &str) -> Result<()> {
     fonts();
     if points.is_empty() {
         return Err(anyhow!("nothing to plot: no model has both a cost and an accuracy"));
     }
     png(path, (1000, 700), |root| {
         root.fill(&WHITE).map_err(err)?;
+        let (plot_area, foot) = root.split_vertically(if footnote.is_empty() { 700 } else { 670 });
         let (xmin, xmax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
         let (ymin, ymax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.y), b.max(p.y)));
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(&plot_area)
             .caption(title, ("sans-serif", 26))
             .margin(20)
             .x_label_area_size(50)
@@ -62,16 +63,104 @@ pub fn scatter(path: &Path, title: &str, x_label: &str, y_label: &str, points: &
             .build_cartesian_2d((xmin * 0.7..xmax * 1.5).log_scale(), (ymin - 2.0)..(ymax + 2.0))
             .map_err(err)?;
         chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style(("sans-serif", 16)).draw().map_err(err)?;
+        // Labels placed so that none overlaps another, each as near its point as that allows,
+        // with a leader line when it had to move away.
+        let anchors: Vec<(i32, i32)> = points.iter().map(|p| chart.backend_coord(&(p.x, p.y))).collect();
+        let widths: Vec<i32> = points.iter().map(|p| label_width(&p.label)).collect();
+        let offsets = place_labels(&anchors, &widths, LABEL_HEIGHT);
         chart
-            .draw_series(points.iter().map(|p| {
-                EmptyElement::at((p.x, p.y))
-                    + Circle::new((0, 0), 5, BLUE.filled())
-                    + Text::new(p.label.clone(), (7, -7), ("sans-serif", 14))
-            }))
+            .draw_series(points.iter().map(|p| EmptyElement::at((p.x, p.y)) + Circle::new((0, 0), 5, BLUE.filled())))
             .map_err(err)?;
+        for ((p, &(ax, ay)), &dy) in points.iter().zip(&anchors).zip(&offsets) {
+            let (tx, ty) = (ax + LABEL_DX, ay + dy);
+            if dy.abs() > LABEL_HEIGHT {
+                let near = if dy < 0 { ty + LABEL_HEIGHT } else { ty };
+                plot_area.draw(&PathElement::new(vec![(ax, ay), (tx, near)], BLACK.mix(0.4))).map_err(err)?;
+            }
+            plot_area.draw(&Text::new(p.label.clone(), (tx, ty), ("sans-serif", 14))).map_err(err)?;
+        }
+        if !footnote.is_empty() {
+            foot.draw(&Text::new(footnote.to_string(), (20, 5), ("sans-serif", 14))).map_err(err)?;
+        }
         root.present().map_err(err)?;
         Ok(())
     })
+}
+
+/// Height of a scatter label's box, pixels (14-point text).
+pub const LABEL_HEIGHT: i32 = 16;
+/// Horizontal gap from a point to its label, pixels.
+pub const LABEL_DX: i32 = 7;
+
+/// The width of a scatter label's box: 14-point DejaVu Sans averages under 8 pixels a character.
+pub fn label_width(label: &str) -> i32 {
+    8 * label.chars().count() as i32 + 2
+}
+
+/// Vertical offsets (pixels, from each anchor) of labels `widths` wide and `height` high drawn
+/// `LABEL_DX` right of their anchors, so that no two boxes overlap and none covers a point's dot:
+/// each label, left to right, takes the first free place of just above its point, just below,
+/// then further up and down.
+pub fn place_labels(anchors: &[(i32, i32)], widths: &[i32], height: i32) -> Vec<i32> {
+    let mut order: Vec<usize> = (0..anchors.len()).collect();
+    order.sort_by_key(|&i| (anchors[i].0, anchors[i].1));
+    // Every point's dot is taken from the start: no label covers another model's point.
+    let mut placed: Vec<(i32, i32, i32, i32)> = anchors.iter().map(|&(x, y)| (x - 6, y - 6, x + 6, y + 6)).collect();
+    let mut offsets = vec![0; anchors.len()];
+    let overlaps = |a: (i32, i32, i32, i32), b: &(i32, i32, i32, i32)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    for i in order {
+        let (x, y) = anchors[i];
+        let candidates = (0..200).map(|k| {
+            let step = (k / 2) * (height + 1);
+            if k % 2 == 0 {
+                -height - step
+            } else {
+                2 + step
+            }
+        });
+        for dy in candidates {
+            let b = (x + LABEL_DX, y + dy, x + LABEL_DX + widths[i], y + dy + height);
+            if !placed.iter().any(|p| overlaps(b, p)) {
+                offsets[i] = dy;
+                placed.push(b);
+                break;
+            }
+        }
+    }
+    offsets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crowded chart (the torchvision ResNets and ShuffleNets sit a few pixels apart): no
+    /// two label boxes overlap, and every label stays beside its own point when it can.
+    #[test]
+    fn labels_never_overlap() {
+        let anchors: Vec<(i32, i32)> = (0..30).map(|i| (400 + (i % 5) * 6, 300 + (i / 5) * 4)).collect();
+        let widths: Vec<i32> = (0..30).map(|i| label_width(&format!("model_{i}"))).collect();
+        let dy = place_labels(&anchors, &widths, LABEL_HEIGHT);
+        let boxes: Vec<_> = anchors
+            .iter()
+            .zip(&dy)
+            .zip(&widths)
+            .map(|((&(x, y), &d), &w)| (x + LABEL_DX, y + d, x + LABEL_DX + w, y + d + LABEL_HEIGHT))
+            .collect();
+        let overlap =
+            |a: &(i32, i32, i32, i32), b: &(i32, i32, i32, i32)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                assert!(!overlap(a, b), "{a:?} overlaps {b:?}");
+            }
+            for &(x, y) in &anchors {
+                assert!(!overlap(a, &(x - 5, y - 5, x + 5, y + 5)), "{a:?} covers the point at ({x}, {y})");
+            }
+        }
+        // Points far apart keep their label right above them.
+        let lone = place_labels(&[(100, 100), (600, 400)], &[50, 50], LABEL_HEIGHT);
+        assert_eq!(lone, vec![-LABEL_HEIGHT, -LABEL_HEIGHT]);
+    }
 }
 
 /// One epoch's figures for [`training_curves`].

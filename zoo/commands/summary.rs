@@ -142,17 +142,26 @@ pub fn render_compare_as(rows: &[CompareRow], format: Format) -> Result<String> 
     })
 }
 
-/// Top-1 accuracy against multiply-adds, the chart that shows the lineage's trade-offs.
-pub fn plot(rows: &[CompareRow], path: &std::path::Path) -> Result<()> {
+/// Top-1 accuracy against multiply-adds, the chart that shows the lineage's trade-offs. Models
+/// without a published top-1 are named in a footnote and returned.
+pub fn plot(rows: &[CompareRow], path: &std::path::Path) -> Result<Vec<String>> {
     let points: Vec<crate::plot::Point> = rows
         .iter()
         .filter_map(|r| r.top1.map(|t| crate::plot::Point { label: r.model.clone(), x: r.macs as f64 / 1e9, y: t }))
         .collect();
+    let left_out: Vec<String> = rows.iter().filter(|r| r.top1.is_none()).map(|r| r.model.clone()).collect();
+    let footnote = if left_out.is_empty() {
+        String::new()
+    } else {
+        format!("not shown, no published top-1: {}", left_out.join(", "))
+    };
     crate::plot::scatter(
         path,
         "ImageNet top-1 against cost",
         "multiply-adds per image (G, log scale)",
         "top-1 (%)",
         &points,
-    )
+        &footnote,
+    )?;
+    Ok(left_out)
 }
