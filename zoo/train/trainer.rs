@@ -1026,7 +1026,8 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
                     if scaler.update(finite) {
                         opt.step(lr, scale_used);
                     } else {
-                        eprintln!("amp: gradient overflow, step skipped (loss scale now {})", scaler.scale);
+                        // Through the bar, which clears itself, prints the line and redraws.
+                        bar.println(&format!("amp: gradient overflow, step skipped (loss scale now {})", scaler.scale));
                     }
                     opt.zero_grad();
                     micro = 0;
