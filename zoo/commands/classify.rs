@@ -133,26 +133,11 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     let chunk = model.inference_chunk([c as i64, h as i64, w as i64]);
     let pre = &loaded.preprocess;
     let decode = decode_options(pre, opts.limits, opts.fast_decode);
-    let mut jit: Option<crate::infer::Runner> = None;
+    let runner = crate::infer::Runner::new(model, opts.engine);
     pipeline(files, pre, &decode, opts.batch_size, opts.queue_depth, |first, batch| {
         let mut tops = Vec::new();
         if let Some(xs) = stack(&batch, &loaded.preprocess) {
-            let logits = match opts.engine {
-                crate::infer::Engine::Eager => model.predict_in_chunks(&xs, chunk)?,
-                crate::infer::Engine::Jit => {
-                    // Traced once, on the first chunk; the graph takes any batch size after.
-                    model.check_input(&xs)?;
-                    let xs = xs.to_device(model.vs.device()).to_kind(model.kind());
-                    let step = chunk.max(1);
-                    if jit.is_none() {
-                        let example = xs.narrow(0, 0, xs.size()[0].min(step));
-                        jit = Some(crate::infer::Runner::new(model, crate::infer::Engine::Jit, &example)?);
-                    }
-                    let runner = jit.as_ref().expect("traced above");
-                    let parts = xs.split(step, 0).iter().map(|x| runner.forward(x)).collect::<Result<Vec<_>>>()?;
-                    tch::Tensor::cat(&parts, 0)
-                }
-            };
+            let logits = runner.predict_in_chunks(&xs, chunk)?;
             let probs = logits.to_kind(Kind::Float).softmax(-1, Kind::Float).to_device(Device::Cpu);
             let (p, i) = probs.topk(k as i64, -1, true, true);
             let p = Vec::<Vec<f32>>::try_from(p).context("reading probabilities")?;

@@ -289,12 +289,4 @@ at::Tensor* zoo_jit_forward(const torch::jit::Module* m, const at::Tensor* x, ch
   }
 }
 
-// The graph as libtorch prints it (for `zoo export --print-graph` and error reports).
-char* zoo_jit_graph_text(const torch::jit::Module* m) noexcept {
-  try {
-    return dup(m->get_method("forward").graph()->toString());
-  } catch (const std::exception& e) {
-    return dup(e.what());
-  }
-}
 }

@@ -41,7 +41,6 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> bool;
     fn zoo_jit_graph_json(m: *const CModule, err: *mut *mut c_char) -> *mut c_char;
-    fn zoo_jit_graph_text(m: *const CModule) -> *mut c_char;
     fn zoo_jit_optimized(m: *const CModule, err: *mut *mut c_char) -> *mut CModule;
     fn zoo_jit_forward(m: *const CModule, x: *const C_tensor, err: *mut *mut c_char) -> *mut C_tensor;
 }
@@ -229,15 +228,10 @@ impl Traced {
         }
         Ok(unsafe { Tensor::from_ptr(out) })
     }
-
-    /// The graph as libtorch prints it.
-    pub fn graph_text(&self) -> String {
-        // SAFETY: valid module.
-        take(unsafe { zoo_jit_graph_text(self.module) })
-    }
 }
 
-/// A TorchScript class name for a registry name (`resnet50` → `ResNet50`-like `Resnet50`).
+/// A TorchScript class name for a registry name (`resnet50` → `Resnet50`, `shufflenet_v2_x1_0` →
+/// `ShufflenetV2X10`).
 fn class_name(name: &str) -> String {
     let mut out = String::new();
     let mut upper = true;

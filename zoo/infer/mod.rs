@@ -20,28 +20,44 @@ pub enum Engine {
     Jit,
 }
 
-/// A model ready to run inference with one engine.
-pub enum Runner<'a> {
-    Eager(&'a Model),
-    Jit(Traced),
+/// A model running inference with one engine. The `jit` engine traces, freezes and optimizes
+/// on the first batch it is given; later batches may have other sizes (nothing in the traced
+/// graph depends on them).
+pub struct Runner<'a> {
+    model: &'a Model,
+    engine: Engine,
+    traced: std::cell::OnceCell<Traced>,
 }
 
 impl<'a> Runner<'a> {
-    /// Prepares `model` for `engine`; `jit` traces at `example`'s shape (later batches may
-    /// have other sizes: nothing in the traced graph depends on them).
-    pub fn new(model: &'a Model, engine: Engine, example: &Tensor) -> Result<Runner<'a>> {
-        Ok(match engine {
-            Engine::Eager => Runner::Eager(model),
-            Engine::Jit => Runner::Jit(Traced::trace(model, example)?.optimized()?),
-        })
+    pub fn new(model: &'a Model, engine: Engine) -> Runner<'a> {
+        Runner { model, engine, traced: std::cell::OnceCell::new() }
     }
 
     /// Eval-mode logits of `xs` (already on the model's device and in its precision).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match self {
-            Runner::Eager(model) => model.predict(xs),
-            Runner::Jit(traced) => traced.forward(xs),
+        match self.engine {
+            Engine::Eager => self.model.predict(xs),
+            Engine::Jit => {
+                if self.traced.get().is_none() {
+                    let traced = Traced::trace(self.model, xs)?.optimized()?;
+                    let _ = self.traced.set(traced);
+                }
+                self.traced.get().expect("traced above").forward(xs)
+            }
         }
+    }
+
+    /// Eval-mode logits of any batch (checked, moved to the model's device and precision), run
+    /// `chunk` images at a time as [`Model::predict_in_chunks`] does.
+    pub fn predict_in_chunks(&self, xs: &Tensor, chunk: i64) -> Result<Tensor> {
+        if self.engine == Engine::Eager {
+            return self.model.predict_in_chunks(xs, chunk);
+        }
+        self.model.check_input(xs)?;
+        let xs = xs.to_device(self.model.vs.device()).to_kind(self.model.kind());
+        let parts = xs.split(chunk.max(1), 0).iter().map(|x| self.forward(x)).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0))
     }
 }
 
@@ -126,7 +142,7 @@ pub fn benchmark(model: &mut Model, opts: &BenchOptions) -> Result<BenchResult> 
             Ok(())
         })
     } else {
-        let runner = Runner::new(model, opts.engine, &xs)?;
+        let runner = Runner::new(model, opts.engine);
         Box::new(move || {
             let out = runner.forward(&xs)?;
             // Wait for the device (CUDA runs asynchronously) by reading one value back.

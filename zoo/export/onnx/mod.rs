@@ -75,14 +75,6 @@ impl Graph {
     pub fn parse(json: &str) -> Result<Graph> {
         serde_json::from_str(json).context("reading the traced graph")
     }
-
-    /// The operator kinds the graph holds, each once, sorted (`aten::_convolution`, ...).
-    pub fn kinds(&self) -> Vec<&str> {
-        let mut k: Vec<&str> = self.nodes.iter().map(|n| n.kind.as_str()).collect();
-        k.sort_unstable();
-        k.dedup();
-        k
-    }
 }
 
 /// What a traced value is while the ONNX graph is written.
