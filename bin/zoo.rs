@@ -333,8 +333,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Weights(cmd) => return weights(cmd),
         Command::Export(args) => export(args)?,
         Command::Benchmark(args) => benchmark(args)?,
-        Command::Finetune(args) => train_run(&args, true)?,
-        Command::Train(args) => train_run(&args, false)?,
+        Command::Finetune(args) => return train_run(&args, true),
+        Command::Train(args) => return train_run(&args, false),
         Command::Eval(args) => {
             // 1: some images could not be read (each named on stderr); the rest were counted.
             if !zoo::commands::train::eval(&args)?.failed.is_empty() {
@@ -566,7 +566,9 @@ fn export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_run(args: &zoo::commands::train::TrainArgs, pretrained: bool) -> Result<()> {
+/// Exit status 1 when some images could not be read (each was named): the rest were trained on
+/// and the checkpoints written.
+fn train_run(args: &zoo::commands::train::TrainArgs, pretrained: bool) -> Result<ExitCode> {
     let s = if pretrained { zoo::commands::train::finetune(args)? } else { zoo::commands::train::train(args)? };
     // In a data-parallel job rank 0 reports for all.
     if let Some(last) = s.history.last().filter(|_| zoo::dist::is_lead()) {
@@ -579,5 +581,12 @@ fn train_run(args: &zoo::commands::train::TrainArgs, pretrained: bool) -> Result
             s.best_epoch
         );
     }
-    Ok(())
+    if s.unread.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if zoo::dist::is_lead() {
+        let verb = if pretrained { "finetune" } else { "train" };
+        eprintln!("zoo {verb}: {} image(s) could not be read and were not trained on (named above)", s.unread.len());
+    }
+    Ok(ExitCode::from(1))
 }

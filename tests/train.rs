@@ -334,6 +334,40 @@ fn bad_input_is_reported_before_training() {
     assert!("until:".parse::<Freeze>().is_err());
 }
 
+/// `zoo train` as a user runs it on a folder with two bad files: one whose header is unreadable
+/// (found by the folder scan) and a PNG whose header is whole but whose pixel data is cut (found
+/// only when decoded, in the first epoch). Each is named once, by its path and why, training goes
+/// on with the rest and writes its checkpoints, and the exit status is 1.
+#[test]
+fn train_names_each_unreadable_file_once_and_exits_1() {
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    colour_patches(&data, &COLOURS[..2], 6, 5);
+    std::fs::write(data.join("blue/garbage.png"), b"not a png at all").unwrap();
+    let whole = std::fs::read(data.join("green/000.png")).unwrap();
+    // Past the IHDR chunk (the header the scan reads) but before the end of the pixel data.
+    std::fs::write(data.join("green/cut.png"), &whole[..60]).unwrap();
+    let out = tmp.path().join("run");
+    let run = Command::new(zoo_bin())
+        .args(["train", "lenet5", "--data", data.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .args(["--epochs", "2", "--batch-size", "4", "--device", "cpu", "--val-split", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    for name in ["garbage.png", "cut.png"] {
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(name)).collect();
+        assert_eq!(lines.len(), 1, "{name} named once:\n{stderr}");
+        // The path once, then why ("truncated", "not a readable image"), not the path twice.
+        assert_eq!(lines[0].matches(name).count(), 1, "{}", lines[0]);
+    }
+    assert!(stderr.lines().any(|l| l.contains("cut.png") && l.contains("truncated")), "{stderr}");
+    assert!(stderr.contains("zoo train: 2 image(s) could not be read and were not trained on"), "{stderr}");
+    assert_eq!(metrics_epochs(&out), [1, 2]);
+    assert!(out.join("last.safetensors").exists());
+}
+
 #[test]
 fn show_augment_writes_a_grid_without_training() {
     let _g = lock();

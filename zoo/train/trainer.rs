@@ -256,6 +256,9 @@ pub struct TrainSummary {
     pub best_acc1: Option<f64>,
     /// Warnings about the data.
     pub warnings: Vec<String>,
+    /// Files left out because they could not be read (at the folder scan or when decoded),
+    /// each with why; every one was named on stderr.
+    pub unread: Vec<(PathBuf, String)>,
 }
 
 /// Decoded images of a data set, with an optional in-memory cache.
@@ -302,7 +305,8 @@ impl Source {
                 Ok(p)
             }
             Err(e) => {
-                let msg = e.to_string();
+                // The path is the map's key; the message says only what went wrong.
+                let msg = e.kind().to_string();
                 self.failures.lock().expect("lock").insert(path.clone(), msg.clone());
                 Err(msg)
             }
@@ -908,7 +912,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     let aux_weight = spec.aux_weight;
     #[cfg(feature = "plot")]
     let title = format!("{} on {}", spec.name, cfg.data.display());
-    let mut reported_failures = 0;
+    let mut reported_failures: HashSet<PathBuf> = HashSet::new();
     if lead {
         write_run_json(
             cfg,
@@ -1043,14 +1047,13 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         let train_secs = t0.elapsed().as_secs_f64();
         ensure!(seen > 0, "no training image of epoch {epoch} could be read");
 
-        let failures = source.failures();
-        if failures.len() > reported_failures {
-            let list: Vec<(PathBuf, String)> = failures.into_iter().collect();
-            if let Some(w) = dataset::skipped_warning(&list[reported_failures..]) {
-                eprintln!("warning: {w}");
-            }
-            reported_failures = list.len();
+        // Each file that failed to decode is named once, in the epoch it first failed.
+        let fresh: Vec<(PathBuf, String)> =
+            source.failures().into_iter().filter(|(p, _)| !reported_failures.contains(p)).collect();
+        if let Some(w) = dataset::skipped_warning(&fresh) {
+            eprintln!("warning: {w}");
         }
+        reported_failures.extend(fresh.into_iter().map(|(p, _)| p));
 
         let val = if val_idx.is_empty() {
             None
@@ -1126,7 +1129,9 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     if let Some(b) = best_acc1.filter(|_| lead) {
         eprintln!("best val top-1 {b:.2}% at epoch {best_epoch}: {}", out.join("best.safetensors").display());
     }
-    Ok(TrainSummary { out: out.clone(), classes, history, best_epoch, best_acc1, warnings: data.warnings })
+    let mut unread = data.skipped.clone();
+    unread.extend(source.failures());
+    Ok(TrainSummary { out: out.clone(), classes, history, best_epoch, best_acc1, warnings: data.warnings, unread })
 }
 
 #[allow(clippy::too_many_arguments)]

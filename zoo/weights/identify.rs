@@ -34,6 +34,13 @@ impl LocalFile {
     /// Reads `path`: both digests in one pass over the bytes, then the tensors.
     pub fn read(path: &Path) -> Result<Self> {
         // A FIFO or a device would block or never end the hashing: refuse it unopened.
+        if !path.exists() {
+            bail!(
+                "weights file {} does not exist: give a checkpoint's path, or a tag from `zoo weights list` \
+                 as MODEL.TAG",
+                path.display()
+            );
+        }
         crate::data::inputs::check_regular(path)
             .map_err(|e| anyhow::anyhow!("cannot read weights {}: {e}", path.display()))?;
         let (sha256, sha1) = digests(path).with_context(|| format!("hashing {}", path.display()))?;
