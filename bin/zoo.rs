@@ -304,7 +304,7 @@ fn summary(a: SummaryArgs) -> Result<()> {
             let left_out = summary::plot(&rows, &path)?;
             eprintln!("wrote {}", path.display());
             if !left_out.is_empty() {
-                eprintln!("zoo summary: not plotted, no published top-1: {}", left_out.join(", "));
+                eprintln!("zoo summary: not plotted, no published ImageNet top-1: {}", left_out.join(", "));
             }
         }
         return Ok(());

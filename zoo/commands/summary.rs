@@ -153,7 +153,7 @@ pub fn plot(rows: &[CompareRow], path: &std::path::Path) -> Result<Vec<String>> 
     let footnote = if left_out.is_empty() {
         String::new()
     } else {
-        format!("not shown, no published top-1: {}", left_out.join(", "))
+        format!("not shown, no published ImageNet top-1: {}", left_out.join(", "))
     };
     crate::plot::scatter(
         path,

@@ -235,7 +235,8 @@ pub struct CompareRow {
     pub model: String,
     pub params: i64,
     pub macs: i64,
-    /// Top-1 of the model's default weights, from the manifest.
+    /// ImageNet-1k top-1 of the model's default weights, from the manifest (`None` where the
+    /// default weights are another data set's: lenet5's Fashion-MNIST).
     pub top1: Option<f64>,
     pub field: Option<i64>,
 }
@@ -260,7 +261,7 @@ pub fn compare(models: &[String], size: Option<(i64, i64)>, sort: SortBy) -> Res
             model: s.model.clone(),
             params: s.params,
             macs: s.macs,
-            top1: default_top1(&s.model),
+            top1: crate::weights::default_imagenet_top1(&s.model),
             field: s.last_stage_field,
         });
     }
@@ -279,9 +280,4 @@ pub fn compare(models: &[String], size: Option<(i64, i64)>, sort: SortBy) -> Res
         rows.sort_by(|a, b| key(a).total_cmp(&key(b)));
     }
     Ok(rows)
-}
-
-/// Top-1 published for the default weights of `model`, if the manifest has any.
-pub fn default_top1(model: &str) -> Option<f64> {
-    crate::weights::default_top1(model)
 }

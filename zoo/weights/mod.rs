@@ -34,7 +34,11 @@ pub fn manifest() -> Result<&'static Manifest, &'static ManifestError> {
     MANIFEST.get_or_init(Manifest::load_default).as_ref()
 }
 
-/// Top-1 accuracy published for `name`'s weights (`arch` means its default entry), if any.
-pub fn default_top1(name: &str) -> Option<f64> {
-    manifest().ok()?.resolve(name).ok()?.acc1
+/// ImageNet-1k top-1 accuracy published for `name`'s weights (`arch` means its default entry):
+/// the figure comparisons put side by side; `None` for weights of another data set (lenet5's
+/// Fashion-MNIST) or without a published figure.
+pub fn default_imagenet_top1(name: &str) -> Option<f64> {
+    let m = manifest().ok()?;
+    let e = m.resolve(name).ok()?;
+    e.acc1.filter(|_| e.categories == "imagenet1k")
 }
