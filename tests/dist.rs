@@ -228,6 +228,40 @@ fn two_processes_with_batch_4_train_like_one_with_batch_8() {
     }
 }
 
+/// `--sync-bn`: two processes with batch 4 train a ResNet-18 (batch norm everywhere; 32 px, so
+/// layer4's statistics are over single pixels of the batch) exactly as one process with batch 8:
+/// weights and running statistics. In float64, because float32's rounding alone (one thread
+/// against two, one process) moves this network's weights by up to 1e-2 relative in 10 steps.
+/// Without `--sync-bn` each rank normalises its own 4 images and the runs part by over 1.
+#[test]
+fn two_processes_with_sync_bn_train_a_resnet_like_one_with_batch_8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |out: &Path, batch: usize, extra: &[&str]| {
+        let mut v: Vec<String> = ["train", "resnet18", "--no-augment", "--seed", "3", "--lr", "0.01", "--threads", "1"]
+            .map(String::from)
+            .to_vec();
+        v.extend(["--input-size", "32", "--epochs", "2", "--float64"].map(String::from));
+        v.extend(["--data".into(), data().display().to_string(), "--output".into(), out.display().to_string()]);
+        v.extend(["--batch-size".into(), batch.to_string()]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let one = tmp.path().join("w1");
+    let out = zoo(tmp.path()).args(args(&one, 8, &[])).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_two = |name: &str, extra: &[&str]| {
+        let dir = tmp.path().join(name);
+        let job = Job::start(tmp.path(), 2, |_| args(&dir, 4, extra));
+        succeed(job.finish());
+        max_rel_diff(&dir.join("last.safetensors"), &one.join("last.safetensors"))
+    };
+    let synced = run_two("sync", &["--sync-bn"]);
+    let plain = run_two("plain", &[]);
+    println!("W=2 B=4 vs W=1 B=8, resnet18, float64: --sync-bn {synced:.3e}, without {plain:.3e}");
+    assert!(synced < 1e-4, "with --sync-bn the weights differ by {synced:e} relative");
+    assert!(plain > 1e-2, "without --sync-bn the runs should part ({plain:e}): the test would not see a fault");
+}
+
 #[test]
 fn torchrun_launches_two_processes_that_train_like_one() {
     let torchrun = common::root().join(".venv/bin/torchrun");

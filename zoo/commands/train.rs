@@ -107,6 +107,10 @@ pub struct TrainArgs {
     /// Mixed precision (float16 autocast with loss scaling; CUDA only).
     #[arg(long)]
     pub amp: bool,
+    /// Train in float64 (weights, activations, gradients, checkpoints): for checking numerics,
+    /// e.g. that a data-parallel run equals one process; several times slower.
+    #[arg(long)]
+    pub float64: bool,
     /// Keep the NCHW layout on CUDA (channels-last is the default there).
     #[arg(long)]
     pub no_channels_last: bool,
@@ -186,7 +190,8 @@ pub struct TrainArgs {
     /// Accept weights whose source publishes no digest.
     #[arg(long)]
     pub trust_unverified: bool,
-    /// Data-parallel runs: synchronised batch norm (not available yet: refused).
+    /// Data-parallel runs: synchronised batch norm (statistics over every rank's batch, as
+    /// PyTorch's SyncBatchNorm).
     #[arg(long)]
     pub sync_bn: bool,
     /// Data-parallel runs (torchrun, srun, RANK/WORLD_SIZE): seconds a rank waits for its peers
@@ -233,6 +238,7 @@ fn flags_of(key: &str) -> &'static [&'static str] {
         "backbone_lr_scale" => &["backbone_lr_scale"],
         "seed" => &["seed"],
         "amp" => &["amp"],
+        "float64" => &["float64"],
         "accumulate" => &["accumulate"],
         "val_split" => &["val_split"],
         "input_size" => &["input_size"],
@@ -390,6 +396,7 @@ impl TrainArgs {
             cache_mb: self.cache_mb,
             bn_momentum: self.bn_momentum,
             sync_bn: self.sync_bn,
+            float64: self.float64,
             threads: self.threads,
             resume: self.resume.is_some(),
             stop_after: self.stop_after,
@@ -414,11 +421,6 @@ pub const FINETUNE_BN_MOMENTUM: f64 = 0.1;
 
 /// `cfg` on the device of this rank, once the job it was launched into (if any) is joined.
 fn joined(mut cfg: TrainConfig, timeout: u64) -> Result<TrainConfig> {
-    if cfg.sync_bn {
-        // The CPU synchronised batch norm (crate::dist::sync_batch_norm) is exact on its own
-        // but does not yet reproduce one process's training: refused until it does.
-        bail!("--sync-bn is not available yet: train without it (each process normalises its own batch)");
-    }
     cfg.device = crate::dist::join_from_env(&cfg.device, Duration::from_secs(timeout))?;
     cfg.progress &= crate::dist::is_lead();
     Ok(cfg)

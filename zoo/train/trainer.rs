@@ -87,6 +87,11 @@ pub struct TrainConfig {
     /// Data-parallel runs: batch-norm statistics over every rank's batch (SyncBatchNorm).
     #[serde(default)]
     pub sync_bn: bool,
+    /// Weights, activations, gradients and optimiser state in float64 (checkpoints too): for
+    /// checking numerics, e.g. that a data-parallel run equals one process, where float32's
+    /// rounding would hide a real difference. Several times slower than float32.
+    #[serde(default)]
+    pub float64: bool,
     /// libtorch's intra-op threads (`None`: its default, one per core).
     #[serde(skip)]
     pub threads: Option<usize>,
@@ -138,6 +143,7 @@ impl Default for TrainConfig {
             cache_mb: 1024,
             bn_momentum: None,
             sync_bn: false,
+            float64: false,
             threads: None,
             resume: false,
             stop_after: None,
@@ -158,6 +164,7 @@ impl TrainConfig {
         ensure!(self.weight_decay >= 0.0, "--weight-decay must be >= 0");
         ensure!((0.0..1.0).contains(&self.label_smoothing), "--label-smoothing must be in [0, 1)");
         ensure!(self.backbone_lr_scale >= 0.0, "--backbone-lr-scale must be >= 0");
+        ensure!(!(self.float64 && self.amp), "--float64 and --amp exclude each other: give one");
         if let Some(m) = self.bn_momentum {
             ensure!((0.0..=1.0).contains(&m), "--bn-momentum must be in [0, 1], got {m}");
         }
@@ -341,10 +348,15 @@ fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
-fn to_input(b: &Batch, pre: &Preprocess, device: Device, cl: bool) -> (Tensor, Tensor) {
+/// The floating kind of `model`'s weights (float64 under `--float64`), which its inputs take.
+fn weight_kind(model: &Model) -> Kind {
+    model.vs.trainable_variables().first().map_or(Kind::Float, |t| t.kind())
+}
+
+fn to_input(b: &Batch, pre: &Preprocess, device: Device, cl: bool, kind: Kind) -> (Tensor, Tensor) {
     let [c, h, w] = pre.output_shape();
     let n = b.labels.len() as i64;
-    let xs = Tensor::from_slice(&b.data).view([n, c as i64, h as i64, w as i64]).to_device(device);
+    let xs = Tensor::from_slice(&b.data).view([n, c as i64, h as i64, w as i64]).to_device(device).to_kind(kind);
     let xs = if cl { channels_last(&xs) } else { xs };
     (xs, Tensor::from_slice(&b.labels).to_device(device))
 }
@@ -446,7 +458,7 @@ pub fn evaluate(
             if b.labels.is_empty() {
                 return Ok(());
             }
-            let (xs, ys) = to_input(&b, pre, device, false);
+            let (xs, ys) = to_input(&b, pre, device, false, weight_kind(model));
             model.check_input(&xs)?;
             let logits = model.predict_in_chunks(&xs, chunk)?.to_kind(Kind::Float);
             ensure!(
@@ -748,7 +760,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     ensure!(!data.train.is_empty(), "no training images in {}", cfg.data.display());
 
     tch::manual_seed(cfg.seed as i64);
-    let (model, pre, source_name) = build(cfg, classes.len(), device)?;
+    let (mut model, pre, source_name) = build(cfg, classes.len(), device)?;
     if lead {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
@@ -785,6 +797,11 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
         state = Some(st);
     }
 
+    if cfg.float64 {
+        // In place: the layers' handles see the converted tensors.
+        model.vs.double();
+    }
+    let input_kind = weight_kind(&model);
     let [c, h, w] = pre.output_shape();
     let frozen = freeze::resolve(&model, &cfg.freeze, [c as i64, h as i64, w as i64])?;
     for (name, t) in model.vs.variables() {
@@ -972,16 +989,18 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
                     if let Some(r) = reducer.as_mut() {
                         r.before_forward(sync)?;
                     }
-                    let (xs, ys) = to_input(&b, &pre, device, cl);
+                    let (xs, ys) = to_input(&b, &pre, device, cl, input_kind);
                     if bi == 0 {
                         model.check_input(&xs)?;
                     }
                     let scale = scaler.scale;
                     let forward = || {
                         let (logits, aux) = model.net.forward_aux(&xs, true);
-                        let logits = logits.to_kind(Kind::Float);
+                        // Half-precision logits go to float32 for the loss; float64 stays.
+                        let loss_kind = |l: &Tensor| if l.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+                        let logits = logits.to_kind(loss_kind(&logits));
                         let ce = |l: &Tensor| {
-                            l.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
+                            l.to_kind(loss_kind(l)).cross_entropy_loss::<Tensor>(
                                 &ys,
                                 None,
                                 Reduction::Mean,
