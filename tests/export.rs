@@ -22,7 +22,9 @@ fn calibrate(model: &Model) {
     let [c, h, w] = model.spec.input_size;
     tch::manual_seed(2);
     let calib = Tensor::randn([4, c, h, w], (Kind::Float, Device::Cpu));
-    let _ = tch::no_grad(|| zoo::nn::with_batch_norm_momentum(Some(1.0), || model.net.forward_t(&calib, true)));
+    model.batch_norms.set_momentum(Some(1.0));
+    let _ = tch::no_grad(|| model.net.forward_t(&calib, true));
+    model.batch_norms.set_momentum(None);
     let out = model.predict(&calib).unwrap();
     let spread = (&out - out.mean_dim(0, true, Kind::Float)).std(true).double_value(&[]);
     let vars = model.vs.variables();

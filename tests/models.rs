@@ -296,3 +296,36 @@ fn models_compose_as_tch_modules() {
     assert_eq!(out.size(), [2, 4]);
     assert!(out.allclose(&expected, 1e-6, 1e-6, false), "seq_t runs the backbone, then the tch head");
 }
+
+/// Batch-norm modes are held by the layers: a model whose `bn1` is frozen and whose momentum is
+/// overridden, run in train mode on another thread than the one that set them, keeps `bn1`'s
+/// running statistics and moves the others by exactly the momentum given (PyTorch's rule:
+/// `(1 - m) * running + m * batch`, here from 0 with m = 0.25).
+#[test]
+fn batch_norm_modes_hold_on_any_thread() {
+    let model = Model::new("resnet18", BuildConfig::default(), Device::Cpu).unwrap();
+    assert!(model.batch_norms.paths().any(|p| p == "layer4.1.bn2"), "the model lists its batch norms");
+    model.batch_norms.freeze(&["bn1".to_string()].into_iter().collect());
+    model.batch_norms.set_momentum(Some(0.25));
+    let vars = model.vs.variables();
+    let mean = |k: &str| vars[&format!("{k}.running_mean")].shallow_clone();
+    let before = mean("bn1").copy();
+    let handle = std::thread::spawn(move || {
+        tch::manual_seed(0);
+        let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let _ = tch::no_grad(|| model.net.forward_t(&x, true));
+        model
+    });
+    let model = handle.join().unwrap();
+    assert!(mean("bn1").equal(&before), "a frozen batch norm keeps its statistics on another thread");
+    // layer1.0.bn1's input: conv1 → bn1 (frozen: running statistics) → relu → maxpool → conv.
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(0);
+    let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let (_, taps) = trace::capture(&["layer1.0.conv1".to_string()], || model.net.forward_t(&x, false));
+    let batch_mean = taps["layer1.0.conv1"].mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float);
+    let moved = mean("layer1.0.bn1");
+    let expected = &batch_mean * 0.25;
+    let err = (&moved - &expected).abs().max().double_value(&[]);
+    assert!(err < 1e-5, "running mean moved by momentum 0.25: off by {err:e}");
+}

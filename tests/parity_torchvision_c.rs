@@ -69,8 +69,8 @@ fn at_width(name: &str, build: impl Fn(&nn::Path, &BuildConfig) -> Box<dyn Class
     let spec = zoo::models::find(name).unwrap();
     let config = BuildConfig::default();
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = build(&vs.root(), &config);
-    Model { spec, config, vs, net }
+    let (net, batch_norms) = zoo::nn::collect_batch_norms(|| build(&vs.root(), &config));
+    Model { spec, config, vs, net, batch_norms }
 }
 
 #[test]

@@ -150,6 +150,9 @@ pub struct Model {
     pub config: BuildConfig,
     pub vs: nn::VarStore,
     pub net: Box<dyn Classifier>,
+    /// The network's batch norms, whose training modes (frozen, momentum, synchronised) are set
+    /// here and held by the layers.
+    pub batch_norms: crate::nn::BatchNorms,
 }
 
 impl Model {
@@ -162,11 +165,11 @@ impl Model {
     pub fn with_options(name: &str, config: BuildConfig, options: ArchOptions, device: Device) -> Result<Self> {
         let spec = find(name)?;
         let vs = nn::VarStore::new(device);
-        let net = match spec.build_with {
+        let (net, batch_norms) = crate::nn::collect_batch_norms(|| match spec.build_with {
             Some(build) => build(&vs.root(), &config, options),
             None => (spec.build)(&vs.root(), &config),
-        };
-        Ok(Model { spec, config, vs, net })
+        });
+        Ok(Model { spec, config, vs, net, batch_norms })
     }
 
     /// Builds `name` with the weights of a local checkpoint, exactly as `zoo classify NAME

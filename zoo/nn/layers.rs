@@ -4,6 +4,8 @@
 //! Defaults follow PyTorch's modules (`nn.Conv2d`, `nn.BatchNorm2d` with eps 1e-5 and momentum
 //! 0.1, `nn.Linear`), so a zoo model and its PyTorch reference agree bit for bit in layout.
 use super::trace::{self, Op};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tch::nn::{self, Init};
 use tch::Tensor;
 
@@ -18,64 +20,98 @@ pub fn path_of(p: &nn::Path) -> String {
 
 thread_local! {
     static SKIP_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static FROZEN_BN: std::cell::RefCell<std::collections::HashSet<String>> = Default::default();
-    static BN_MOMENTUM: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
-    static SYNC_BN: std::cell::Cell<Option<SyncBatchNorm>> = const { std::cell::Cell::new(None) };
+    /// The batch norms built so far inside [`collect_batch_norms`] on this thread (construction
+    /// only: a built model's batch norms hold their own modes).
+    static BUILDING: std::cell::RefCell<Option<Vec<NamedMode>>> = const { std::cell::RefCell::new(None) };
 }
+
+/// A batch norm's dotted path and its mode.
+type NamedMode = (String, Arc<BatchNormMode>);
 
 /// A training-mode batch norm whose statistics span more than this process's batch
 /// (`--sync-bn`, [`crate::dist::sync_batch_norm`]): `(input, weight, bias, running_mean,
 /// running_var, momentum, eps)` to the output.
 pub type SyncBatchNorm = fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor, f64, f64) -> Tensor;
 
-/// Runs `f` with every batch norm that trains (not frozen) normalising through `sync` instead
-/// of libtorch's batch norm; `None` keeps libtorch's.
-pub fn with_sync_batch_norm<R>(sync: Option<SyncBatchNorm>, f: impl FnOnce() -> R) -> R {
-    struct Reset(Option<SyncBatchNorm>);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            SYNC_BN.with(|c| c.set(self.0));
-        }
-    }
-    let _reset = Reset(SYNC_BN.with(|c| c.replace(sync)));
-    f()
+/// How one batch norm trains, held by the layer (shared with its model's
+/// [`BatchNorms`] handle), so it holds on whatever thread the forward pass runs.
+#[derive(Debug, Default)]
+pub struct BatchNormMode {
+    /// In eval mode even when the network trains: normalise with, and keep, the running
+    /// statistics (a frozen stage of a fine-tune).
+    frozen: AtomicBool,
+    /// Momentum used instead of the layer's own (bits of an f64; NaN: the layer's own).
+    momentum: AtomicU64,
+    /// Training-mode normalisation through this instead of libtorch's (synchronised batch norm).
+    sync: Mutex<Option<SyncBatchNorm>>,
 }
 
-/// Runs `f` with every batch norm updating its running statistics with `momentum` instead of
-/// its own (e.g. 0.1 for TensorFlow ports whose 0.01 lags far behind the weights in a short
-/// fine-tuning run); `None` keeps each layer's.
-pub fn with_batch_norm_momentum<R>(momentum: Option<f64>, f: impl FnOnce() -> R) -> R {
-    struct Reset(Option<f64>);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            BN_MOMENTUM.with(|c| c.set(self.0));
+impl BatchNormMode {
+    fn new() -> Self {
+        BatchNormMode {
+            frozen: AtomicBool::new(false),
+            momentum: AtomicU64::new(f64::NAN.to_bits()),
+            sync: Mutex::new(None),
         }
     }
-    let _reset = Reset(BN_MOMENTUM.with(|c| c.replace(momentum)));
-    f()
+
+    fn momentum(&self) -> Option<f64> {
+        Some(f64::from_bits(self.momentum.load(Ordering::Relaxed))).filter(|m| !m.is_nan())
+    }
 }
 
-/// Runs `f` with the batch norms at `paths` (dotted paths such as `layer1.0.bn1`) in eval mode
-/// even when the network runs in train mode: they normalise with, and leave unchanged, their
-/// running statistics. Fine-tuning uses it for frozen stages (the whole network gets one `train`
-/// flag, so the exception is kept per thread for the duration of the call).
-pub fn with_frozen_batch_norms<R>(paths: &std::collections::HashSet<String>, f: impl FnOnce() -> R) -> R {
-    struct Reset(std::collections::HashSet<String>);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            FROZEN_BN.with(|c| *c.borrow_mut() = std::mem::take(&mut self.0));
+/// The batch norms of one model, by dotted path (`layer1.0.bn1`), whose modes a trainer sets:
+/// frozen statistics, another momentum, synchronised statistics. Built by [`collect_batch_norms`]
+/// around the model's construction ([`crate::models::Model`] does it).
+#[derive(Debug, Clone, Default)]
+pub struct BatchNorms(Vec<NamedMode>);
+
+impl BatchNorms {
+    /// The dotted paths, in construction order.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// Puts the batch norms at `paths` in eval mode even when the network runs in train mode (they
+    /// normalise with, and leave unchanged, their running statistics); every other one trains.
+    pub fn freeze(&self, paths: &std::collections::HashSet<String>) {
+        for (p, m) in &self.0 {
+            m.frozen.store(paths.contains(p), Ordering::Relaxed);
         }
     }
-    let _reset = Reset(FROZEN_BN.with(|c| c.replace(paths.clone())));
-    f()
+
+    /// Every batch norm updates its running statistics with `momentum` instead of its own (e.g.
+    /// 0.1 for TensorFlow ports whose 0.01 lags far behind the weights in a short fine-tuning
+    /// run); `None` gives each its own back.
+    pub fn set_momentum(&self, momentum: Option<f64>) {
+        let bits = momentum.unwrap_or(f64::NAN).to_bits();
+        for (_, m) in &self.0 {
+            m.momentum.store(bits, Ordering::Relaxed);
+        }
+    }
+
+    /// Every batch norm that trains (not frozen) normalises through `sync` instead of libtorch's
+    /// batch norm; `None` gives libtorch's back.
+    pub fn set_sync(&self, sync: Option<SyncBatchNorm>) {
+        for (_, m) in &self.0 {
+            *m.sync.lock().unwrap_or_else(|e| e.into_inner()) = sync;
+        }
+    }
 }
 
-/// Whether the batch norm at `path` is frozen by [`with_frozen_batch_norms`] on this thread.
-fn batch_norm_frozen(path: &str) -> bool {
-    FROZEN_BN.with(|c| {
-        let set = c.borrow();
-        !set.is_empty() && set.contains(path)
-    })
+/// Runs `f` (a model's construction) and gives the batch norms it built, for [`BatchNorms`].
+pub fn collect_batch_norms<R>(f: impl FnOnce() -> R) -> (R, BatchNorms) {
+    struct Reset(Option<Vec<NamedMode>>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BUILDING.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let reset = Reset(BUILDING.with(|c| c.replace(Some(Vec::new()))));
+    let r = f();
+    let built = BUILDING.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    drop(reset);
+    (r, BatchNorms(built))
 }
 
 /// Builds with every weight set to zero instead of drawn at random: for counting parameters and
@@ -229,6 +265,7 @@ pub struct BatchNorm2d {
     pub running_var: Tensor,
     pub eps: f64,
     pub momentum: f64,
+    mode: Arc<BatchNormMode>,
 }
 
 impl BatchNorm2d {
@@ -238,8 +275,15 @@ impl BatchNorm2d {
 
     /// Batch norm with another epsilon (TensorFlow ports use 1e-3).
     pub fn with_eps(p: &nn::Path, features: i64, eps: f64) -> Self {
+        let (path, mode) = (path_of(p), Arc::new(BatchNormMode::new()));
+        BUILDING.with(|c| {
+            if let Some(list) = c.borrow_mut().as_mut() {
+                list.push((path.clone(), mode.clone()));
+            }
+        });
         BatchNorm2d {
-            path: path_of(p),
+            path,
+            mode,
             weight: p.ones("weight", &[features]),
             bias: p.zeros("bias", &[features]),
             running_mean: p.zeros_no_train("running_mean", &[features]),
@@ -254,9 +298,10 @@ impl ModuleT for BatchNorm2d {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let op = || Op::BatchNorm { features: self.weight.size()[0] };
         trace::layer(&self.path, op, xs, |xs| {
-            let train = train && !batch_norm_frozen(&self.path);
-            let momentum = BN_MOMENTUM.with(std::cell::Cell::get).unwrap_or(self.momentum);
-            if let Some(sync) = SYNC_BN.with(std::cell::Cell::get).filter(|_| train) {
+            let train = train && !self.mode.frozen.load(Ordering::Relaxed);
+            let momentum = self.mode.momentum().unwrap_or(self.momentum);
+            let sync = *self.mode.sync.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(sync) = sync.filter(|_| train) {
                 return sync(xs, &self.weight, &self.bias, &self.running_mean, &self.running_var, momentum, self.eps);
             }
             Tensor::batch_norm(

@@ -3,10 +3,11 @@
 //! Freezing a variable means two things: it gets no gradient (`requires_grad = false`, and the
 //! optimiser never sees it), and a frozen batch norm stays in eval mode while the rest of the
 //! network trains: it normalises with its running statistics and never updates them. zoo's
-//! layers take one `train` flag for the whole network, so the trainer runs each training step
-//! inside [`crate::nn::with_frozen_batch_norms`], which makes the listed batch norms ignore
-//! that flag; no statistics are snapshotted and restored, and the forward pass is the one
-//! PyTorch runs with `bn.eval()` on frozen modules.
+//! layers take one `train` flag for the whole network, so the trainer marks the listed batch
+//! norms frozen through the model's [`crate::nn::BatchNorms`] (the mode is held by each layer,
+//! on whatever thread the forward pass runs), which makes them ignore that flag; no statistics
+//! are snapshotted and restored, and the forward pass is the one PyTorch runs with `bn.eval()`
+//! on frozen modules.
 //!
 //! `until:STAGE` freezes everything the forward pass runs up to the end of STAGE (a name from
 //! `feature_info`, e.g. `layer3`): the order comes from tracing one eval forward pass, so stems

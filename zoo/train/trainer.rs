@@ -833,6 +833,10 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     if cfg.sync_bn && group.is_none() {
         eprintln!("warning: --sync-bn outside a data-parallel launch: plain batch norm");
     }
+    // The batch norms' training modes, held by the layers for the whole run.
+    model.batch_norms.freeze(&frozen.batch_norms);
+    model.batch_norms.set_momentum(cfg.bn_momentum);
+    model.batch_norms.set_sync(sync_bn);
     let mut reducer = match group {
         Some(g) => {
             let leaves: Vec<Tensor> = params.iter().map(|p| p.tensor.shallow_clone()).collect();
@@ -1011,17 +1015,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
                         let loss = aux.iter().fold(ce(&logits), |acc, a| acc + ce(a) * aux_weight);
                         (loss, logits)
                     };
-                    let (loss, logits) = crate::nn::with_frozen_batch_norms(&frozen.batch_norms, || {
-                        crate::nn::with_batch_norm_momentum(cfg.bn_momentum, || {
-                            crate::nn::with_sync_batch_norm(sync_bn, || {
-                                if amp {
-                                    super::autocast::autocast(true, forward)
-                                } else {
-                                    forward()
-                                }
-                            })
-                        })
-                    });
+                    let (loss, logits) = if amp { super::autocast::autocast(true, forward) } else { forward() };
                     if let Some(r) = reducer.as_mut() {
                         r.after_forward(sync)?;
                     }
