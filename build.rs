@@ -1,7 +1,8 @@
 //! Bakes libtorch's library folder (from torch-sys, i.e. the `.venv` wheel when built with
 //! `LIBTORCH_USE_PYTORCH=1`) into the rpath of every binary and test, so `zoo` runs without
 //! the user exporting `LD_LIBRARY_PATH`; keeps libtorch_cuda linked where the wheel has it; and
-//! compiles the C++ of `zoo/train/autocast.cpp` and `zoo/export/jit.cpp` (TorchScript tracing)
+//! compiles the C++ of `zoo/train/autocast.cpp`, `zoo/export/jit.cpp` (TorchScript tracing) and
+//! `zoo/infer/onednn.cpp` (the `onednn` inference engine)
 //! against libtorch's headers, with the
 //! distributed-training shim `zoo/dist/c10d.cpp` (see `add_c10d`).
 fn main() {
@@ -10,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=zoo/train/autocast.cpp");
     println!("cargo:rerun-if-changed=zoo/export/jit.cpp");
+    println!("cargo:rerun-if-changed=zoo/infer/onednn.cpp");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         // The wheel's headers sit beside its lib/ folder; its ABI is the C++11 one. Both shims
         // are one library, compiled in parallel (most of the time goes to parsing libtorch's
@@ -26,7 +28,8 @@ fn main() {
             .opt_level(1)
             .include(include.join("torch/csrc/api/include"))
             .file("zoo/train/autocast.cpp")
-            .file("zoo/export/jit.cpp");
+            .file("zoo/export/jit.cpp")
+            .file("zoo/infer/onednn.cpp");
         add_c10d(&mut build, std::path::Path::new(&lib));
         build.compile("zoo_shim");
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");

@@ -93,8 +93,10 @@ struct ModelArgs {
 struct ClassifyArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// eager (zoo's layers), or jit: traced once, frozen and optimized for inference (faster on
-    /// the CPU; see `zoo benchmark`).
+    /// eager (zoo's layers); jit: traced once, frozen and optimized for inference; onednn: traced,
+    /// frozen, every convolution a fused oneDNN primitive on channels-last tensors (the fastest on
+    /// the CPU, with --bf16 above all; see `zoo benchmark`). Both traced engines give eager's
+    /// results within float32 rounding.
     #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Eager)]
     engine: zoo::infer::Engine,
     /// Image files and folders (walked recursively); `-` reads a list of paths, one per line,
@@ -179,7 +181,8 @@ struct BenchmarkArgs {
     /// f32; bf16 (CUDA, or a CPU with native bfloat16); f16 (CUDA).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
-    /// eager (zoo's layers) or jit (traced, frozen, optimized for inference).
+    /// eager (zoo's layers), jit (traced, frozen, optimized for inference) or onednn (traced,
+    /// frozen, convolutions as fused oneDNN primitives on channels-last tensors).
     #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Eager)]
     engine: zoo::infer::Engine,
     /// libtorch CPU threads [default: one per core].

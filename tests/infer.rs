@@ -1,6 +1,8 @@
-//! The inference engines and `zoo benchmark`: the traced, frozen and optimized engine (`jit`)
-//! gives the reference implementation's logits on its own checkpoints and inputs, as the eager
-//! one does; `zoo benchmark` reports what it measured and refuses what it cannot measure.
+//! The inference engines and `zoo benchmark`: the traced, frozen and optimized engines (`jit`,
+//! `onednn`) give the reference implementation's logits on its own checkpoints and inputs, as
+//! the eager one does; `onednn` gives every registered model's eager logits (one test per
+//! model); `zoo benchmark` reports what it measured and refuses what it cannot measure.
+#[macro_use]
 mod common;
 
 use std::process::Command;
@@ -8,45 +10,68 @@ use tch::{Device, Tensor};
 use zoo::infer::{Engine, Runner};
 use zoo::models::Model;
 
-/// `jit` on the reference checkpoint of `name`, on the reference's input, against the
-/// reference's logits (torchvision; batch norms folded into convolutions by the freezing).
-fn check(folder: &str, name: &str) {
+/// `jit` and `onednn` on the reference checkpoint of `name`, on the reference's input, against
+/// the reference's logits (torchvision; batch norms folded into convolutions by the freezing).
+fn check_reference(folder: &str, name: &str) {
     let refs = common::export_references(folder, &[name]);
     let model = Model::from_file(name, &refs.join(name).join("weights.pth"), Device::Cpu).unwrap();
     let io = Tensor::read_safetensors(refs.join(name).join("io.safetensors")).unwrap();
     let get = |k: &str| io.iter().find(|(n, _)| n == k).map(|(_, t)| t.shallow_clone()).unwrap();
     let (x, logits) = (get("input"), get("logits"));
-    let jit = Runner::new(&model, Engine::Jit);
-    common::assert_parity(&format!("{name}, jit engine"), &jit.forward(&x).unwrap(), &logits);
+    let eager = Runner::new(&model, Engine::Eager);
     // A batch of another size through the same optimized module.
     let three = Tensor::cat(&[&x, &x.narrow(0, 0, 1)], 0);
-    let eager = Runner::new(&model, Engine::Eager);
-    common::assert_parity(
-        &format!("{name}, jit engine, batch 3"),
-        &jit.forward(&three).unwrap(),
-        &eager.forward(&three).unwrap(),
-    );
+    for engine in [Engine::Jit, Engine::Onednn] {
+        let runner = Runner::new(&model, engine);
+        common::assert_parity(&format!("{name}, {engine:?} engine"), &runner.forward(&x).unwrap(), &logits);
+        common::assert_parity(
+            &format!("{name}, {engine:?} engine, batch 3"),
+            &runner.forward(&three).unwrap(),
+            &eager.forward(&three).unwrap(),
+        );
+    }
 }
 
 #[test]
-fn jit_resnet18() {
-    check("parity", "resnet18");
+fn engines_resnet18() {
+    check_reference("parity", "resnet18");
 }
 
 #[test]
-fn jit_mobilenet_v2() {
-    check("parity", "mobilenet_v2");
+fn engines_mobilenet_v2() {
+    check_reference("parity", "mobilenet_v2");
 }
 
 #[test]
-fn jit_shufflenet_v2_x1_0() {
-    check("parity", "shufflenet_v2_x1_0");
+fn engines_shufflenet_v2_x1_0() {
+    check_reference("parity", "shufflenet_v2_x1_0");
 }
 
 #[test]
-fn jit_densenet121() {
-    check("parity_b", "densenet121");
+fn engines_densenet121() {
+    check_reference("parity_b", "densenet121");
 }
+
+/// `onednn` on `name` (random weights, batch norms calibrated on noise) against zoo's eager
+/// pass: a batch of 3, then one image through the module rewritten for 3.
+fn check(name: &str) {
+    let spec = zoo::models::find(name).unwrap();
+    let mut model = Model::new(name, spec.default_config(), Device::Cpu).unwrap();
+    common::calibrate(&model);
+    let [c, h, w] = spec.input_size;
+    tch::manual_seed(1);
+    let x = Tensor::randn([3, c, h, w], (tch::Kind::Float, Device::Cpu));
+    let eager = model.predict(&x).unwrap();
+    let (three, one) = {
+        let fused = Runner::new(&model, Engine::Onednn);
+        (fused.forward(&x).unwrap(), fused.forward(&x.narrow(0, 0, 1)).unwrap())
+    };
+    let mut truth = common::Float64Truth::new(&x);
+    truth.assert_as_accurate(&format!("{name}: onednn, batch of 3"), &three, &eager, 3, &mut model);
+    truth.assert_as_accurate(&format!("{name}: onednn, first image alone"), &one, &eager, 1, &mut model);
+}
+
+every_model!(per_model);
 
 fn zoo(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_zoo")).args(args).output().unwrap()

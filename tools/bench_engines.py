@@ -1,7 +1,9 @@
-"""`make bench`'s CPU engine section: zoo's forward pass (`zoo benchmark`: eager and jit, float32 and,
-where the CPU has native bfloat16, bfloat16) beside PyTorch eager, ONNX Runtime and OpenVINO, in one
-run, on the same machine and thread count. ONNX Runtime and OpenVINO run the ONNX file `zoo export`
-writes of the same model. Random weights (speed does not depend on them), batch 16 at 224.
+"""`make bench`'s CPU engine section: zoo's forward pass (`zoo benchmark`: the eager, jit and onednn
+engines, float32 and, where the CPU has native bfloat16, bfloat16) beside PyTorch eager,
+`torch.compile` (Inductor with freezing, channels-last; bfloat16 by autocast), ONNX Runtime and
+OpenVINO, in one run, on the same machine and thread count. ONNX Runtime and OpenVINO run the ONNX
+file `zoo export` writes of the same model. Random weights (speed does not depend on them), batch 16
+at 224.
 
 Usage: bench_engines.py ZOO OUT_DIR THREADS
 Replaces the "## CPU engines" section of BENCHMARKS.md.
@@ -19,7 +21,7 @@ import torch
 import torchvision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ["resnet50", "mobilenet_v2", "efficientnet_lite0"]
+MODELS = ["resnet50", "mobilenet_v2", "densenet121", "efficientnet_lite0"]
 BATCH, SECONDS = 16, 4.0
 
 
@@ -53,6 +55,19 @@ def zoo_bench(zoo, name, threads, *extra):
     return json.loads(out.stdout)["images_per_second"]
 
 
+def compiled_torch(model, x, bf16):
+    """torch.compile with Inductor's freezing on a channels-last copy (the issue's anchor)."""
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True
+    torch._dynamo.reset()
+    m = model.to(memory_format=torch.channels_last)
+    xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        c = torch.compile(m)
+        return timed(lambda: c(xt))
+
+
 def weights(name, out):
     """A checkpoint both sides read: torchvision's random weights, or the real Lite0 file."""
     if name == "efficientnet_lite0":
@@ -72,15 +87,18 @@ def main():
     torch.set_num_threads(threads)
     name_cpu, flags, bf16 = cpu()
     x = np.random.default_rng(0).standard_normal((BATCH, 3, 224, 224), dtype=np.float32)
-    columns = ["zoo eager", "zoo jit", "PyTorch eager", "ONNX Runtime", "OpenVINO"]
-    if bf16:
-        columns += ["zoo jit bf16", "PyTorch bf16 autocast", "OpenVINO bf16"]
+    f32_cols = ["zoo eager", "zoo jit", "zoo onednn", "PyTorch eager", "torch.compile", "ONNX Runtime", "OpenVINO"]
+    bf16_cols = ["zoo jit bf16", "zoo onednn bf16", "PyTorch bf16 autocast", "torch.compile bf16", "OpenVINO bf16"]
     rows = []
     for name in MODELS:
         path, model = weights(name, out)
         onnx = os.path.join(out, f"{name}.onnx")
         subprocess.run([zoo, "export", name, "--weights", path, "--output", onnx], check=True, capture_output=True)
-        r = {"zoo eager": zoo_bench(zoo, name, threads), "zoo jit": zoo_bench(zoo, name, threads, "--engine", "jit")}
+        r = {"zoo eager": zoo_bench(zoo, name, threads)}
+        for engine in ["jit", "onednn"]:
+            r[f"zoo {engine}"] = zoo_bench(zoo, name, threads, "--engine", engine)
+            if bf16:
+                r[f"zoo {engine} bf16"] = zoo_bench(zoo, name, threads, "--engine", engine, "--precision", "bf16")
         if model is not None:
             xt = torch.from_numpy(x)
             with torch.inference_mode():
@@ -88,6 +106,9 @@ def main():
                 if bf16:
                     with torch.autocast("cpu", dtype=torch.bfloat16):
                         r["PyTorch bf16 autocast"] = timed(lambda: model(xt))
+            r["torch.compile"] = compiled_torch(model, x, False)
+            if bf16:
+                r["torch.compile bf16"] = compiled_torch(model, x, True)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
@@ -97,26 +118,36 @@ def main():
             compiled = core.compile_model(onnx, "CPU", {"INFERENCE_PRECISION_HINT": precision,
                                                          "INFERENCE_NUM_THREADS": threads})
             r[label] = timed(lambda: compiled(x))
-        if bf16:
-            r["zoo jit bf16"] = zoo_bench(zoo, name, threads, "--engine", "jit", "--precision", "bf16")
         rows.append((name, r))
         print(name, {k: round(v, 1) for k, v in r.items()}, file=sys.stderr)
 
     best = lambda r, keys: max((r[k] for k in keys if k in r), default=float("nan"))
+
+    def table(cols, zoo_cols, others, label):
+        out = ["| model | " + " | ".join(cols) + f" | zoo onednn / best other, {label} |",
+               "|---|" + "---|" * (len(cols) + 1)]
+        for name, r in rows:
+            ratio = r[zoo_cols] / best(r, others)
+            cells = [f"{r[c]:.1f}" if c in r else "" for c in cols]
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+        return out
+
     lines = ["## CPU engines", "",
              f"Measured by `make bench` (tools/bench_engines.py) on {os.cpu_count()} cores ({name_cpu}; "
              f"{' '.join(flags) or 'no AVX-512'}), {threads} threads for every engine, {time.strftime('%Y-%m-%d')}: "
              f"forward passes of a batch of {BATCH} at 224x224, images/s, {SECONDS:.0f} s each after 2 warm-up "
-             "batches, one run (a shared machine). ONNX Runtime "
+             f"batches, one run (a shared machine). torch {torch.__version__}; ONNX Runtime "
              f"{ort.__version__} and OpenVINO {ov.__version__} run the ONNX file `zoo export` wrote of the same "
-             "weights; PyTorch is torchvision's module (it has no EfficientNet-Lite). torch.compile is not "
-             "measured.", "",
-             "| model | " + " | ".join(columns) + " | zoo jit / best other, float32 |",
-             "|---|" + "---|" * (len(columns) + 1)]
-    for name, r in rows:
-        ratio = r["zoo jit"] / best(r, ["PyTorch eager", "ONNX Runtime", "OpenVINO"])
-        cells = [f"{r[c]:.1f}" if c in r else "" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+             "weights; PyTorch is torchvision's module (it has no EfficientNet-Lite). `torch.compile` is "
+             "Inductor with freezing on channels-last tensors (bfloat16: autocast). zoo's engines: `eager` "
+             "(its layers), `jit` (traced, frozen, `optimize_for_inference`), `onednn` (traced, frozen, every "
+             "convolution one oneDNN primitive with its weight reordered once and its activation or residual "
+             "addition fused, channels-last: zoo/infer/onednn.cpp).", "", "float32:", ""]
+    lines += table(f32_cols, "zoo onednn", ["PyTorch eager", "torch.compile", "ONNX Runtime", "OpenVINO"], "float32")
+    if bf16:
+        lines += ["", "bfloat16 (the CPU has native bfloat16):", ""]
+        lines += table(bf16_cols, "zoo onednn bf16", ["PyTorch bf16 autocast", "torch.compile bf16", "OpenVINO bf16"],
+                       "bfloat16")
     section = "\n".join(lines) + "\n"
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"

@@ -353,3 +353,74 @@ pub fn torchvision_meta_for_zoo() -> Vec<&'static serde_json::Value> {
     assert_eq!(archs, expected, "the torchvision architectures the zoo registers");
     rows
 }
+
+/// Calibrates a randomly initialised model as tests/py/reference.py does its references: every
+/// batch norm's running statistics set to those of its real input on a noise batch (momentum 1),
+/// then the head's weight scaled so the logits' input-dependent part has unit spread. Without
+/// it, deep random networks give logits that hardly depend on the input, and a wrong operator
+/// would hide in them.
+pub fn calibrate(model: &zoo::models::Model) {
+    let [c, h, w] = model.spec.input_size;
+    tch::manual_seed(2);
+    let calib = tch::Tensor::randn([4, c, h, w], (tch::Kind::Float, tch::Device::Cpu));
+    model.batch_norms.set_momentum(Some(1.0));
+    let _ = tch::no_grad(|| model.net.forward_t(&calib, true));
+    model.batch_norms.set_momentum(None);
+    let out = model.predict(&calib).unwrap();
+    let spread = (&out - out.mean_dim(0, true, tch::Kind::Float)).std(true).double_value(&[]);
+    let vars = model.vs.variables();
+    let mut head = vars[&format!("{}weight", model.spec.head)].shallow_clone();
+    if spread > 0.0 {
+        let _ = tch::no_grad(|| head.g_mul_scalar_(1.0 / spread));
+    }
+}
+
+/// zoo's float64 forward pass of one input, computed once when a comparison needs it.
+pub struct Float64Truth<'a> {
+    x: &'a tch::Tensor,
+    truth: Option<tch::Tensor>,
+}
+
+impl<'a> Float64Truth<'a> {
+    pub fn new(x: &'a tch::Tensor) -> Self {
+        Float64Truth { x, truth: None }
+    }
+
+    /// `out` (the first `n` images of `x` through another engine or file) against zoo's own
+    /// float32 `zoo_out`, within the parity tolerance. Deep random networks (ResNet-101,
+    /// Inception v4) amplify float32 rounding past 1e-4 in any engine: then both are measured
+    /// against the float64 forward pass of `model` (converted to float64 here), and `out` must
+    /// be at most twice as far from it as zoo's own float32 pass.
+    pub fn assert_as_accurate(
+        &mut self,
+        what: &str,
+        out: &tch::Tensor,
+        zoo_out: &tch::Tensor,
+        n: i64,
+        model: &mut zoo::models::Model,
+    ) {
+        let zoo_n = zoo_out.narrow(0, 0, n);
+        if check_parity(what, out, &zoo_n).is_ok() {
+            assert_parity(what, out, &zoo_n);
+            return;
+        }
+        let x = self.x;
+        let truth = self.truth.get_or_insert_with(|| {
+            model.vs.double();
+            tch::no_grad(|| model.net.forward_t(&x.to_kind(tch::Kind::Double), false))
+        });
+        let t = truth.narrow(0, 0, n);
+        let (file, own) = (compare(out, &t), compare(&zoo_n, &t));
+        eprintln!("{what}: against float64, {file:?}; zoo's float32 pass {own:?}");
+        let bound = |own: f64| (2.0 * own).max(PARITY_TOL);
+        assert!(
+            file.full <= bound(own.full) && file.varying <= bound(own.varying),
+            "{what}: the error against float64 ({:.2e}, input-dependent part {:.2e}) exceeds twice zoo's \
+             own float32 error ({:.2e}, {:.2e})",
+            file.full,
+            file.varying,
+            own.full,
+            own.varying
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! their checkpoint keys. What Python's `torch.jit.trace` makes of an `nn.Module`, made from Rust.
 use crate::models::{is_buffer, Model};
 use anyhow::{anyhow, bail, Context, Result};
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::Path;
 use tch::Tensor;
 use torch_sys::C_tensor;
@@ -43,6 +43,14 @@ extern "C" {
     fn zoo_jit_graph_json(m: *const CModule, err: *mut *mut c_char) -> *mut c_char;
     fn zoo_jit_optimized(m: *const CModule, err: *mut *mut c_char) -> *mut CModule;
     fn zoo_jit_forward(m: *const CModule, x: *const C_tensor, err: *mut *mut c_char) -> *mut C_tensor;
+    // zoo/infer/onednn.cpp
+    fn zoo_onednn_optimized(
+        m: *const CModule,
+        example: *const C_tensor,
+        count: *mut c_int,
+        err: *mut *mut c_char,
+    ) -> *mut CModule;
+    fn zoo_onednn_forward(m: *const CModule, x: *const C_tensor, err: *mut *mut c_char) -> *mut C_tensor;
 }
 
 /// Takes a string the shim allocated.
@@ -65,6 +73,8 @@ pub struct Traced {
     module: *mut CModule,
     /// Each layer that ran (its path, the scope its operators carry) and what it is.
     pub layers: std::collections::HashMap<String, crate::nn::trace::Op>,
+    /// Rewritten by [`Traced::onednn`]: inputs go in as channels-last tensors.
+    channels_last: bool,
 }
 
 impl Drop for Traced {
@@ -177,7 +187,7 @@ impl Traced {
         if module.is_null() {
             bail!("tracing {} failed: {}", model.spec.name, take(err));
         }
-        Ok(Traced { module, layers: layer_ops })
+        Ok(Traced { module, layers: layer_ops, channels_last: false })
     }
 
     /// Writes the module as a TorchScript archive with `extra/<name>` holding `extra`
@@ -215,14 +225,35 @@ impl Traced {
         if module.is_null() {
             bail!("optimizing the traced graph for inference: {}", take(err));
         }
-        Ok(Traced { module, layers: self.layers.clone() })
+        Ok(Traced { module, layers: self.layers.clone(), channels_last: false })
+    }
+
+    /// The `onednn` engine's copy (zoo/infer/onednn.cpp): frozen, then every 2-D convolution one
+    /// oneDNN primitive with its weight reordered once for `example`'s shape and the activation or
+    /// residual addition after it fused; activations channels-last. Also gives how many
+    /// convolutions were rewritten.
+    pub fn onednn(&self, example: &Tensor) -> Result<(Traced, usize)> {
+        let mut err: *mut c_char = std::ptr::null_mut();
+        let mut count: c_int = 0;
+        // SAFETY: valid module and tensor.
+        let module = unsafe { zoo_onednn_optimized(self.module, example.as_ptr(), &mut count, &mut err) };
+        if module.is_null() {
+            bail!("rewriting the traced graph for oneDNN: {}", take(err));
+        }
+        Ok((Traced { module, layers: self.layers.clone(), channels_last: true }, count.max(0) as usize))
     }
 
     /// Runs the module's forward pass on `x` (no gradients).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: valid module and tensor; the result is a new tensor we own.
-        let out = unsafe { zoo_jit_forward(self.module, x.as_ptr(), &mut err) };
+        let out = unsafe {
+            if self.channels_last {
+                zoo_onednn_forward(self.module, x.as_ptr(), &mut err)
+            } else {
+                zoo_jit_forward(self.module, x.as_ptr(), &mut err)
+            }
+        };
         if out.is_null() {
             bail!("running the traced module: {}", take(err));
         }

@@ -1,7 +1,10 @@
-//! Inference engines and their measurement (`zoo benchmark`): zoo's eager forward pass, and the
+//! Inference engines and their measurement (`zoo benchmark`): zoo's eager forward pass; the
 //! same pass traced once by libtorch's JIT tracer, frozen and optimized for inference
 //! (`jit`: batch norms folded into convolutions, oneDNN convolutions with prepacked weights and
-//! fused activations, as `torch.jit.optimize_for_inference` does in Python).
+//! fused activations, as `torch.jit.optimize_for_inference` does in Python); and `onednn`, the
+//! frozen trace rewritten as PyTorch's Inductor lowers convolutions on the CPU (each convolution
+//! one oneDNN primitive with its weight reordered once for the batch's shape, its activation or
+//! residual addition fused, activations channels-last: zoo/infer/onednn.cpp).
 use crate::export::torchscript::Traced;
 use crate::models::Model;
 use crate::runtime::Precision;
@@ -16,8 +19,10 @@ use tch::{Device, Kind, Tensor};
 pub enum Engine {
     /// zoo's layers, op by op.
     Eager,
-    /// Traced once, frozen and optimized for inference.
+    /// Traced once, frozen and optimized for inference (`torch.jit.optimize_for_inference`).
     Jit,
+    /// Traced once, frozen, convolutions as fused oneDNN primitives on channels-last tensors.
+    Onednn,
 }
 
 /// A model running inference with one engine. The `jit` engine traces, freezes and optimizes
@@ -38,9 +43,16 @@ impl<'a> Runner<'a> {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self.engine {
             Engine::Eager => self.model.predict(xs),
-            Engine::Jit => {
+            Engine::Jit | Engine::Onednn => {
+                if self.engine == Engine::Onednn && xs.device() != Device::Cpu {
+                    bail!("the onednn engine runs on the CPU (oneDNN's kernels): on {:?} use eager or jit", xs.device());
+                }
                 if self.traced.get().is_none() {
-                    let traced = Traced::trace(self.model, xs)?.optimized()?;
+                    let traced = Traced::trace(self.model, xs)?;
+                    let traced = match self.engine {
+                        Engine::Jit => traced.optimized()?,
+                        _ => traced.onednn(xs)?.0,
+                    };
                     let _ = self.traced.set(traced);
                 }
                 self.traced.get().expect("traced above").forward(xs)
