@@ -124,7 +124,7 @@ def main():
     best = lambda r, keys: max((r[k] for k in keys if k in r), default=float("nan"))
 
     def table(cols, zoo_cols, others, label):
-        out = ["| model | " + " | ".join(cols) + f" | zoo onednn / best other, {label} |",
+        out = ["| model | " + " | ".join(cols) + f" | zoo onednn / best of {', '.join(others)} |",
                "|---|" + "---|" * (len(cols) + 1)]
         for name, r in rows:
             ratio = r[zoo_cols] / best(r, others)
@@ -143,11 +143,11 @@ def main():
              "(its layers), `jit` (traced, frozen, `optimize_for_inference`), `onednn` (traced, frozen, every "
              "convolution one oneDNN primitive with its weight reordered once and its activation or residual "
              "addition fused, channels-last: zoo/infer/onednn.cpp).", "", "float32:", ""]
-    lines += table(f32_cols, "zoo onednn", ["PyTorch eager", "torch.compile", "ONNX Runtime", "OpenVINO"], "float32")
+    # The (#13) anchors: ONNX Runtime and torch.compile in float32, OpenVINO and torch.compile in bfloat16.
+    lines += table(f32_cols, "zoo onednn", ["torch.compile", "ONNX Runtime"], "float32")
     if bf16:
         lines += ["", "bfloat16 (the CPU has native bfloat16):", ""]
-        lines += table(bf16_cols, "zoo onednn bf16", ["PyTorch bf16 autocast", "torch.compile bf16", "OpenVINO bf16"],
-                       "bfloat16")
+        lines += table(bf16_cols, "zoo onednn bf16", ["torch.compile bf16", "OpenVINO bf16"], "bfloat16")
     section = "\n".join(lines) + "\n"
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
