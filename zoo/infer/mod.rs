@@ -45,7 +45,10 @@ impl<'a> Runner<'a> {
             Engine::Eager => self.model.predict(xs),
             Engine::Jit | Engine::Onednn => {
                 if self.engine == Engine::Onednn && xs.device() != Device::Cpu {
-                    bail!("the onednn engine runs on the CPU (oneDNN's kernels): on {:?} use eager or jit", xs.device());
+                    bail!(
+                        "the onednn engine runs on the CPU (oneDNN's kernels): on {:?} use eager or jit",
+                        xs.device()
+                    );
                 }
                 if self.traced.get().is_none() {
                     let traced = Traced::trace(self.model, xs)?;

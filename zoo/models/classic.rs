@@ -5,8 +5,8 @@
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace;
 use crate::nn::{
-    path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, ConvOpts, Dropout, Linear, LocalResponseNorm,
-    ModuleT, Pool2d, Sequential,
+    path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, ConvOpts, Dropout, HeadLinear, Linear,
+    LocalResponseNorm, ModuleT, Pool2d, Sequential,
 };
 use tch::{nn, Tensor};
 
@@ -57,8 +57,8 @@ pub struct ClassicNet {
     features: Sequential,
     avgpool: AdaptiveAvgPool2d,
     hidden: Sequential,
-    head: Option<Linear>,
-    head_index: i64,
+    /// `classifier.N`, after the hidden layers.
+    head: HeadLinear,
     num_features: i64,
     stages: Vec<FeatureInfo>,
 }
@@ -116,9 +116,8 @@ impl ClassicNet {
             }
             width = h;
         }
-        let head_index = hidden.len() as i64;
-        let head = (build.num_classes > 0).then(|| Linear::new(&(&cp / head_index), width, build.num_classes));
-        ClassicNet { features, avgpool, hidden, head, head_index, num_features: width, stages }
+        let head = HeadLinear::new(p, &format!("classifier.{}", hidden.len()), width, build.num_classes);
+        ClassicNet { features, avgpool, hidden, head, num_features: width, stages }
     }
 }
 
@@ -134,27 +133,22 @@ impl Classifier for ClassicNet {
         let xs = self.avgpool.forward_t(xs, train).flatten(1, -1);
         let xs = self.hidden.forward_t(&xs, train);
         let xs = trace::point("pre_logits", trace::point("fc7", xs));
-        match (&self.head, pre_logits) {
-            (Some(head), false) => head.forward_t(&xs, train),
-            _ => xs,
+        if pre_logits {
+            return xs;
         }
+        self.head.forward(xs, train)
     }
 
     fn num_features(&self) -> i64 {
         self.num_features
     }
 
-    fn num_classes(&self) -> i64 {
-        self.head.as_ref().map_or(0, Linear::out_features)
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.head
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        let path = root / "classifier" / self.head_index;
-        self.head = (num_classes > 0).then(|| Linear::new(&path, self.num_features, num_classes));
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec![format!("classifier.{}.", self.head_index)]
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.head
     }
 
     fn feature_info(&self) -> Vec<FeatureInfo> {

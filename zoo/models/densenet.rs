@@ -182,16 +182,12 @@ impl Classifier for DenseNet {
         self.num_features
     }
 
-    fn num_classes(&self) -> i64 {
-        self.classifier.num_classes()
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.classifier
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.classifier.reset(root, num_classes);
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        self.classifier.prefixes()
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.classifier
     }
 
     /// timm's stages: the stem after its ReLU (stride 2), each dense block but the last (before

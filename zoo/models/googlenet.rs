@@ -16,7 +16,8 @@
 use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo, Model};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
-    basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Linear, LinearHead, ModuleT, Pool2d, Sequential,
+    basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Head, HeadLinear, Linear, LinearHead, ModuleT, Pool2d,
+    Sequential,
 };
 use anyhow::Result;
 use tch::{nn, Device, Tensor};
@@ -157,18 +158,20 @@ struct InceptionAux {
     path: String,
     conv: ConvBnAct,
     fc1: Linear,
-    /// None without a head (0 classes): the head then returns the 1024-wide `fc1` features.
-    fc2: Option<Linear>,
+    /// `auxN.fc2`; without a layer (0 classes) the head returns the 1024-wide `fc1` features.
+    fc2: HeadLinear,
     dropout: f64,
 }
 
 impl InceptionAux {
-    fn new(p: &nn::Path, cin: i64, num_classes: i64, dropout: f64) -> Self {
+    /// The head `name` under the model root `root`.
+    fn new(root: &nn::Path, name: &str, cin: i64, num_classes: i64, dropout: f64) -> Self {
+        let p = root / name;
         InceptionAux {
-            path: path_of(p),
-            conv: basic_conv(&(p / "conv"), cin, 128, 1, ConvOpts::default()),
-            fc1: Linear::new(&(p / "fc1"), 2048, 1024),
-            fc2: (num_classes > 0).then(|| Linear::new(&(p / "fc2"), 1024, num_classes)),
+            path: path_of(&p),
+            conv: basic_conv(&(&p / "conv"), cin, 128, 1, ConvOpts::default()),
+            fc1: Linear::new(&(&p / "fc1"), 2048, 1024),
+            fc2: HeadLinear::new(root, &format!("{name}.fc2"), 1024, num_classes),
             dropout,
         }
     }
@@ -184,10 +187,7 @@ impl ModuleT for InceptionAux {
                 let ys = self.conv.forward_t(&xs.adaptive_avg_pool2d([4, 4]), train).flatten(1, -1);
                 let ys = self.fc1.forward_t(&ys, train).relu();
                 let ys = if train && self.dropout > 0.0 { ys.dropout(self.dropout, true) } else { ys };
-                match &self.fc2 {
-                    Some(fc2) => fc2.forward_t(&ys, train),
-                    None => ys,
-                }
+                self.fc2.forward(ys, train)
             },
         )
     }
@@ -226,7 +226,7 @@ impl GoogLeNet {
         let aux_drop = build.drop_rate.unwrap_or(AUX_DROPOUT);
         let aux = if config.aux_logits {
             AUX.iter()
-                .map(|&(name, after, cin)| (after, InceptionAux::new(&(p / name), cin, build.num_classes, aux_drop)))
+                .map(|&(name, after, cin)| (after, InceptionAux::new(p, name, cin, build.num_classes, aux_drop)))
                 .collect()
         } else {
             Vec::new()
@@ -277,23 +277,25 @@ impl Classifier for GoogLeNet {
         NUM_FEATURES
     }
 
-    fn num_classes(&self) -> i64 {
-        self.fc.num_classes()
+    fn head(&self) -> &dyn Head {
+        &self.fc
+    }
+
+    fn head_mut(&mut self) -> &mut dyn Head {
+        &mut self.fc
     }
 
     /// Replaces `fc` and the auxiliary heads' `fc2`, which classify the same classes.
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
         self.fc.reset(root, num_classes);
-        for (i, (_, a)) in self.aux.iter_mut().enumerate() {
-            let p = root / AUX[i].0 / "fc2";
-            a.fc2 = (num_classes > 0).then(|| Linear::new(&p, 1024, num_classes));
+        for (_, a) in &mut self.aux {
+            a.fc2.reset(root, num_classes);
         }
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        let mut prefixes = self.fc.prefixes();
-        prefixes.extend(AUX.iter().take(self.aux.len()).map(|(name, _, _)| format!("{name}.fc2.")));
-        prefixes
+        let aux = self.aux.iter().flat_map(|(_, a)| a.fc2.prefixes());
+        self.fc.prefixes().into_iter().chain(aux).collect()
     }
 
     /// The output of each resolution: stride 2 (`conv1`), 4 (`conv3`), 8 (`inception3b`),

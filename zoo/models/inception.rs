@@ -4,13 +4,8 @@
 //! body-plus-head classifier Inception v4, Inception-ResNet v1/v2 and BN-Inception are built on.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Linear, ModuleT};
+use crate::nn::{at, basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, HeadLinear, ModuleT};
 use tch::{nn, Tensor};
-
-/// The var-store path `dotted` (`branch1.0`, `branches.branch2.conv_list.conv1`) under `p`.
-pub(crate) fn at<'a>(p: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
-    dotted.split('.').fold(p.clone(), |acc, part| acc.sub(part))
-}
 
 /// One convolution unit of a branch (convolution, batch norm, ReLU): its path relative to the
 /// block, output channels, kernel [h, w], stride and padding [h, w].
@@ -198,8 +193,7 @@ pub struct InceptionNet {
     pool: AdaptiveAvgPool2d,
     drop_rate: f64,
     hidden: Vec<Box<dyn ModuleT>>,
-    fc_path: &'static str,
-    fc: Option<Linear>,
+    fc: HeadLinear,
     num_features: i64,
     info: Vec<FeatureInfo>,
 }
@@ -221,8 +215,7 @@ impl InceptionNet {
             pool: AdaptiveAvgPool2d::new(&at(p, head.pool), 1),
             drop_rate: build.drop_rate.unwrap_or(head.drop_rate),
             hidden,
-            fc_path: head.fc,
-            fc: (build.num_classes > 0).then(|| Linear::new(&at(p, head.fc), num_features, build.num_classes)),
+            fc: HeadLinear::new(p, head.fc, num_features, build.num_classes),
             num_features,
             info,
         }
@@ -243,26 +236,22 @@ impl Classifier for InceptionNet {
         let xs = if train && self.drop_rate > 0.0 { xs.dropout(self.drop_rate, true) } else { xs };
         let xs = self.hidden.iter().fold(xs, |acc, l| l.forward_t(&acc, train));
         let xs = trace::point("pre_logits", xs);
-        match (&self.fc, pre_logits) {
-            (Some(fc), false) => fc.forward_t(&xs, train),
-            _ => xs,
+        if pre_logits {
+            return xs;
         }
+        self.fc.forward(xs, train)
     }
 
     fn num_features(&self) -> i64 {
         self.num_features
     }
 
-    fn num_classes(&self) -> i64 {
-        self.fc.as_ref().map_or(0, Linear::out_features)
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.fc
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc = (num_classes > 0).then(|| Linear::new(&at(root, self.fc_path), self.num_features, num_classes));
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec![format!("{}.", self.fc_path)]
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.fc
     }
 
     fn feature_info(&self) -> Vec<FeatureInfo> {

@@ -21,11 +21,11 @@
 //!
 //! Both take 299×299 by default and at least 75×75.
 use super::inception::{
-    at, conv_unit, convs, max_pool, pooled, same, valid, BranchSpec, Branches, ConvSpec, HeadSpec, InceptionNet, Mixed,
+    conv_unit, convs, max_pool, pooled, same, valid, BranchSpec, Branches, ConvSpec, HeadSpec, InceptionNet, Mixed,
 };
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, Act, BatchNorm2d, Conv2d, ConvOpts, Linear, ModuleT, Pool2d, Sequential};
+use crate::nn::{at, path_of, Act, BatchNorm2d, Conv2d, ConvOpts, Linear, ModuleT, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// The three residual block types, by grid.

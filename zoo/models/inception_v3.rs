@@ -13,7 +13,7 @@ use super::inception::{convs, max_pool, pooled_counting_pad, same, split, valid,
 use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo};
 use crate::nn::basic_conv;
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Linear, LinearHead, ModuleT, Pool2d};
+use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Head, HeadLinear, LinearHead, ModuleT, Pool2d};
 use tch::{nn, Tensor};
 
 /// The five block types of torchvision's file, as branch tables (Inception v4's builders: every
@@ -156,17 +156,19 @@ struct InceptionAux {
     path: String,
     conv0: ConvBnAct,
     conv1: ConvBnAct,
-    /// None without a head (0 classes): the head then returns the 768 pooled features.
-    fc: Option<Linear>,
+    /// `AuxLogits.fc`; without a layer (0 classes) the head returns the 768 pooled features.
+    fc: HeadLinear,
 }
 
 impl InceptionAux {
-    fn new(p: &nn::Path, cin: i64, num_classes: i64) -> Self {
+    /// The head `name` under the model root `root`.
+    fn new(root: &nn::Path, name: &str, cin: i64, num_classes: i64) -> Self {
+        let p = root / name;
         InceptionAux {
-            path: path_of(p),
-            conv0: basic_conv(&(p / "conv0"), cin, 128, 1, ConvOpts::default()),
-            conv1: basic_conv(&(p / "conv1"), 128, 768, 5, ConvOpts::default()),
-            fc: (num_classes > 0).then(|| Linear::new(&(p / "fc"), 768, num_classes)),
+            path: path_of(&p),
+            conv0: basic_conv(&(&p / "conv0"), cin, 128, 1, ConvOpts::default()),
+            conv1: basic_conv(&(&p / "conv1"), 128, 768, 5, ConvOpts::default()),
+            fc: HeadLinear::new(root, &format!("{name}.fc"), 768, num_classes),
         }
     }
 }
@@ -180,11 +182,7 @@ impl ModuleT for InceptionAux {
             |xs| {
                 let ys = xs.avg_pool2d([5, 5], [3, 3], [0, 0], false, true, None);
                 let ys = self.conv1.forward_t(&self.conv0.forward_t(&ys, train), train);
-                let ys = ys.mean_dim(&[-2i64, -1][..], false, None);
-                match &self.fc {
-                    Some(fc) => fc.forward_t(&ys, train),
-                    None => ys,
-                }
+                self.fc.forward(ys.mean_dim(&[-2i64, -1][..], false, None), train)
             },
         )
     }
@@ -233,7 +231,7 @@ impl InceptionV3 {
         InceptionV3 {
             transform_input,
             body,
-            aux: aux_logits.then(|| InceptionAux::new(&(p / "AuxLogits"), AUX_AFTER.1, build.num_classes)),
+            aux: aux_logits.then(|| InceptionAux::new(p, "AuxLogits", AUX_AFTER.1, build.num_classes)),
             avgpool: AdaptiveAvgPool2d::new(&(p / "avgpool"), 1),
             fc: LinearHead::new(p, "fc", NUM_FEATURES, build.num_classes, build.drop_rate.unwrap_or(0.5)),
         }
@@ -274,24 +272,25 @@ impl Classifier for InceptionV3 {
         NUM_FEATURES
     }
 
-    fn num_classes(&self) -> i64 {
-        self.fc.num_classes()
+    fn head(&self) -> &dyn Head {
+        &self.fc
+    }
+
+    fn head_mut(&mut self) -> &mut dyn Head {
+        &mut self.fc
     }
 
     /// Replaces `fc` and the auxiliary head's `fc`, which classify the same classes.
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
         self.fc.reset(root, num_classes);
         if let Some(aux) = &mut self.aux {
-            aux.fc = (num_classes > 0).then(|| Linear::new(&(root / "AuxLogits" / "fc"), 768, num_classes));
+            aux.fc.reset(root, num_classes);
         }
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        let mut prefixes = self.fc.prefixes();
-        if self.aux.is_some() {
-            prefixes.push("AuxLogits.fc.".into());
-        }
-        prefixes
+        let aux = self.aux.iter().flat_map(|a| a.fc.prefixes());
+        self.fc.prefixes().into_iter().chain(aux).collect()
     }
 
     /// timm's stages for this network: the last module at each stride.

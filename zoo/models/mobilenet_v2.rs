@@ -8,7 +8,7 @@
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace;
 use crate::nn::{
-    make_divisible, no_bias, Act, BatchNorm2d, Conv2d, ConvBnAct, Dropout, InvertedResidual, Linear, ModuleT,
+    make_divisible, no_bias, Act, BatchNorm2d, Conv2d, ConvBnAct, Dropout, HeadLinear, InvertedResidual, ModuleT,
     Sequential,
 };
 use tch::{nn, Tensor};
@@ -72,7 +72,8 @@ fn inverted_residual(p: &nn::Path, inp: i64, oup: i64, stride: i64, expand_ratio
 pub struct MobileNetV2 {
     features: Sequential,
     dropout: Dropout,
-    classifier: Option<Linear>,
+    /// `classifier.1`.
+    classifier: HeadLinear,
     num_features: i64,
     stages: Vec<FeatureInfo>,
 }
@@ -109,7 +110,7 @@ impl MobileNetV2 {
         MobileNetV2 {
             features,
             dropout: Dropout::new(&(&cp / 0), build.drop_rate.unwrap_or(cfg.dropout)),
-            classifier: (build.num_classes > 0).then(|| Linear::new(&(&cp / 1), last_channel, build.num_classes)),
+            classifier: HeadLinear::new(p, "classifier.1", last_channel, build.num_classes),
             num_features: last_channel,
             stages,
         }
@@ -127,27 +128,22 @@ impl Classifier for MobileNetV2 {
     /// features, before the dropout.
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
         let xs = trace::point("pre_logits", xs.mean_dim(&[-2i64, -1][..], false, None));
-        match (&self.classifier, pre_logits) {
-            (Some(fc), false) => fc.forward_t(&self.dropout.forward_t(&xs, train), train),
-            _ => xs,
+        if pre_logits || self.classifier.linear.is_none() {
+            return xs;
         }
+        self.classifier.forward(self.dropout.forward_t(&xs, train), train)
     }
 
     fn num_features(&self) -> i64 {
         self.num_features
     }
 
-    fn num_classes(&self) -> i64 {
-        self.classifier.as_ref().map_or(0, Linear::out_features)
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.classifier
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        let path = root / "classifier" / 1;
-        self.classifier = (num_classes > 0).then(|| Linear::new(&path, self.num_features, num_classes));
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["classifier.1.".into()]
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.classifier
     }
 
     fn feature_info(&self) -> Vec<FeatureInfo> {

@@ -9,8 +9,8 @@
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace;
 use crate::nn::{
-    make_divisible, no_bias, Act, Activation, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Dropout, InvertedResidual,
-    Linear, ModuleT, Sequential, SqueezeExcitation,
+    make_divisible, no_bias, Act, Activation, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Dropout, HeadLinear,
+    InvertedResidual, Linear, ModuleT, Sequential, SqueezeExcitation,
 };
 use tch::{nn, Tensor};
 
@@ -130,7 +130,7 @@ pub struct MobileNetV3 {
     /// `classifier.0` (Linear), `.1` (Hardswish), `.2` (Dropout).
     hidden: Sequential,
     /// `classifier.3`.
-    head: Option<Linear>,
+    head: HeadLinear,
     num_features: i64,
     stages: Vec<FeatureInfo>,
 }
@@ -169,7 +169,7 @@ impl MobileNetV3 {
             features,
             avgpool: AdaptiveAvgPool2d::new(&(p / "avgpool"), 1),
             hidden,
-            head: (build.num_classes > 0).then(|| Linear::new(&(&cp / 3), last_channel, build.num_classes)),
+            head: HeadLinear::new(p, "classifier.3", last_channel, build.num_classes),
             num_features: last_channel,
             stages,
         }
@@ -188,27 +188,22 @@ impl Classifier for MobileNetV3 {
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
         let xs = self.avgpool.forward_t(xs, train).flatten(1, -1);
         let xs = trace::point("pre_logits", self.hidden.forward_t(&xs, train));
-        match (&self.head, pre_logits) {
-            (Some(head), false) => head.forward_t(&xs, train),
-            _ => xs,
+        if pre_logits {
+            return xs;
         }
+        self.head.forward(xs, train)
     }
 
     fn num_features(&self) -> i64 {
         self.num_features
     }
 
-    fn num_classes(&self) -> i64 {
-        self.head.as_ref().map_or(0, Linear::out_features)
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.head
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        let path = root / "classifier" / 3;
-        self.head = (num_classes > 0).then(|| Linear::new(&path, self.num_features, num_classes));
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["classifier.3.".into()]
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.head
     }
 
     fn feature_info(&self) -> Vec<FeatureInfo> {

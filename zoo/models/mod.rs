@@ -115,16 +115,28 @@ pub trait Classifier: ModuleT {
     /// Width of the pre-logits features.
     fn num_features(&self) -> i64;
 
+    /// The classifier, as data: its path, class count and layer ([`crate::nn::Head`]).
+    fn head(&self) -> &dyn crate::nn::Head;
+
+    /// The classifier, to replace.
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head;
+
     /// Classes of the current head (0 when there is none).
-    fn num_classes(&self) -> i64;
+    fn num_classes(&self) -> i64 {
+        self.head().num_classes()
+    }
 
     /// Replaces the classifier with a fresh one for `num_classes` (0 removes it), under `root`,
     /// the var-store root the model was built on. The old head's variables are removed.
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64);
+    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
+        self.head_mut().reset(root, num_classes)
+    }
 
     /// Variable-path prefixes of the classifier (`fc.`, `classifier.6.`): what fine-tuning
     /// replaces and what a checkpoint for another class count may lack.
-    fn classifier_prefixes(&self) -> Vec<String>;
+    fn classifier_prefixes(&self) -> Vec<String> {
+        self.head().prefixes()
+    }
 
     /// Every named stage, shallow to deep.
     fn feature_info(&self) -> Vec<FeatureInfo>;

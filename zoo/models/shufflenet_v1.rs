@@ -221,16 +221,12 @@ impl Classifier for ShuffleNetV1 {
         self.num_features
     }
 
-    fn num_classes(&self) -> i64 {
-        self.output.num_classes()
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.output
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.output.reset(root, num_classes);
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        self.output.prefixes()
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.output
     }
 
     /// `features.init_block` (stride 4, after the max pool) and the three stages (8, 16, 32).

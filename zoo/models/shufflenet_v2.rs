@@ -162,16 +162,12 @@ impl Classifier for ShuffleNetV2 {
         self.num_features
     }
 
-    fn num_classes(&self) -> i64 {
-        self.fc.num_classes()
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.fc
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc.reset(root, num_classes);
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        self.fc.prefixes()
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.fc
     }
 
     fn feature_info(&self) -> Vec<FeatureInfo> {

@@ -9,7 +9,7 @@
 //! authors' repository) moves the pools earlier and uses a 3×3 stem: 2.4× less computation.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, Act, Activation, AdaptiveAvgPool2d, Conv2d, ConvOpts, ModuleT, Pool2d, Sequential};
+use crate::nn::{path_of, Act, Activation, AdaptiveAvgPool2d, Conv2d, ConvOpts, HeadConv, ModuleT, Pool2d, Sequential};
 use tch::{nn, Tensor};
 
 /// An entry of a `features` table.
@@ -101,7 +101,7 @@ pub struct SqueezeNet {
     features: Sequential,
     dropout: crate::nn::Dropout,
     /// `classifier.1`, the 1×1 convolution that plays the fully connected layer's part.
-    final_conv: Option<Conv2d>,
+    final_conv: HeadConv,
     relu: Activation,
     avgpool: AdaptiveAvgPool2d,
     num_features: i64,
@@ -146,8 +146,7 @@ impl SqueezeNet {
         SqueezeNet {
             features,
             dropout: crate::nn::Dropout::new(&(&cp / 0), build.drop_rate.unwrap_or(0.5)),
-            final_conv: (build.num_classes > 0)
-                .then(|| Conv2d::new(&(&cp / 1), width, build.num_classes, 1, ConvOpts::default())),
+            final_conv: HeadConv::new(p, "classifier.1", width, build.num_classes),
             relu: Activation::inplace(&(&cp / 2), Act::Relu),
             avgpool: AdaptiveAvgPool2d::new(&(&cp / 3), 1),
             num_features: width,
@@ -167,7 +166,7 @@ impl Classifier for SqueezeNet {
     /// `pre_logits`, the globally pooled features (the conv's ReLU keeps pooling and the conv
     /// from commuting, so those are the network's last class-free vector).
     fn forward_head(&self, xs: &Tensor, train: bool, pre_logits: bool) -> Tensor {
-        match (&self.final_conv, pre_logits) {
+        match (&self.final_conv.conv, pre_logits) {
             (Some(conv), false) => {
                 let ys = conv.forward_t(&self.dropout.forward_t(xs, train), train);
                 self.avgpool.forward_t(&self.relu.forward_t(&ys, train), train).flatten(1, -1)
@@ -180,19 +179,13 @@ impl Classifier for SqueezeNet {
         self.num_features
     }
 
-    fn num_classes(&self) -> i64 {
-        self.final_conv.as_ref().map_or(0, |c| c.out_channels)
+    /// The final 1×1 convolution (`classifier.1`): SqueezeNet has no linear layer.
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.final_conv
     }
 
-    /// Replaces the final 1×1 convolution (`classifier.1`): SqueezeNet has no linear layer.
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        let p = root / "classifier" / 1;
-        self.final_conv =
-            (num_classes > 0).then(|| Conv2d::new(&p, self.num_features, num_classes, 1, ConvOpts::default()));
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        vec!["classifier.1.".into()]
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.final_conv
     }
 
     /// The stem's ReLU (stride 2) and the last module before each later pool and at the end

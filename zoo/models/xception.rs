@@ -204,16 +204,12 @@ impl Classifier for Xception {
         NUM_FEATURES
     }
 
-    fn num_classes(&self) -> i64 {
-        self.fc.num_classes()
+    fn head(&self) -> &dyn crate::nn::Head {
+        &self.fc
     }
 
-    fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
-        self.fc.reset(root, num_classes);
-    }
-
-    fn classifier_prefixes(&self) -> Vec<String> {
-        self.fc.prefixes()
+    fn head_mut(&mut self) -> &mut dyn crate::nn::Head {
+        &mut self.fc
     }
 
     /// timm's taps: the stem (`act2`), the ReLU that opens `block2`, `block3` and `block12`

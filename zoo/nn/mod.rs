@@ -7,5 +7,5 @@ pub mod summary;
 pub mod trace;
 
 pub use blocks::*;
-pub use head::LinearHead;
+pub use head::{at, Head, HeadConv, HeadLinear, LinearHead};
 pub use layers::*;
