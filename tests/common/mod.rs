@@ -36,18 +36,16 @@ macro_rules! parity_set {
 macro_rules! every_model {
     ($m:ident) => {
         $m! {
-            lenet5, alexnet, alexnet_lrn, zfnet, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn,
-            vgg19, vgg19_bn, resnet18, resnet34, resnet50, resnet101, resnet152, wide_resnet50_2,
-            wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, googlenet,
-            inception_v3, densenet121, densenet161, densenet169, densenet201, squeezenet1_0,
-            squeezenet1_1, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, shufflenet_v2_x0_5,
-            shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0, zfnet_pytorchcv,
-            mobilenet_v1_relu, bninception, inception_v4, inception_resnet_v1, inception_resnet_v2,
-            xception, mobilenet_v1, mobilenet_v1_x0_75, mobilenet_v1_x0_5, mobilenet_v1_x0_25,
-            shufflenet_v1_g1_x1_0, shufflenet_v1_g2_x1_0, shufflenet_v1_g3_x1_0,
-            shufflenet_v1_g4_x1_0, shufflenet_v1_g8_x1_0, shufflenet_v1_g1_x0_25,
-            shufflenet_v1_g1_x0_5, shufflenet_v1_g1_x0_75, shufflenet_v1_g3_x0_25,
-            shufflenet_v1_g3_x0_5, shufflenet_v1_g3_x0_75, shufflenet_v1_g3_x1_5,
+            lenet5, alexnet, alexnet_lrn, zfnet, zfnet_pytorchcv, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16,
+            vgg16_bn, vgg19, vgg19_bn, resnet18, resnet34, resnet50, resnet101, resnet152, wide_resnet50_2,
+            wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, googlenet, inception_v3,
+            densenet121, densenet161, densenet169, densenet201, squeezenet1_0, squeezenet1_1, mobilenet_v2,
+            mobilenet_v3_large, mobilenet_v3_small, shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5,
+            shufflenet_v2_x2_0, mobilenet_v1_relu, mobilenet_v1, mobilenet_v1_x0_75, mobilenet_v1_x0_5,
+            mobilenet_v1_x0_25, bninception, inception_v4, inception_resnet_v1, inception_resnet_v2, xception,
+            shufflenet_v1_g1_x1_0, shufflenet_v1_g2_x1_0, shufflenet_v1_g3_x1_0, shufflenet_v1_g4_x1_0,
+            shufflenet_v1_g8_x1_0, shufflenet_v1_g1_x0_25, shufflenet_v1_g1_x0_5, shufflenet_v1_g1_x0_75,
+            shufflenet_v1_g3_x0_25, shufflenet_v1_g3_x0_5, shufflenet_v1_g3_x0_75, shufflenet_v1_g3_x1_5,
             shufflenet_v1_g3_x2_0, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2,
             efficientnet_lite3, efficientnet_lite4,
         }

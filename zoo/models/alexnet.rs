@@ -7,7 +7,8 @@
 //!   normalisation after conv1 and conv2 (size 5, α 1e-4, β 0.75, k 2), overlapping 3×3/2 max
 //!   pooling, and the two-GPU split kept as groups of 2 in conv2, conv4 and conv5. Input 227×227
 //!   (the paper's "224" needs 227 for its 55×55 first map).
-use super::classic::{ClassicSpec, DropoutAt, L};
+use super::classic::{ClassicNet, ClassicSpec, DropoutAt, L};
+use super::registry::{row, ModelSpec};
 
 const LRN: L = L::Lrn(5, 1e-4, 0.75, 2.0);
 
@@ -49,4 +50,17 @@ pub fn spec_lrn() -> ClassicSpec {
         dropout: DropoutAt::Before,
         dropout_rate: 0.5,
     }
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Krizhevsky et al., ImageNet Classification with Deep Convolutional Neural Networks, NIPS 2012";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("alexnet", "AlexNet", PAPER, "classifier.6.", 224, 63, |p, b| Box::new(ClassicNet::new(p, &spec(), b))),
+        row("alexnet_lrn", "AlexNet", PAPER, "classifier.6.", 227, 67, |p, b| {
+            Box::new(ClassicNet::new(p, &spec_lrn(), b))
+        }),
+    ]
 }

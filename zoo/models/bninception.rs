@@ -19,6 +19,7 @@
 //! Cadene's) accepts sides of 31 to 38 modulo 32 (31, 63-70, ..., 223-230, 255-262, ...; 299 does
 //! not go through) and stops with a message naming the module otherwise. The smallest is 31.
 use super::inception::{HeadSpec, InceptionNet};
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{Act, Activation, BatchNorm2d, Conv2d, ConvOpts, ModuleT, Pool2d};
@@ -211,4 +212,15 @@ pub fn bninception(p: &nn::Path, build: &BuildConfig) -> InceptionNet {
 /// The registry's builder.
 pub fn build(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
     Box::new(bninception(p, b))
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Ioffe & Szegedy, Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift, ICML 2015";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![ModelSpec {
+        side_rule: Some((side_fits, SIDE_RULE)),
+        ..row("bninception", "BN-Inception", PAPER, "last_linear.", 224, 31, build)
+    }]
 }

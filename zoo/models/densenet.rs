@@ -7,6 +7,7 @@
 //! `features.norm5`, `classifier`). torchvision's checkpoint files predate those names
 //! (`norm.1`, `conv.1`, ...); the loader's key rules rename them as torchvision does on load.
 //! Variants are rows of [`DenseNetConfig`].
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential};
@@ -200,4 +201,17 @@ impl Classifier for DenseNet {
 /// The registry's builder for one row.
 pub fn build(p: &nn::Path, b: &BuildConfig, cfg: DenseNetConfig) -> Box<dyn Classifier> {
     Box::new(DenseNet::new(p, &cfg, b))
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("densenet121", "DenseNet", PAPER, "classifier.", 224, 29, |p, b| build(p, b, DENSENET121)),
+        row("densenet161", "DenseNet", PAPER, "classifier.", 224, 29, |p, b| build(p, b, DENSENET161)),
+        row("densenet169", "DenseNet", PAPER, "classifier.", 224, 29, |p, b| build(p, b, DENSENET169)),
+        row("densenet201", "DenseNet", PAPER, "classifier.", 224, 29, |p, b| build(p, b, DENSENET201)),
+    ]
 }

@@ -13,6 +13,7 @@
 //! dropped by a key rule), or build the heads with [`googlenet_with_aux`] to load it strictly and
 //! train with them ([`Classifier::forward_aux`]). A checkpoint without heads loads into that
 //! model with `aux1.`/`aux2.` ignored as missing ([`AUX_PREFIXES`]).
+use super::registry::{row, ModelSpec};
 use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo, Model};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
@@ -331,4 +332,17 @@ pub fn build_with(p: &nn::Path, b: &BuildConfig, o: ArchOptions) -> Box<dyn Clas
 /// [`Classifier::forward_aux`] in train mode.
 pub fn googlenet_with_aux(config: BuildConfig, device: Device) -> Result<Model> {
     Model::with_options("googlenet", config, ArchOptions { aux_logits: Some(true), ..ArchOptions::default() }, device)
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Szegedy et al., Going Deeper with Convolutions, CVPR 2015";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![ModelSpec {
+        build_with: Some(build_with),
+        optional: &AUX_PREFIXES,
+        aux_weight: 0.3,
+        ..row("googlenet", "GoogLeNet", PAPER, "fc.", 224, 15, build)
+    }]
 }

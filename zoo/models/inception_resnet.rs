@@ -23,6 +23,7 @@
 use super::inception::{
     conv_unit, convs, max_pool, pooled, same, valid, BranchSpec, Branches, ConvSpec, HeadSpec, InceptionNet, Mixed,
 };
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{at, path_of, Act, BatchNorm2d, Conv2d, ConvOpts, Linear, ModuleT, Pool2d, Sequential};
@@ -404,4 +405,13 @@ pub fn build_v1(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
 /// The registry's builder for `inception_resnet_v2`.
 pub fn build_v2(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
     Box::new(inception_resnet_v2(p, &V2, b))
+}
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    use super::inception_v4::PAPER;
+    vec![
+        row("inception_resnet_v1", "Inception-ResNet", PAPER, "output.fc2.", 299, 75, build_v1),
+        row("inception_resnet_v2", "Inception-ResNet", PAPER, "classif.", 299, 75, build_v2),
+    ]
 }

@@ -10,6 +10,7 @@
 //! head needs about 299).
 use super::googlenet::transform_input;
 use super::inception::{convs, max_pool, pooled_counting_pad, same, split, valid, BranchSpec, Mixed};
+use super::registry::{row, ModelSpec};
 use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo};
 use crate::nn::basic_conv;
 use crate::nn::trace::{self, Op};
@@ -315,4 +316,16 @@ pub fn build(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
 /// and `transform_input` on).
 pub fn build_with(p: &nn::Path, b: &BuildConfig, o: ArchOptions) -> Box<dyn Classifier> {
     Box::new(InceptionV3::new(p, b, o.aux_logits.unwrap_or(true), o.transform_input.unwrap_or(true)))
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![ModelSpec {
+        build_with: Some(build_with),
+        aux_weight: 0.4,
+        ..row("inception_v3", "Inception", PAPER, "fc.", 299, 75, build)
+    }]
 }

@@ -18,6 +18,7 @@
 use super::inception::{
     conv_unit, convs, max_pool, pooled, same, split, valid, BranchSpec, ConvSpec, HeadSpec, InceptionNet, Mixed,
 };
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::Sequential;
 use tch::nn;
@@ -169,4 +170,13 @@ pub fn inception_v4(p: &nn::Path, build: &BuildConfig) -> InceptionNet {
 /// The registry's builder.
 pub fn build(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
     Box::new(inception_v4(p, b))
+}
+
+/// The paper, as listings cite it (Inception-ResNet's too).
+pub const PAPER: &str =
+    "Szegedy et al., Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning, AAAI 2017";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![row("inception_v4", "Inception v4", PAPER, "last_linear.", 299, 75, build)]
 }

@@ -7,7 +7,8 @@
 //! trainable sub-sampling, and a linear output instead of the RBF layer; the layer table and
 //! parameter count of the convolutional and fully connected layers are the paper's. An
 //! adaptive 5×5 pool (identity at 32×32) lets larger inputs through.
-use super::classic::{ClassicSpec, DropoutAt, L};
+use super::classic::{ClassicNet, ClassicSpec, DropoutAt, L};
+use super::registry::{row, ModelSpec};
 
 pub fn spec() -> ClassicSpec {
     #[rustfmt::skip]
@@ -23,4 +24,14 @@ pub fn spec() -> ClassicSpec {
         dropout: DropoutAt::Never,
         dropout_rate: 0.0,
     }
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "LeCun et al., Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    let lenet5 =
+        row("lenet5", "LeNet", PAPER, "classifier.4.", 32, 32, |p, b| Box::new(ClassicNet::new(p, &spec(), b)));
+    vec![ModelSpec { input_size: [1, 32, 32], num_classes: 10, ..lenet5 }]
 }

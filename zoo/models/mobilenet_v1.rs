@@ -9,6 +9,7 @@
 //! `blocks.S.U.{conv_dw,bn1,conv_pw,bn2}`, `classifier`, with timm's ReLU6 and channel rounding
 //! (`round_channels`: nearest multiple of 8, never below 90%), so timm's checkpoints load
 //! unchanged. The paper's plain ReLU (pytorchcv's `mobilenet_w*`) is [`MobileNetV1Config::act`].
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::make_divisible;
 use crate::nn::trace::{self, Op};
@@ -214,4 +215,19 @@ pub fn pytorchcv_key_rules() -> Vec<crate::checkpoint::KeyRule> {
     }
     rules.push(rename(r"^output\.".into(), "classifier.".into()));
     rules
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str =
+    "Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, arXiv 2017";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("mobilenet_v1_relu", "MobileNet v1", PAPER, "classifier.", 224, 1, |p, b| build_relu(p, b, 1.0)),
+        row("mobilenet_v1", "MobileNet v1", PAPER, "classifier.", 224, 1, |p, b| build(p, b, 1.0)),
+        row("mobilenet_v1_x0_75", "MobileNet v1", PAPER, "classifier.", 224, 1, |p, b| build(p, b, 0.75)),
+        row("mobilenet_v1_x0_5", "MobileNet v1", PAPER, "classifier.", 224, 1, |p, b| build(p, b, 0.5)),
+        row("mobilenet_v1_x0_25", "MobileNet v1", PAPER, "classifier.", 224, 1, |p, b| build(p, b, 0.25)),
+    ]
 }

@@ -5,6 +5,7 @@
 //! Layout and variable paths follow torchvision's `mobilenetv2.py` (`features.N.conv.M`, the
 //! `Conv2dNormActivation` units as `features.N.conv.M.0`/`.1`, `classifier.1`), so torchvision's
 //! checkpoints load unchanged. Channel counts are rounded with torchvision's `_make_divisible`.
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace;
 use crate::nn::{
@@ -149,4 +150,14 @@ impl Classifier for MobileNetV2 {
     fn feature_info(&self) -> Vec<FeatureInfo> {
         self.stages.clone()
     }
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Sandler et al., MobileNetV2: Inverted Residuals and Linear Bottlenecks, CVPR 2018";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![row("mobilenet_v2", "MobileNet v2", PAPER, "classifier.1.", 224, 32, |p, b| {
+        Box::new(MobileNetV2::new(p, &MobileNetV2Config::new(1.0), b))
+    })]
 }

@@ -6,6 +6,7 @@
 //! the SE's `fc1`/`fc2` 1×1 convolutions from `torchvision.ops.SqueezeExcitation`,
 //! `classifier.0` and `classifier.3`), with its batch norm (eps 0.001, momentum 0.01), so
 //! torchvision's checkpoints load unchanged.
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace;
 use crate::nn::{
@@ -209,4 +210,19 @@ impl Classifier for MobileNetV3 {
     fn feature_info(&self) -> Vec<FeatureInfo> {
         self.stages.clone()
     }
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Howard et al., Searching for MobileNetV3, ICCV 2019";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("mobilenet_v3_large", "MobileNet v3", PAPER, "classifier.3.", 224, 32, |p, b| {
+            Box::new(MobileNetV3::new(p, &MobileNetV3Config::large(1.0), b))
+        }),
+        row("mobilenet_v3_small", "MobileNet v3", PAPER, "classifier.3.", 224, 32, |p, b| {
+            Box::new(MobileNetV3::new(p, &MobileNetV3Config::small(1.0), b))
+        }),
+    ]
 }

@@ -1,9 +1,9 @@
-//! The registry: one table of every architecture zoo builds. Names are torchvision's wherever
-//! torchvision has the model, so users move between the two without a lookup table.
-use super::classic::ClassicNet;
-use super::resnet::{BlockKind::*, ResNet, ResNetConfig};
-use super::{alexnet, lenet, vgg, zfnet, ArchOptions, BuildConfig, Classifier};
-use super::{efficientnet_lite, mobilenet_v2, mobilenet_v3, shufflenet_v2};
+//! The registry: every architecture zoo builds. Each family declares its variants next to its
+//! code (`resnet::variants()`, with its paper as `resnet::PAPER`), as rows made by `row`; the
+//! registry concatenates them, so adding a model touches its own file and the family list here.
+//! Names are torchvision's wherever torchvision has the model, so users move between the two
+//! without a lookup table.
+use super::{ArchOptions, BuildConfig, Classifier};
 use anyhow::{bail, Result};
 use std::sync::OnceLock;
 use tch::nn;
@@ -26,7 +26,7 @@ pub struct ModelSpec {
     /// `weight` are the classes, so a checkpoint's class count is read from there.
     pub head: &'static str,
     /// Builds the network under a var-store path, as the weights of its default entry expect.
-    pub build: fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>,
+    pub build: Build,
     /// Builds the network with [`ArchOptions`] (input transform, auxiliary heads), for the
     /// architectures that have such options (GoogLeNet, Inception v3); `None` elsewhere.
     pub build_with: Option<BuildWith>,
@@ -42,6 +42,9 @@ pub struct ModelSpec {
     /// v3, as TensorFlow-Slim's training gives it: 0.4); 0 for networks without one.
     pub aux_weight: f64,
 }
+
+/// A builder: the network under a var-store path.
+pub type Build = fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>;
 
 /// A builder taking [`ArchOptions`].
 pub type BuildWith = fn(&nn::Path, &BuildConfig, ArchOptions) -> Box<dyn Classifier>;
@@ -62,43 +65,16 @@ impl ModelSpec {
     }
 }
 
-const LENET: &str = "LeCun et al., Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998";
-const ALEXNET: &str = "Krizhevsky et al., ImageNet Classification with Deep Convolutional Neural Networks, NIPS 2012";
-const ZFNET: &str = "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014";
-const VGG: &str = "Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, ICLR 2015";
-const RESNET: &str = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016";
-const WIDE: &str = "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016";
-const RESNEXT: &str = "Xie et al., Aggregated Residual Transformations for Deep Neural Networks, CVPR 2017";
-const GOOGLENET: &str = "Szegedy et al., Going Deeper with Convolutions, CVPR 2015";
-const INCEPTION_V3: &str = "Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016";
-const BN_INCEPTION: &str =
-    "Ioffe & Szegedy, Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift, ICML 2015";
-const INCEPTION_V4: &str =
-    "Szegedy et al., Inception-v4, Inception-ResNet and the Impact of Residual Connections on Learning, AAAI 2017";
-const DENSENET: &str = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017";
-const SQUEEZENET: &str =
-    "Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size, arXiv 2016";
-const MOBILENET_V2: &str = "Sandler et al., MobileNetV2: Inverted Residuals and Linear Bottlenecks, CVPR 2018";
-const MOBILENET_V3: &str = "Howard et al., Searching for MobileNetV3, ICCV 2019";
-const SHUFFLENET_V2: &str =
-    "Ma et al., ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design, ECCV 2018";
-const XCEPTION: &str = "Chollet, Xception: Deep Learning with Depthwise Separable Convolutions, CVPR 2017";
-const MOBILENET_V1: &str =
-    "Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications, arXiv 2017";
-const SHUFFLENET_V1: &str =
-    "Zhang et al., ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices, CVPR 2018";
-const EFFICIENTNET_LITE: &str =
-    "Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, ICML 2019 (TensorFlow's Lite variants)";
-
-/// A row of the table for a 3-channel ImageNet classifier.
-const fn row(
+/// A registry row for a 3-channel ImageNet classifier; a family changes what differs with
+/// struct-update syntax (`ModelSpec { num_classes: 10, ..row(..) }`).
+pub(super) const fn row(
     name: &'static str,
     family: &'static str,
     paper: &'static str,
     head: &'static str,
     size: i64,
     min_input: i64,
-    build: fn(&nn::Path, &BuildConfig) -> Box<dyn Classifier>,
+    build: Build,
 ) -> ModelSpec {
     ModelSpec {
         name,
@@ -116,112 +92,32 @@ const fn row(
     }
 }
 
-fn resnet(p: &nn::Path, b: &BuildConfig, cfg: ResNetConfig) -> Box<dyn Classifier> {
-    Box::new(ResNet::new(p, &cfg, b))
-}
-
-fn vgg(p: &nn::Path, b: &BuildConfig, cfg: &[i64], bn: bool) -> Box<dyn Classifier> {
-    Box::new(ClassicNet::new(p, &vgg::spec(cfg, bn), b))
-}
-
-fn mobilenet_v2(p: &nn::Path, b: &BuildConfig, cfg: mobilenet_v2::MobileNetV2Config) -> Box<dyn Classifier> {
-    Box::new(mobilenet_v2::MobileNetV2::new(p, &cfg, b))
-}
-
-fn mobilenet_v3(p: &nn::Path, b: &BuildConfig, cfg: mobilenet_v3::MobileNetV3Config) -> Box<dyn Classifier> {
-    Box::new(mobilenet_v3::MobileNetV3::new(p, &cfg, b))
-}
-
-fn shufflenet_v2(p: &nn::Path, b: &BuildConfig, cfg: shufflenet_v2::ShuffleNetV2Config) -> Box<dyn Classifier> {
-    Box::new(shufflenet_v2::ShuffleNetV2::new(p, &cfg, b))
-}
-
-fn efficientnet_lite(p: &nn::Path, b: &BuildConfig, variant: usize) -> Box<dyn Classifier> {
-    Box::new(efficientnet_lite::EfficientNetLite::new(p, &efficientnet_lite::VARIANTS[variant], b))
-}
-
-fn mobilenet_v1(p: &nn::Path, b: &BuildConfig, width_mult: f64) -> Box<dyn Classifier> {
-    super::mobilenet_v1::build(p, b, width_mult)
-}
-
-fn shufflenet_v1(p: &nn::Path, b: &BuildConfig, groups: i64, width: f64) -> Box<dyn Classifier> {
-    super::shufflenet_v1::build(p, b, groups, width)
-}
-
-#[rustfmt::skip]
+/// Every family's variants, in listing order: the classic line, the torchvision families, then
+/// the networks beyond torchvision.
 fn table() -> Vec<ModelSpec> {
-    vec![
-        ModelSpec { input_size: [1, 32, 32], num_classes: 10, ..row("lenet5", "LeNet", LENET, "classifier.4.", 32, 32, |p, b| Box::new(ClassicNet::new(p, &lenet::spec(), b))) },
-        row("alexnet", "AlexNet", ALEXNET, "classifier.6.", 224, 63, |p, b| Box::new(ClassicNet::new(p, &alexnet::spec(), b))),
-        row("alexnet_lrn", "AlexNet", ALEXNET, "classifier.6.", 227, 67, |p, b| Box::new(ClassicNet::new(p, &alexnet::spec_lrn(), b))),
-        row("zfnet", "ZFNet", ZFNET, "classifier.6.", 224, 35, |p, b| Box::new(ClassicNet::new(p, &zfnet::spec(), b))),
-        row("vgg11", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG11, false)),
-        row("vgg11_bn", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG11, true)),
-        row("vgg13", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG13, false)),
-        row("vgg13_bn", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG13, true)),
-        row("vgg16", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG16, false)),
-        row("vgg16_bn", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG16, true)),
-        row("vgg19", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG19, false)),
-        row("vgg19_bn", "VGG", VGG, "classifier.6.", 224, 32, |p, b| vgg(p, b, vgg::VGG19, true)),
-        row("resnet18", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Basic, [2, 2, 2, 2]))),
-        row("resnet34", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Basic, [3, 4, 6, 3]))),
-        row("resnet50", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]))),
-        row("resnet101", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]))),
-        row("resnet152", "ResNet", RESNET, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 8, 36, 3]))),
-        row("wide_resnet50_2", "Wide ResNet", WIDE, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(1, 128))),
-        row("wide_resnet101_2", "Wide ResNet", WIDE, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(1, 128))),
-        row("resnext50_32x4d", "ResNeXt", RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(32, 4))),
-        row("resnext101_32x8d", "ResNeXt", RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(32, 8))),
-        row("resnext101_64x4d", "ResNeXt", RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(64, 4))),
-        // -- the other torchvision families --
-        ModelSpec { build_with: Some(super::googlenet::build_with), optional: &super::googlenet::AUX_PREFIXES, aux_weight: 0.3, ..row("googlenet", "GoogLeNet", GOOGLENET, "fc.", 224, 15, super::googlenet::build) },
-        ModelSpec { build_with: Some(super::inception_v3::build_with), aux_weight: 0.4, ..row("inception_v3", "Inception", INCEPTION_V3, "fc.", 299, 75, super::inception_v3::build) },
-        row("densenet121", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET121)),
-        row("densenet161", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET161)),
-        row("densenet169", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET169)),
-        row("densenet201", "DenseNet", DENSENET, "classifier.", 224, 29, |p, b| super::densenet::build(p, b, super::densenet::DENSENET201)),
-        row("squeezenet1_0", "SqueezeNet", SQUEEZENET, "classifier.1.", 224, 21, |p, b| super::squeezenet::build(p, b, super::squeezenet::SQUEEZENET1_0)),
-        row("squeezenet1_1", "SqueezeNet", SQUEEZENET, "classifier.1.", 224, 17, |p, b| super::squeezenet::build(p, b, super::squeezenet::SQUEEZENET1_1)),
-        row("mobilenet_v2", "MobileNet v2", MOBILENET_V2, "classifier.1.", 224, 32, |p, b| mobilenet_v2(p, b, mobilenet_v2::MobileNetV2Config::new(1.0))),
-        row("mobilenet_v3_large", "MobileNet v3", MOBILENET_V3, "classifier.3.", 224, 32, |p, b| mobilenet_v3(p, b, mobilenet_v3::MobileNetV3Config::large(1.0))),
-        row("mobilenet_v3_small", "MobileNet v3", MOBILENET_V3, "classifier.3.", 224, 32, |p, b| mobilenet_v3(p, b, mobilenet_v3::MobileNetV3Config::small(1.0))),
-        row("shufflenet_v2_x0_5", "ShuffleNet v2", SHUFFLENET_V2, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X0_5)),
-        row("shufflenet_v2_x1_0", "ShuffleNet v2", SHUFFLENET_V2, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X1_0)),
-        row("shufflenet_v2_x1_5", "ShuffleNet v2", SHUFFLENET_V2, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X1_5)),
-        row("shufflenet_v2_x2_0", "ShuffleNet v2", SHUFFLENET_V2, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, shufflenet_v2::variants::X2_0)),
-        // -- beyond torchvision --
-        row("zfnet_pytorchcv", "ZFNet", ZFNET, "classifier.6.", 224, 47, |p, b| Box::new(ClassicNet::new(p, &zfnet::spec_pytorchcv(), b))),
-        row("mobilenet_v1_relu", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| super::mobilenet_v1::build_relu(p, b, 1.0)),
-        ModelSpec { side_rule: Some((super::bninception::side_fits, super::bninception::SIDE_RULE)), ..row("bninception", "BN-Inception", BN_INCEPTION, "last_linear.", 224, 31, super::bninception::build) },
-        row("inception_v4", "Inception v4", INCEPTION_V4, "last_linear.", 299, 75, super::inception_v4::build),
-        row("inception_resnet_v1", "Inception-ResNet", INCEPTION_V4, "output.fc2.", 299, 75, super::inception_resnet::build_v1),
-        row("inception_resnet_v2", "Inception-ResNet", INCEPTION_V4, "classif.", 299, 75, super::inception_resnet::build_v2),
-        row("xception", "Xception", XCEPTION, "fc.", 299, 7, super::xception::build),
-        row("mobilenet_v1", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| mobilenet_v1(p, b, 1.0)),
-        row("mobilenet_v1_x0_75", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| mobilenet_v1(p, b, 0.75)),
-        row("mobilenet_v1_x0_5", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| mobilenet_v1(p, b, 0.5)),
-        row("mobilenet_v1_x0_25", "MobileNet v1", MOBILENET_V1, "classifier.", 224, 1, |p, b| mobilenet_v1(p, b, 0.25)),
-        // ShuffleNet v1 (groups, width): Table 2's 1x at every g; 0.25x, 0.5x and pytorchcv's 0.75x at g = 1, 3;
-        // Tables 4-5's 1.5x, 2x at g = 3. (0.5x, 0.25x at g = 2, 4, 8 do not divide into groups at int(c*s).)
-        row("shufflenet_v1_g1_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 1, 1.0)),
-        row("shufflenet_v1_g2_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 2, 1.0)),
-        row("shufflenet_v1_g3_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 1.0)),
-        row("shufflenet_v1_g4_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 4, 1.0)),
-        row("shufflenet_v1_g8_x1_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 8, 1.0)),
-        row("shufflenet_v1_g1_x0_25", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.25)),
-        row("shufflenet_v1_g1_x0_5", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.5)),
-        row("shufflenet_v1_g1_x0_75", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 1, 0.75)),
-        row("shufflenet_v1_g3_x0_25", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.25)),
-        row("shufflenet_v1_g3_x0_5", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.5)),
-        row("shufflenet_v1_g3_x0_75", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 0.75)),
-        row("shufflenet_v1_g3_x1_5", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 1.5)),
-        row("shufflenet_v1_g3_x2_0", "ShuffleNet v1", SHUFFLENET_V1, "output.", 224, 1, |p, b| shufflenet_v1(p, b, 3, 2.0)),
-        row("efficientnet_lite0", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 224, 32, |p, b| efficientnet_lite(p, b, 0)),
-        row("efficientnet_lite1", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 240, 32, |p, b| efficientnet_lite(p, b, 1)),
-        row("efficientnet_lite2", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 260, 32, |p, b| efficientnet_lite(p, b, 2)),
-        row("efficientnet_lite3", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 280, 32, |p, b| efficientnet_lite(p, b, 3)),
-        row("efficientnet_lite4", "EfficientNet-Lite", EFFICIENTNET_LITE, "_fc.", 300, 32, |p, b| efficientnet_lite(p, b, 4)),
-    ]
+    use super::*;
+    let families: [fn() -> Vec<ModelSpec>; 19] = [
+        lenet::variants,
+        alexnet::variants,
+        zfnet::variants,
+        vgg::variants,
+        resnet::variants,
+        googlenet::variants,
+        inception_v3::variants,
+        densenet::variants,
+        squeezenet::variants,
+        mobilenet_v2::variants,
+        mobilenet_v3::variants,
+        shufflenet_v2::variants,
+        mobilenet_v1::variants,
+        bninception::variants,
+        inception_v4::variants,
+        inception_resnet::variants,
+        xception::variants,
+        shufflenet_v1::variants,
+        efficientnet_lite::variants,
+    ];
+    families.iter().flat_map(|variants| variants()).collect()
 }
 
 /// Every registered architecture, in table order.

@@ -4,6 +4,7 @@
 //!
 //! Layout and variable paths follow torchvision's `resnet.py` (V1.5: the stride of a bottleneck
 //! sits in its 3×3 convolution), so torchvision's checkpoints load unchanged.
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
@@ -190,4 +191,31 @@ impl Classifier for ResNet {
         }
         info
     }
+}
+
+/// The papers, as listings cite them: ResNet's, Wide ResNet's and ResNeXt's.
+pub const PAPER: &str = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016";
+pub const PAPER_WIDE: &str = "Zagoruyko & Komodakis, Wide Residual Networks, BMVC 2016";
+pub const PAPER_RESNEXT: &str = "Xie et al., Aggregated Residual Transformations for Deep Neural Networks, CVPR 2017";
+
+fn resnet(p: &nn::Path, b: &BuildConfig, cfg: ResNetConfig) -> Box<dyn Classifier> {
+    Box::new(ResNet::new(p, &cfg, b))
+}
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+#[rustfmt::skip]
+pub(super) fn variants() -> Vec<ModelSpec> {
+    use BlockKind::{Basic, Bottleneck};
+    vec![
+        row("resnet18", "ResNet", PAPER, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Basic, [2, 2, 2, 2]))),
+        row("resnet34", "ResNet", PAPER, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Basic, [3, 4, 6, 3]))),
+        row("resnet50", "ResNet", PAPER, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]))),
+        row("resnet101", "ResNet", PAPER, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]))),
+        row("resnet152", "ResNet", PAPER, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 8, 36, 3]))),
+        row("wide_resnet50_2", "Wide ResNet", PAPER_WIDE, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(1, 128))),
+        row("wide_resnet101_2", "Wide ResNet", PAPER_WIDE, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(1, 128))),
+        row("resnext50_32x4d", "ResNeXt", PAPER_RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 6, 3]).grouped(32, 4))),
+        row("resnext101_32x8d", "ResNeXt", PAPER_RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(32, 8))),
+        row("resnext101_64x4d", "ResNeXt", PAPER_RESNEXT, "fc.", 224, 32, |p, b| resnet(p, b, ResNetConfig::new(Bottleneck, [3, 4, 23, 3]).grouped(64, 4))),
+    ]
 }

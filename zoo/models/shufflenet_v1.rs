@@ -12,6 +12,7 @@
 //! difference: pytorchcv closes `features` with a fixed 7×7 average pool (`final_pool`, so only
 //! 224-pixel inputs work); the zoo pools globally there, which is the same at 224 and lets any
 //! input size through.
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::channel_shuffle;
 use crate::nn::trace::{self, Op};
@@ -238,4 +239,30 @@ impl Classifier for ShuffleNetV1 {
 /// Builds ShuffleNet v1 with `groups` groups at width `width` (registry builder).
 pub fn build(p: &nn::Path, b: &BuildConfig, groups: i64, width: f64) -> Box<dyn Classifier> {
     Box::new(ShuffleNetV1::new(p, &ShuffleNetV1Config::new(groups, width), b))
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str =
+    "Zhang et al., ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices, CVPR 2018";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's). `(groups, width)`: Table 2's 1x at every g; 0.25x, 0.5x and
+/// pytorchcv's 0.75x at g = 1, 3; Tables 4-5's 1.5x, 2x at g = 3. (0.5x and 0.25x at g = 2, 4, 8
+/// do not divide into groups at `int(c * s)`.)
+#[rustfmt::skip]
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("shufflenet_v1_g1_x1_0", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 1, 1.0)),
+        row("shufflenet_v1_g2_x1_0", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 2, 1.0)),
+        row("shufflenet_v1_g3_x1_0", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 3, 1.0)),
+        row("shufflenet_v1_g4_x1_0", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 4, 1.0)),
+        row("shufflenet_v1_g8_x1_0", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 8, 1.0)),
+        row("shufflenet_v1_g1_x0_25", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 1, 0.25)),
+        row("shufflenet_v1_g1_x0_5", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 1, 0.5)),
+        row("shufflenet_v1_g1_x0_75", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 1, 0.75)),
+        row("shufflenet_v1_g3_x0_25", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 3, 0.25)),
+        row("shufflenet_v1_g3_x0_5", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 3, 0.5)),
+        row("shufflenet_v1_g3_x0_75", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 3, 0.75)),
+        row("shufflenet_v1_g3_x1_5", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 3, 1.5)),
+        row("shufflenet_v1_g3_x2_0", "ShuffleNet v1", PAPER, "output.", 224, 1, |p, b| build(p, b, 3, 2.0)),
+    ]
 }

@@ -5,6 +5,7 @@
 //! Layout and variable paths follow torchvision's `shufflenetv2.py` (`conv1.0`/`.1`, `maxpool`,
 //! `stage2`–`stage4` with `branch1`/`branch2`, `conv5`, `fc`), so torchvision's checkpoints load
 //! unchanged.
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::channel_shuffle;
 use crate::nn::trace::{self, Op};
@@ -180,4 +181,23 @@ impl Classifier for ShuffleNetV2 {
             FeatureInfo::new("conv5", c[4], 32),
         ]
     }
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str =
+    "Ma et al., ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design, ECCV 2018";
+
+fn shufflenet_v2(p: &nn::Path, b: &BuildConfig, cfg: ShuffleNetV2Config) -> Box<dyn Classifier> {
+    Box::new(ShuffleNetV2::new(p, &cfg, b))
+}
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+#[rustfmt::skip]
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("shufflenet_v2_x0_5", "ShuffleNet v2", PAPER, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, variants::X0_5)),
+        row("shufflenet_v2_x1_0", "ShuffleNet v2", PAPER, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, variants::X1_0)),
+        row("shufflenet_v2_x1_5", "ShuffleNet v2", PAPER, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, variants::X1_5)),
+        row("shufflenet_v2_x2_0", "ShuffleNet v2", PAPER, "fc.", 224, 32, |p, b| shufflenet_v2(p, b, variants::X2_0)),
+    ]
 }

@@ -7,6 +7,7 @@
 //! with `squeeze`, `expand1x1`, `expand3x3`), max pools in ceil mode, and `classifier` =
 //! Dropout, 1×1 conv (`classifier.1`), ReLU, global average pool. Version 1.1 (from the
 //! authors' repository) moves the pools earlier and uses a 3×3 stem: 2.4× less computation.
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{path_of, Act, Activation, AdaptiveAvgPool2d, Conv2d, ConvOpts, HeadConv, ModuleT, Pool2d, Sequential};
@@ -198,4 +199,16 @@ impl Classifier for SqueezeNet {
 /// The registry's builder for one table.
 pub fn build(p: &nn::Path, b: &BuildConfig, table: &[F]) -> Box<dyn Classifier> {
     Box::new(SqueezeNet::new(p, table, b))
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str =
+    "Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size, arXiv 2016";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("squeezenet1_0", "SqueezeNet", PAPER, "classifier.1.", 224, 21, |p, b| build(p, b, SQUEEZENET1_0)),
+        row("squeezenet1_1", "SqueezeNet", PAPER, "classifier.1.", 224, 17, |p, b| build(p, b, SQUEEZENET1_1)),
+    ]
 }

@@ -1,7 +1,10 @@
 //! VGG (Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image
 //! Recognition", ICLR 2015): stacks of 3×3 convolutions, configurations A (11), B (13), D (16)
 //! and E (19) layers, with and without batch norm. Paths follow torchvision's `vgg.py`.
-use super::classic::{ClassicSpec, DropoutAt, L};
+use super::classic::{ClassicNet, ClassicSpec, DropoutAt, L};
+use super::registry::{row, ModelSpec};
+use super::{BuildConfig, Classifier};
+use tch::nn;
 
 /// Convolution widths per configuration; 0 is a 2×2 max pool (torchvision's `"M"`).
 pub const VGG11: &[i64] = &[64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0];
@@ -37,4 +40,27 @@ pub fn spec(cfg: &[i64], batch_norm: bool) -> ClassicSpec {
         dropout: DropoutAt::After,
         dropout_rate: 0.5,
     }
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str =
+    "Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, ICLR 2015";
+
+fn vgg(p: &nn::Path, b: &BuildConfig, cfg: &[i64], bn: bool) -> Box<dyn Classifier> {
+    Box::new(ClassicNet::new(p, &spec(cfg, bn), b))
+}
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+#[rustfmt::skip]
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("vgg11", "VGG", PAPER, "classifier.6.", 224, 32, |p, b| vgg(p, b, VGG11, false)),
+        row("vgg11_bn", "VGG", PAPER, "classifier.6.", 224, 32, |p, b| vgg(p, b, VGG11, true)),
+        row("vgg13", "VGG", PAPER, "classifier.6.", 224, 32, |p, b| vgg(p, b, VGG13, false)),
+        row("vgg13_bn", "VGG", PAPER, "classifier.6.", 224, 32, |p, b| vgg(p, b, VGG13, true)),
+        row("vgg16", "VGG", PAPER, "classifier.6.", 224, 32, |p, b| vgg(p, b, VGG16, false)),
+        row("vgg16_bn", "VGG", PAPER, "classifier.6.", 224, 32, |p, b| vgg(p, b, VGG16, true)),
+        row("vgg19", "VGG", PAPER, "classifier.6.", 224, 32, |p, b| vgg(p, b, VGG19, false)),
+        row("vgg19_bn", "VGG", PAPER, "classifier.6.", 224, 32, |p, b| vgg(p, b, VGG19, true)),
+    ]
 }

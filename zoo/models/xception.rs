@@ -11,6 +11,7 @@
 //! shortcut `skip`/`skipbn`, `conv3`/`bn3`, `conv4`/`bn4`, head `fc`; so timm's (and Cadene's,
 //! after renaming `last_linear` to `fc`) checkpoint loads unchanged. Like the reference, the stem
 //! convolutions are unpadded.
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{no_bias, path_of, Act, Activation, BatchNorm2d, Conv2d, LinearHead, ModuleT, Pool2d, Sequential};
@@ -228,4 +229,12 @@ impl Classifier for Xception {
 /// Builds Xception (registry builder).
 pub fn build(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
     Box::new(Xception::new(p, b))
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Chollet, Xception: Deep Learning with Depthwise Separable Convolutions, CVPR 2017";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![row("xception", "Xception", PAPER, "fc.", 299, 7, build)]
 }

@@ -7,7 +7,8 @@
 //! zfnet.py` on its `AlexNet`): the same layers, but LRN right after the first two ReLUs and
 //! before the pools, which are unpadded and round up (`ceil_mode`), and dropout after each hidden
 //! ReLU. Map sizes at 224: 110 → 55 → 26 → 13 → 13 → 13 → 6, as the paper's.
-use super::classic::{ClassicSpec, DropoutAt, L};
+use super::classic::{ClassicNet, ClassicSpec, DropoutAt, L};
+use super::registry::{row, ModelSpec};
 
 /// Contrast normalisation across feature maps, as AlexNet's LRN.
 const LRN: L = L::Lrn(5, 1e-4, 0.75, 2.0);
@@ -47,4 +48,17 @@ pub fn spec_pytorchcv() -> ClassicSpec {
         L::Conv(256, 3, 1, 1, 1), L::Relu, L::MaxPoolCeil(3, 2, 0),
     ];
     ClassicSpec { features, dropout: DropoutAt::After, ..spec() }
+}
+
+/// The paper, as listings cite it.
+pub const PAPER: &str = "Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014";
+
+/// The registered variants, in listing order ([`super::registry`] concatenates every family's).
+pub(super) fn variants() -> Vec<ModelSpec> {
+    vec![
+        row("zfnet", "ZFNet", PAPER, "classifier.6.", 224, 35, |p, b| Box::new(ClassicNet::new(p, &spec(), b))),
+        row("zfnet_pytorchcv", "ZFNet", PAPER, "classifier.6.", 224, 47, |p, b| {
+            Box::new(ClassicNet::new(p, &spec_pytorchcv(), b))
+        }),
+    ]
 }

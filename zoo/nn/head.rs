@@ -64,9 +64,9 @@ pub struct HeadLinear {
 
 impl HeadLinear {
     pub fn new(root: &nn::Path, path: &str, in_features: i64, num_classes: i64) -> Self {
-        let at = HeadPath::new(root, path);
-        let linear = (num_classes > 0).then(|| Linear::new(&at.under(root), in_features, num_classes));
-        HeadLinear { at, in_features, linear }
+        let mut head = HeadLinear { at: HeadPath::new(root, path), in_features, linear: None };
+        head.reset(root, num_classes);
+        head
     }
 
     /// The logits of `xs` (`[N, in_features]`), or `xs` itself without a layer.
@@ -103,10 +103,9 @@ pub struct HeadConv {
 
 impl HeadConv {
     pub fn new(root: &nn::Path, path: &str, in_channels: i64, num_classes: i64) -> Self {
-        let at = HeadPath::new(root, path);
-        let conv =
-            (num_classes > 0).then(|| Conv2d::new(&at.under(root), in_channels, num_classes, 1, ConvOpts::default()));
-        HeadConv { at, in_channels, conv }
+        let mut head = HeadConv { at: HeadPath::new(root, path), in_channels, conv: None };
+        head.reset(root, num_classes);
+        head
     }
 }
 
