@@ -93,11 +93,12 @@ struct ModelArgs {
 struct ClassifyArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// eager (zoo's layers); jit: traced once, frozen and optimized for inference; onednn: traced,
-    /// frozen, every convolution a fused oneDNN primitive on channels-last tensors (the fastest on
-    /// the CPU, with --bf16 above all; see `zoo benchmark`). Both traced engines give eager's
-    /// results within float32 rounding.
-    #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Eager)]
+    /// auto: onednn on the CPU for 64 images or more, eager otherwise; eager (zoo's layers); jit:
+    /// traced once, frozen and optimized for inference; onednn: traced, frozen, every convolution
+    /// a fused oneDNN primitive on channels-last tensors (the fastest on the CPU, with --bf16 above
+    /// all; see `zoo benchmark`). Both traced engines give eager's results within float32
+    /// rounding; tracing costs 0.3-1 s once.
+    #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Auto)]
     engine: zoo::infer::Engine,
     /// Image files and folders (walked recursively); `-` reads a list of paths, one per line,
     /// from standard input.
@@ -181,9 +182,10 @@ struct BenchmarkArgs {
     /// f32; bf16 (CUDA, or a CPU with native bfloat16); f16 (CUDA).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
-    /// eager (zoo's layers), jit (traced, frozen, optimized for inference) or onednn (traced,
-    /// frozen, convolutions as fused oneDNN primitives on channels-last tensors).
-    #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Eager)]
+    /// auto (onednn on the CPU, eager elsewhere), eager (zoo's layers), jit (traced, frozen,
+    /// optimized for inference) or onednn (traced, frozen, convolutions as fused oneDNN
+    /// primitives on channels-last tensors).
+    #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Auto)]
     engine: zoo::infer::Engine,
     /// libtorch CPU threads [default: one per core].
     #[arg(long)]

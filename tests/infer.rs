@@ -78,10 +78,13 @@ fn zoo(args: &[&str]) -> std::process::Output {
 }
 
 /// `zoo benchmark --format json` says what it ran (model, engine, precision, shape, threads,
-/// the CPU) and how fast; each engine and the training step run.
+/// the CPU) and how fast; each engine and the training step run. Without `--engine`, auto runs
+/// onednn on the CPU and says so.
 #[test]
 fn benchmark_reports_what_it_measured() {
-    for extra in [&["--engine", "eager"][..], &["--engine", "jit"], &["--train"]] {
+    let runs: [(&[&str], &str); 4] =
+        [(&[], "onednn"), (&["--engine", "eager"], "eager"), (&["--engine", "jit"], "jit"), (&["--train"], "eager")];
+    for (extra, engine) in runs {
         let mut args = vec!["benchmark", "lenet5", "--device", "cpu", "--batch-size", "4", "--seconds", "0.2"];
         args.extend(["--threads", "1", "--format", "json"]);
         args.extend(extra);
@@ -89,6 +92,7 @@ fn benchmark_reports_what_it_measured() {
         assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["model"], "lenet5");
+        assert_eq!(r["engine"], engine, "{extra:?}");
         assert_eq!(r["input_shape"], serde_json::json!([4, 1, 32, 32]));
         assert_eq!(r["threads"], 1);
         assert_eq!(r["cpu"], zoo::runtime::cpu_info().0.as_str());
@@ -97,6 +101,24 @@ fn benchmark_reports_what_it_measured() {
             (r["batches"].as_f64().unwrap(), r["seconds"].as_f64().unwrap(), r["images_per_second"].as_f64().unwrap());
         assert!(n >= 3.0 && secs > 0.0 && (ips - 4.0 * n / secs).abs() < 1e-6 * ips, "{r}");
     }
+}
+
+/// `auto` is onednn on the CPU once a run is long enough to repay the trace, eager for a few
+/// images and on CUDA; the other engines stand for themselves.
+#[test]
+fn auto_picks_onednn_on_the_cpu_for_long_runs_only() {
+    use zoo::infer::AUTO_ONEDNN_IMAGES as N;
+    let cpu = tch::Device::Cpu;
+    assert_eq!(Engine::Auto.resolve(cpu, None), Engine::Onednn);
+    assert_eq!(Engine::Auto.resolve(cpu, Some(N)), Engine::Onednn);
+    assert_eq!(Engine::Auto.resolve(cpu, Some(N - 1)), Engine::Eager);
+    assert_eq!(Engine::Auto.resolve(tch::Device::Cuda(0), None), Engine::Eager);
+    for e in [Engine::Eager, Engine::Jit, Engine::Onednn] {
+        assert_eq!(e.resolve(cpu, Some(1)), e);
+    }
+    let model = Model::new("lenet5", zoo::models::find("lenet5").unwrap().default_config(), cpu).unwrap();
+    assert_eq!(Runner::for_images(&model, Engine::Auto, Some(3)).engine(), Engine::Eager);
+    assert_eq!(Runner::new(&model, Engine::Auto).engine(), Engine::Onednn);
 }
 
 /// What `zoo benchmark` cannot measure is refused with exit status 2 and the reason.

@@ -79,7 +79,7 @@ impl Default for ClassifyOptions {
             queue_depth: 2,
             progress: false,
             echo_failures: true,
-            engine: crate::infer::Engine::Eager,
+            engine: crate::infer::Engine::Auto,
         }
     }
 }
@@ -133,7 +133,7 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     let chunk = model.inference_chunk([c as i64, h as i64, w as i64]);
     let pre = &loaded.preprocess;
     let decode = decode_options(pre, opts.limits, opts.fast_decode);
-    let runner = crate::infer::Runner::new(model, opts.engine);
+    let runner = crate::infer::Runner::for_images(model, opts.engine, Some(files.len()));
     pipeline(files, pre, &decode, opts.batch_size, opts.queue_depth, |first, batch| {
         let mut tops = Vec::new();
         if let Some(xs) = stack(&batch, &loaded.preprocess) {
