@@ -13,12 +13,12 @@
 //! dropped by a key rule), or build the heads with [`googlenet_with_aux`] to load it strictly and
 //! train with them ([`Classifier::forward_aux`]). A checkpoint without heads loads into that
 //! model with `aux1.`/`aux2.` ignored as missing ([`AUX_PREFIXES`]).
+use super::inception::{AuxPool, AuxSpec, InceptionAux};
 use super::registry::{row, ModelSpec};
 use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo, Model};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
-    basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Head, HeadLinear, Linear, LinearHead, ModuleT, Pool2d,
-    Sequential,
+    basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Head, LinearHead, ModuleT, Pool2d, Sequential,
 };
 use anyhow::Result;
 use tch::{nn, Device, Tensor};
@@ -154,45 +154,13 @@ impl ModuleT for Inception {
 }
 
 /// An auxiliary classifier: 4×4 average pool, 1×1 conv to 128, FC 2048→1024, ReLU, dropout, FC.
-#[derive(Debug)]
-struct InceptionAux {
-    path: String,
-    conv: ConvBnAct,
-    fc1: Linear,
-    /// `auxN.fc2`; without a layer (0 classes) the head returns the 1024-wide `fc1` features.
-    fc2: HeadLinear,
-    dropout: f64,
-}
-
-impl InceptionAux {
-    /// The head `name` under the model root `root`.
-    fn new(root: &nn::Path, name: &str, cin: i64, num_classes: i64, dropout: f64) -> Self {
-        let p = root / name;
-        InceptionAux {
-            path: path_of(&p),
-            conv: basic_conv(&(&p / "conv"), cin, 128, 1, ConvOpts::default()),
-            fc1: Linear::new(&(&p / "fc1"), 2048, 1024),
-            fc2: HeadLinear::new(root, &format!("{name}.fc2"), 1024, num_classes),
-            dropout,
-        }
-    }
-}
-
-impl ModuleT for InceptionAux {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        trace::layer(
-            &self.path,
-            || Op::Container("InceptionAux"),
-            xs,
-            |xs| {
-                let ys = self.conv.forward_t(&xs.adaptive_avg_pool2d([4, 4]), train).flatten(1, -1);
-                let ys = self.fc1.forward_t(&ys, train).relu();
-                let ys = if train && self.dropout > 0.0 { ys.dropout(self.dropout, true) } else { ys };
-                self.fc2.forward(ys, train)
-            },
-        )
-    }
-}
+const AUX_HEAD: AuxSpec = AuxSpec {
+    pool: AuxPool::Adaptive(4),
+    convs: &[("conv", 128, 1)],
+    global_pool: false,
+    hidden: Some(("fc1", 2048, 1024)),
+    fc: ("fc2", 1024),
+};
 
 /// GoogLeNet (Inception v1).
 #[derive(Debug)]
@@ -227,7 +195,9 @@ impl GoogLeNet {
         let aux_drop = build.drop_rate.unwrap_or(AUX_DROPOUT);
         let aux = if config.aux_logits {
             AUX.iter()
-                .map(|&(name, after, cin)| (after, InceptionAux::new(p, name, cin, build.num_classes, aux_drop)))
+                .map(|&(name, after, cin)| {
+                    (after, InceptionAux::new(p, name, cin, AUX_HEAD, build.num_classes, aux_drop))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -290,12 +260,12 @@ impl Classifier for GoogLeNet {
     fn reset_classifier(&mut self, root: &nn::Path, num_classes: i64) {
         self.fc.reset(root, num_classes);
         for (_, a) in &mut self.aux {
-            a.fc2.reset(root, num_classes);
+            a.fc.reset(root, num_classes);
         }
     }
 
     fn classifier_prefixes(&self) -> Vec<String> {
-        let aux = self.aux.iter().flat_map(|(_, a)| a.fc2.prefixes());
+        let aux = self.aux.iter().flat_map(|(_, a)| a.fc.prefixes());
         self.fc.prefixes().into_iter().chain(aux).collect()
     }
 

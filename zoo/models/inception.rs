@@ -4,7 +4,7 @@
 //! body-plus-head classifier Inception v4, Inception-ResNet v1/v2 and BN-Inception are built on.
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
-use crate::nn::{at, basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, HeadLinear, ModuleT};
+use crate::nn::{at, basic_conv, path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, HeadLinear, Linear, ModuleT};
 use tch::{nn, Tensor};
 
 /// One convolution unit of a branch (convolution, batch norm, ReLU): its path relative to the
@@ -170,6 +170,97 @@ impl Mixed {
 impl ModuleT for Mixed {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         trace::layer(&self.path, || Op::Container(self.kind), xs, |xs| self.branches.forward_t(xs, train))
+    }
+}
+
+/// How an auxiliary classifier first shrinks its input map.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum AuxPool {
+    /// Average pooling to a fixed grid (GoogLeNet: 4×4).
+    Adaptive(i64),
+    /// Average pooling with a kernel and stride (Inception v3: 5×5, stride 3).
+    Avg(i64, i64),
+}
+
+/// The layout of an auxiliary classifier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AuxSpec {
+    pub pool: AuxPool,
+    /// Convolution units (conv, batch norm, ReLU) after the pool: name, output width, kernel.
+    pub convs: &'static [(&'static str, i64, i64)],
+    /// Global average pooling after the convolutions (Inception v3); otherwise the map is
+    /// flattened (GoogLeNet's 128×4×4 = 2048).
+    pub global_pool: bool,
+    /// A hidden fully connected layer, with ReLU and dropout after it: name, in and out widths
+    /// (GoogLeNet's `fc1`, 2048 → 1024).
+    pub hidden: Option<(&'static str, i64, i64)>,
+    /// Name of the classifier layer (`fc2`, `fc`) and its input width.
+    pub fc: (&'static str, i64),
+}
+
+/// An auxiliary classifier on an intermediate map, as GoogLeNet (`aux1`, `aux2`) and Inception
+/// v3 (`AuxLogits`) build them: see [`AuxSpec`]. Its classifier is a [`HeadLinear`], reset with
+/// the main one.
+#[derive(Debug)]
+pub(crate) struct InceptionAux {
+    path: String,
+    spec: AuxSpec,
+    convs: Vec<ConvBnAct>,
+    hidden: Option<Linear>,
+    /// Dropout after the hidden layer, in training.
+    dropout: f64,
+    /// Without a layer (0 classes) the head returns the features it would classify.
+    pub fc: HeadLinear,
+}
+
+impl InceptionAux {
+    /// The head `name` under the model root `root`, on a `cin`-wide map.
+    pub(crate) fn new(root: &nn::Path, name: &str, cin: i64, spec: AuxSpec, num_classes: i64, dropout: f64) -> Self {
+        let p = root / name;
+        let mut width = cin;
+        let convs = spec
+            .convs
+            .iter()
+            .map(|&(conv, out, k)| {
+                let unit = basic_conv(&(&p / conv), width, out, k, ConvOpts::default());
+                width = out;
+                unit
+            })
+            .collect();
+        let hidden = spec.hidden.map(|(fc1, cin, out)| Linear::new(&(&p / fc1), cin, out));
+        let fc = HeadLinear::new(root, &format!("{name}.{}", spec.fc.0), spec.fc.1, num_classes);
+        InceptionAux { path: path_of(&p), spec, convs, hidden, dropout, fc }
+    }
+}
+
+impl ModuleT for InceptionAux {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        trace::layer(
+            &self.path,
+            || Op::Container("InceptionAux"),
+            xs,
+            |xs| {
+                let ys = match self.spec.pool {
+                    AuxPool::Adaptive(side) => xs.adaptive_avg_pool2d([side, side]),
+                    AuxPool::Avg(k, s) => xs.avg_pool2d([k, k], [s, s], [0, 0], false, true, None),
+                };
+                let ys = self.convs.iter().fold(ys, |ys, c| c.forward_t(&ys, train));
+                let ys =
+                    if self.spec.global_pool { ys.mean_dim(&[-2i64, -1][..], false, None) } else { ys.flatten(1, -1) };
+                let ys = match &self.hidden {
+                    Some(fc1) => {
+                        let ys = fc1.forward_t(&ys, train).relu();
+                        if train && self.dropout > 0.0 {
+                            ys.dropout(self.dropout, true)
+                        } else {
+                            ys
+                        }
+                    }
+                    None => ys,
+                };
+                self.fc.forward(ys, train)
+            },
+        )
     }
 }
 

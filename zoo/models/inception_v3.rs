@@ -9,12 +9,13 @@
 //! Default input 299×299; the smallest that goes through is 75×75 (in train mode the auxiliary
 //! head needs about 299).
 use super::googlenet::transform_input;
-use super::inception::{convs, max_pool, pooled_counting_pad, same, split, valid, BranchSpec, Mixed};
+use super::inception::{
+    convs, max_pool, pooled_counting_pad, same, split, valid, AuxPool, AuxSpec, BranchSpec, InceptionAux, Mixed,
+};
 use super::registry::{row, ModelSpec};
 use super::{ArchOptions, BuildConfig, Classifier, FeatureInfo};
 use crate::nn::basic_conv;
-use crate::nn::trace::{self, Op};
-use crate::nn::{path_of, AdaptiveAvgPool2d, ConvBnAct, ConvOpts, Head, HeadLinear, LinearHead, ModuleT, Pool2d};
+use crate::nn::{AdaptiveAvgPool2d, ConvOpts, Head, LinearHead, ModuleT, Pool2d};
 use tch::{nn, Tensor};
 
 /// The five block types of torchvision's file, as branch tables (Inception v4's builders: every
@@ -152,42 +153,13 @@ const NUM_FEATURES: i64 = 2048;
 
 /// The auxiliary classifier: 5×5/3 average pool, 1×1 conv to 128, 5×5 conv to 768, global
 /// pool, FC.
-#[derive(Debug)]
-struct InceptionAux {
-    path: String,
-    conv0: ConvBnAct,
-    conv1: ConvBnAct,
-    /// `AuxLogits.fc`; without a layer (0 classes) the head returns the 768 pooled features.
-    fc: HeadLinear,
-}
-
-impl InceptionAux {
-    /// The head `name` under the model root `root`.
-    fn new(root: &nn::Path, name: &str, cin: i64, num_classes: i64) -> Self {
-        let p = root / name;
-        InceptionAux {
-            path: path_of(&p),
-            conv0: basic_conv(&(&p / "conv0"), cin, 128, 1, ConvOpts::default()),
-            conv1: basic_conv(&(&p / "conv1"), 128, 768, 5, ConvOpts::default()),
-            fc: HeadLinear::new(root, &format!("{name}.fc"), 768, num_classes),
-        }
-    }
-}
-
-impl ModuleT for InceptionAux {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        trace::layer(
-            &self.path,
-            || Op::Container("InceptionAux"),
-            xs,
-            |xs| {
-                let ys = xs.avg_pool2d([5, 5], [3, 3], [0, 0], false, true, None);
-                let ys = self.conv1.forward_t(&self.conv0.forward_t(&ys, train), train);
-                self.fc.forward(ys.mean_dim(&[-2i64, -1][..], false, None), train)
-            },
-        )
-    }
-}
+const AUX_HEAD: AuxSpec = AuxSpec {
+    pool: AuxPool::Avg(5, 3),
+    convs: &[("conv0", 128, 1), ("conv1", 768, 5)],
+    global_pool: true,
+    hidden: None,
+    fc: ("fc", 768),
+};
 
 /// Inception v3.
 #[derive(Debug)]
@@ -232,7 +204,7 @@ impl InceptionV3 {
         InceptionV3 {
             transform_input,
             body,
-            aux: aux_logits.then(|| InceptionAux::new(p, "AuxLogits", AUX_AFTER.1, build.num_classes)),
+            aux: aux_logits.then(|| InceptionAux::new(p, "AuxLogits", AUX_AFTER.1, AUX_HEAD, build.num_classes, 0.0)),
             avgpool: AdaptiveAvgPool2d::new(&(p / "avgpool"), 1),
             fc: LinearHead::new(p, "fc", NUM_FEATURES, build.num_classes, build.drop_rate.unwrap_or(0.5)),
         }
