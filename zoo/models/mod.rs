@@ -1,8 +1,9 @@
 //! The model contract ([`Classifier`]), the registry of every architecture, and [`Model`], the
 //! handle users hold (variables, network and its registry entry together).
 //!
-//! One file per family; each family's variants are rows of data in [`registry`](mod@registry) over one
-//! generic builder.
+//! One file per family, holding its layers, its paper and its registered variants
+//! (`variants()`); `families!` below declares the family modules and the order the registry
+//! lists them in, so a new model is its own file and one name there.
 /// Implements [`tch::nn::ModuleT`] for classifiers: the logits, `forward_head` on
 /// `forward_features`.
 macro_rules! classifier_module {
@@ -16,28 +17,42 @@ macro_rules! classifier_module {
     )+};
 }
 
-pub mod alexnet;
-pub mod bninception;
+/// Declares each family's module and `FAMILIES`, their `variants()` in listing order.
+macro_rules! families {
+    ($($family:ident),+ $(,)?) => {
+        $(pub mod $family;)+
+        /// Every family's registered variants, in listing order (the registry concatenates them).
+        pub(crate) const FAMILIES: &[fn() -> Vec<ModelSpec>] = &[$($family::variants),+];
+    };
+}
+
+// Shared by several families.
 pub mod classic;
-pub mod densenet;
-pub mod efficientnet_lite;
-pub mod googlenet;
 pub mod inception;
-pub mod inception_resnet;
-pub mod inception_v3;
-pub mod inception_v4;
-pub mod lenet;
-pub mod mobilenet_v1;
-pub mod mobilenet_v2;
-pub mod mobilenet_v3;
 pub mod registry;
-pub mod resnet;
-pub mod shufflenet_v1;
-pub mod shufflenet_v2;
-pub mod squeezenet;
-pub mod vgg;
-pub mod xception;
-pub mod zfnet;
+
+// The classic line, the other torchvision families, then the networks beyond torchvision.
+families!(
+    lenet,
+    alexnet,
+    zfnet,
+    vgg,
+    resnet,
+    googlenet,
+    inception_v3,
+    densenet,
+    squeezenet,
+    mobilenet_v2,
+    mobilenet_v3,
+    shufflenet_v2,
+    mobilenet_v1,
+    bninception,
+    inception_v4,
+    inception_resnet,
+    xception,
+    shufflenet_v1,
+    efficientnet_lite,
+);
 
 pub use registry::{find, registry, ModelSpec};
 

@@ -1,6 +1,7 @@
 //! The registry: every architecture zoo builds. Each family declares its variants next to its
 //! code (`resnet::variants()`, with its paper as `resnet::PAPER`), as rows made by `row`; the
-//! registry concatenates them, so adding a model touches its own file and the family list here.
+//! registry concatenates them in the order `models/mod.rs` lists the families, so a new model
+//! is its own file, its name in that list and its line in the tests' `every_model!`.
 //! Names are torchvision's wherever torchvision has the model, so users move between the two
 //! without a lookup table.
 use super::{ArchOptions, BuildConfig, Classifier};
@@ -92,32 +93,9 @@ pub(super) const fn row(
     }
 }
 
-/// Every family's variants, in listing order: the classic line, the torchvision families, then
-/// the networks beyond torchvision.
+/// Every family's variants, concatenated in the order of `models::FAMILIES`.
 fn table() -> Vec<ModelSpec> {
-    use super::*;
-    let families: [fn() -> Vec<ModelSpec>; 19] = [
-        lenet::variants,
-        alexnet::variants,
-        zfnet::variants,
-        vgg::variants,
-        resnet::variants,
-        googlenet::variants,
-        inception_v3::variants,
-        densenet::variants,
-        squeezenet::variants,
-        mobilenet_v2::variants,
-        mobilenet_v3::variants,
-        shufflenet_v2::variants,
-        mobilenet_v1::variants,
-        bninception::variants,
-        inception_v4::variants,
-        inception_resnet::variants,
-        xception::variants,
-        shufflenet_v1::variants,
-        efficientnet_lite::variants,
-    ];
-    families.iter().flat_map(|variants| variants()).collect()
+    super::FAMILIES.iter().flat_map(|variants| variants()).collect()
 }
 
 /// Every registered architecture, in table order.
