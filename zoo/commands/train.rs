@@ -4,6 +4,7 @@
 //! [`crate::train`] and [`crate::data::fashion_mnist`].
 use crate::commands::preprocess::PreprocessArgs;
 use crate::data::fashion_mnist;
+use crate::train::checkpoints::{self, RESUME_FILE};
 use crate::train::trainer::{self, Source};
 use crate::train::{dataset, AugmentConfig, EvalResult, Freeze, OptimizerKind, Schedule, TrainConfig, TrainSummary};
 use crate::weights::pretrained::{self, PreprocessOverride};
@@ -252,15 +253,11 @@ fn flags_of(key: &str) -> &'static [&'static str] {
 
 /// The run stored in `DIR/resume.safetensors`: its configuration as it was started.
 pub fn stored_run(dir: &Path) -> Result<TrainConfig> {
-    let path = dir.join("resume.safetensors");
+    let path = dir.join(RESUME_FILE);
     if !path.exists() {
-        bail!("--resume {}: no resume.safetensors there to continue from", dir.display());
+        bail!("--resume {}: no {RESUME_FILE} there to continue from", dir.display());
     }
-    let meta = crate::checkpoint::read_safetensors_metadata(&path)?;
-    let state: trainer::ResumeState =
-        serde_json::from_str(meta.get(trainer::RESUME_KEY).context("the resume file has no zoo.resume state")?)
-            .context("reading the resume state")?;
-    Ok(state.config)
+    Ok(checkpoints::read_resume_state(&path)?.config)
 }
 
 /// `--dist-timeout`'s default, seconds.

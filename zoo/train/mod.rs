@@ -5,9 +5,11 @@
 //! - [`autocast`]: float16 autocast on CUDA (`--amp`).
 //! - [`optim`]: SGD / AdamW over explicit parameter groups, schedules, loss scaling.
 //! - [`freeze`]: `--freeze none|backbone|until:STAGE`, frozen batch norms kept in eval mode.
-//! - [`trainer`]: the loop, checkpoints, metrics, resume, and evaluation.
+//! - [`trainer`]: the loop (preparation, epochs, resume), and evaluation.
+//! - [`checkpoints`]: the files of a run: weights, resume state, metrics, curves, `run.json`.
 pub mod augment;
 pub mod autocast;
+pub mod checkpoints;
 pub mod dataset;
 pub mod freeze;
 pub mod optim;

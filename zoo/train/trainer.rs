@@ -1,16 +1,19 @@
 //! The training loop behind `zoo finetune` and `zoo train`, and the evaluation behind `zoo eval`.
 //!
-//! Per epoch: batches are decoded and augmented in rayon workers on a producer thread, one
-//! bounded queue ahead of the forward/backward pass ([`crate::data::prefetch`]); then the val
-//! split is evaluated with the eval transform. Each epoch appends a row to `OUT/metrics.csv`, redraws `OUT/curves.png`, and
+//! [`run`] is four steps: prepare (check the flags, load the data, build or restore the model,
+//! set up the optimiser), then per epoch train, evaluate the val split and checkpoint. Training
+//! decodes and augments batches in rayon workers on a producer thread, one bounded queue ahead
+//! of the forward/backward pass ([`crate::data::prefetch`]); the val split is evaluated with the
+//! eval transform. Each epoch appends a row to `OUT/metrics.csv`, redraws `OUT/curves.png`, and
 //! writes `OUT/last.safetensors`, `OUT/best.safetensors` (best val top-1) and
-//! `OUT/resume.safetensors` (weights, optimiser state, epoch, step), each atomically: a crash or
-//! Ctrl-C loses at most the epoch in progress, and `--resume OUT` continues from the last
-//! finished one. Runs are reproducible: the model is seeded from `--seed`, torch's generator is
-//! re-seeded from `(seed, epoch)` at every epoch, the shuffle from `(seed, epoch)` and each
-//! sample's augmentation from `(seed, epoch, index)`, so a resumed run follows the same path as
-//! an uninterrupted one.
+//! `OUT/resume.safetensors` (weights, optimiser state, epoch, step), each atomically
+//! ([`super::checkpoints`]): a crash or Ctrl-C loses at most the epoch in progress, and
+//! `--resume OUT` continues from the last finished one. Runs are reproducible: the model is
+//! seeded from `--seed`, torch's generator is re-seeded from `(seed, epoch)` at every epoch, the
+//! shuffle from `(seed, epoch)` and each sample's augmentation from `(seed, epoch, index)`, so a
+//! resumed run follows the same path as an uninterrupted one.
 use super::augment::{self, mix, AugmentConfig, Picture, Rng};
+use super::checkpoints::{self, RunFiles, RESUME_FILE};
 use super::dataset::{self, DataSet, Sample};
 use super::freeze::{self, Freeze, Frozen};
 use super::optim::{GradScaler, Optimizer, OptimizerKind, Param, Schedule};
@@ -18,9 +21,10 @@ use crate::checkpoint::{self, StateDict};
 use crate::data::image::{load_luma, load_rgb, DecodeLimits};
 use crate::data::prefetch::prefetch;
 use crate::data::preprocess::Preprocess;
-use crate::models::{is_buffer, BuildConfig, Model};
+use crate::dist::{Group, Reducer};
+use crate::models::{is_buffer, BuildConfig, Model, ModelSpec};
 use crate::runtime::parse_device;
-use crate::weights::pretrained::{self, meta, Loaded, PreprocessOverride};
+use crate::weights::pretrained::{self, Loaded, PreprocessOverride};
 use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -30,8 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tch::{Device, Kind, Reduction, Tensor};
 
-/// Metadata key of the resume file's state (JSON of [`ResumeState`]).
-pub const RESUME_KEY: &str = "zoo.resume";
+pub use super::checkpoints::{checkpoint_metadata, EpochMetrics, ResumeState, METRICS_HEADER, RESUME_KEY};
 
 /// Everything a run is configured with (saved in `run.json` and the resume file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,79 +178,6 @@ impl TrainConfig {
             eprintln!("warning: --freeze {} on randomly initialised weights keeps them random", self.freeze);
         }
         self.augment.validate()
-    }
-}
-
-/// What the resume file records besides tensors.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResumeState {
-    /// Epochs finished.
-    pub epoch: usize,
-    /// Optimiser steps attempted (the schedule's position).
-    pub global_step: u64,
-    /// Optimiser steps applied (AdamW's bias correction).
-    pub optimizer_steps: u64,
-    pub best_acc1: Option<f64>,
-    pub best_epoch: usize,
-    pub scaler: GradScaler,
-    pub classes: Vec<String>,
-    pub config: TrainConfig,
-    /// Processes of the data-parallel run that wrote it (1: a single process).
-    #[serde(default = "one")]
-    pub world_size: usize,
-}
-
-fn one() -> usize {
-    1
-}
-
-/// Metrics of one epoch (one row of `metrics.csv`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    /// Learning rate at the end of the epoch.
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_acc1: f64,
-    pub val_loss: f64,
-    pub val_acc1: f64,
-    pub val_acc5: f64,
-    pub seconds: f64,
-    pub images_per_second: f64,
-}
-
-/// Header of `metrics.csv`.
-pub const METRICS_HEADER: &str = "epoch,lr,train_loss,train_acc1,val_loss,val_acc1,val_acc5,seconds,images_per_second";
-
-impl EpochMetrics {
-    fn csv(&self) -> String {
-        format!(
-            "{},{:.6e},{:.6},{:.4},{:.6},{:.4},{:.4},{:.2},{:.1}",
-            self.epoch,
-            self.lr,
-            self.train_loss,
-            self.train_acc1,
-            self.val_loss,
-            self.val_acc1,
-            self.val_acc5,
-            self.seconds,
-            self.images_per_second
-        )
-    }
-
-    fn parse(line: &str) -> Option<Self> {
-        let v: Vec<f64> = line.split(',').map(|x| x.trim().parse().ok()).collect::<Option<_>>()?;
-        (v.len() == 9).then(|| EpochMetrics {
-            epoch: v[0] as usize,
-            lr: v[1],
-            train_loss: v[2],
-            train_acc1: v[3],
-            val_loss: v[4],
-            val_acc1: v[5],
-            val_acc5: v[6],
-            seconds: v[7],
-            images_per_second: v[8],
-        })
     }
 }
 
@@ -571,54 +501,6 @@ pub fn model_entries(model: &Model) -> Vec<(String, Tensor)> {
     v
 }
 
-/// Metadata that makes a zoo checkpoint self-describing (see [`meta`]).
-pub fn checkpoint_metadata(arch: &str, classes: &[String], pre: &Preprocess) -> Result<BTreeMap<String, String>> {
-    let mut m = BTreeMap::new();
-    m.insert(meta::ARCH.to_string(), arch.to_string());
-    m.insert(meta::CLASSES.to_string(), serde_json::to_string(classes)?);
-    m.insert(meta::PREPROCESS.to_string(), serde_json::to_string(pre)?);
-    Ok(m)
-}
-
-/// Writes `text` to `path` atomically (temporary file + rename).
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Reads `metrics.csv`, keeping rows up to epoch `upto`.
-fn read_metrics(path: &Path, upto: usize) -> Vec<EpochMetrics> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().skip(1).filter_map(EpochMetrics::parse).filter(|m| m.epoch <= upto).collect()
-}
-
-fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
-    let mut s = String::from(METRICS_HEADER);
-    s.push('\n');
-    for r in rows {
-        s += &r.csv();
-        s.push('\n');
-    }
-    write_atomic(path, &s)
-}
-
-#[cfg(feature = "plot")]
-fn plot_curves(path: &Path, title: &str, rows: &[EpochMetrics]) -> Result<()> {
-    let points: Vec<crate::plot::EpochPoint> = rows
-        .iter()
-        .map(|r| crate::plot::EpochPoint {
-            epoch: r.epoch,
-            lr: r.lr,
-            train_loss: r.train_loss,
-            val_loss: r.val_loss,
-            train_acc1: r.train_acc1,
-            val_acc1: r.val_acc1,
-        })
-        .collect();
-    crate::plot::training_curves(path, title, &points)
-}
-
 /// Compares the stored configuration with the current one: hard mismatches fail, others warn.
 fn check_resume(stored: &TrainConfig, now: &TrainConfig) -> Result<Vec<String>> {
     if pretrained::arch_of(&stored.model)?.name != pretrained::arch_of(&now.model)?.name {
@@ -725,85 +607,488 @@ fn parameters(model: &Model, frozen: &Frozen, backbone_scale: f64) -> Vec<Param>
 
 /// Runs (or resumes) a training run; see the module documentation.
 pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
-    cfg.validate()?;
-    let spec = pretrained::arch_of(&cfg.model)?;
-    let device = parse_device(&cfg.device)?;
-    let amp = cfg.amp && device.is_cuda();
-    if cfg.amp && !amp {
-        eprintln!("warning: --amp needs a CUDA device: training in float32 on the CPU");
+    let mut run = Run::prepare(cfg)?;
+    for epoch in (run.start_epoch + 1..=cfg.epochs).take(cfg.stop_after.unwrap_or(usize::MAX)) {
+        let train = run.train_epoch(epoch)?;
+        run.report_failures();
+        let val = run.evaluate_val()?;
+        let m = run.metrics(epoch, &train, val.as_ref());
+        run.checkpoint(m, val.map(|v| v.acc1))?;
     }
-    let cl = cfg.channels_last && device.is_cuda();
-    // Under a data-parallel launch (crate::dist): this rank and the world; rank 0 alone writes.
-    let group = crate::dist::group();
-    let (rank, world) = group.map_or((0, 1), |g| (g.rank, g.world));
-    let lead = rank == 0;
-    if let Some(n) = cfg.threads {
-        tch::set_num_threads(n.max(1) as i32);
+    Ok(run.summary())
+}
+
+/// A run made ready by [`Run::prepare`]: what its epochs read, and what they advance.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    spec: &'static ModelSpec,
+    device: Device,
+    /// float16 autocast: `--amp` on a CUDA device.
+    amp: bool,
+    /// Channels-last inputs: `--channels-last` on a CUDA device.
+    channels_last: bool,
+    /// Under a data-parallel launch (crate::dist): the group, this rank and the world; rank 0
+    /// alone writes files and reports.
+    group: Option<&'static Group>,
+    rank: usize,
+    world: usize,
+    lead: bool,
+    data: DataSet,
+    /// The train images, then the val images.
+    source: Source,
+    /// This rank's part of the val split (all of it in a single process); counts are summed.
+    my_val: Vec<usize>,
+    pre: Preprocess,
+    model: Model,
+    /// The floating kind of the weights, which the inputs take.
+    input_kind: Kind,
+    opt: Optimizer,
+    scaler: GradScaler,
+    reducer: Option<Reducer>,
+    steps_per_epoch: u64,
+    /// Epochs finished before this invocation.
+    start_epoch: usize,
+    /// Optimiser steps attempted (the schedule's position).
+    global_step: u64,
+    best_acc1: Option<f64>,
+    best_epoch: usize,
+    /// Every epoch's metrics, earlier invocations' included.
+    history: Vec<EpochMetrics>,
+    /// The files that failed to decode and were named already.
+    reported_failures: HashSet<PathBuf>,
+    files: RunFiles,
+}
+
+/// What one epoch of training measured, over every rank.
+struct EpochTrain {
+    /// The learning rate of its last step.
+    lr: f64,
+    loss: f64,
+    acc1: f64,
+    images_per_second: f64,
+    started: Instant,
+}
+
+impl<'a> Run<'a> {
+    /// Checks `cfg`, loads the data and builds the model (restored from the resume file with
+    /// `--resume`), sets up the optimiser, says what will run and writes `run.json`.
+    fn prepare(cfg: &'a TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        let spec = pretrained::arch_of(&cfg.model)?;
+        let device = parse_device(&cfg.device)?;
+        let amp = cfg.amp && device.is_cuda();
+        if cfg.amp && !amp {
+            eprintln!("warning: --amp needs a CUDA device: training in float32 on the CPU");
+        }
+        let group = crate::dist::group();
+        let (rank, world) = group.map_or((0, 1), |g| (g.rank, g.world));
+        let lead = rank == 0;
+        if let Some(n) = cfg.threads {
+            tch::set_num_threads(n.max(1) as i32);
+        }
+        check_out(cfg)?;
+
+        let data = dataset::image_folder(&cfg.data, cfg.val_split, cfg.seed)?;
+        for w in data.warnings.iter().filter(|_| lead) {
+            eprintln!("warning: {w}");
+        }
+        ensure!(!data.train.is_empty(), "no training images in {}", cfg.data.display());
+
+        tch::manual_seed(cfg.seed as i64);
+        let (mut model, pre, source_name) = build(cfg, data.classes.len(), device)?;
+        if lead {
+            std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
+        }
+        let resumed = if cfg.resume { Some(restore(cfg, &data.classes, &model, lead)?) } else { None };
+        let channels_last = cfg.channels_last && device.is_cuda();
+        let frozen = prepare_model(cfg, &mut model, &pre, channels_last, group, &data, resumed.is_some())?;
+        let (mut opt, reducer, trained) = optimiser(cfg, &model, &frozen, group)?;
+        let mut scaler = GradScaler::new(amp);
+        let (mut start_epoch, mut global_step, mut best_acc1, mut best_epoch) = (0, 0u64, None::<f64>, 0);
+        if let Some((st, optim)) = &resumed {
+            opt.load_state(optim, st.optimizer_steps).context("restoring the optimizer state")?;
+            scaler = st.scaler;
+            scaler.enabled = amp;
+            (start_epoch, global_step, best_acc1, best_epoch) = (st.epoch, st.global_step, st.best_acc1, st.best_epoch);
+            if start_epoch < cfg.epochs && lead {
+                eprintln!("resuming {} at epoch {} of {}", cfg.out.display(), start_epoch + 1, cfg.epochs);
+            }
+        }
+
+        let n_train = data.train.len();
+        let val_idx: Vec<usize> = (n_train..n_train + data.val.len()).collect();
+        let my_val = crate::dist::sampler::split(&val_idx, rank, world);
+        // Samples per rank and epoch: DistributedSampler's ceil(N / W).
+        let batches_per_epoch = n_train.div_ceil(world).div_ceil(cfg.batch_size);
+        let source = Source::new(data.train.iter().chain(&data.val).cloned().collect(), pre.channels, cfg.cache_mb);
+        let files = RunFiles::new(cfg, spec.name, &source_name, &pre, &data, device)?;
+        let mut run = Run {
+            cfg,
+            spec,
+            device,
+            amp,
+            channels_last,
+            group,
+            rank,
+            world,
+            lead,
+            data,
+            source,
+            my_val,
+            pre,
+            input_kind: weight_kind(&model),
+            model,
+            opt,
+            scaler,
+            reducer,
+            steps_per_epoch: batches_per_epoch.div_ceil(cfg.accumulate) as u64,
+            start_epoch,
+            global_step,
+            best_acc1,
+            best_epoch,
+            history: Vec::new(),
+            reported_failures: HashSet::new(),
+            files,
+        };
+        run.announce(&source_name, trained, &frozen);
+        if let Some(path) = cfg.show_augment.as_ref().filter(|_| lead) {
+            run.show_augment(path)?;
+        }
+        if let Some((st, _)) = resumed.as_ref().filter(|(st, _)| st.world_size != world) {
+            // Another world size, another number of steps per epoch: the schedule restarts from
+            // the epoch boundary in this run's steps.
+            run.global_step = st.epoch as u64 * run.steps_per_epoch;
+            if lead {
+                eprintln!("resuming a run of {} process(es) with {world}", st.world_size);
+            }
+        }
+        run.history = run.files.history(start_epoch);
+        if lead {
+            run.files.write_run_json(start_epoch, best_epoch, best_acc1)?;
+        }
+        if start_epoch >= cfg.epochs && lead {
+            eprintln!("{} already ran its {} epochs: raise --epochs to train further", cfg.out.display(), cfg.epochs);
+        }
+        Ok(run)
     }
+
+    /// Says what trains on what (rank 0).
+    fn announce(&self, source_name: &str, trained: i64, frozen: &Frozen) {
+        if !self.lead {
+            return;
+        }
+        let cfg = self.cfg;
+        if let Some(g) = self.group {
+            eprintln!(
+                "data-parallel: {} processes ({}, {}), {} images per process and step, {} per step in all",
+                self.world,
+                if g.device.is_cuda() { "NCCL" } else { "Gloo" },
+                g.address,
+                cfg.batch_size,
+                cfg.batch_size * self.world
+            );
+        }
+        eprintln!(
+            "{}: {} ({}), {} classes, {} train / {} val images, {} of {} parameters trained{}, {:?}{}{}",
+            if cfg.pretrained { "finetune" } else { "train" },
+            self.spec.name,
+            source_name,
+            self.data.classes.len(),
+            self.data.train.len(),
+            self.data.val.len(),
+            trained,
+            self.model.num_params(),
+            if frozen.vars.is_empty() { String::new() } else { format!(" (--freeze {})", cfg.freeze) },
+            self.device,
+            if self.amp { ", amp" } else { "" },
+            if self.source.cached() { ", images cached in memory" } else { "" },
+        );
+    }
+
+    /// Writes a grid of the next epoch's first 32 training samples, augmented, to `path`.
+    fn show_augment(&self, path: &Path) -> Result<()> {
+        let (source, pre, epoch) = (&self.source, &self.pre, self.start_epoch + 1);
+        let order = epoch_order(self.data.train.len(), self.cfg.seed, epoch);
+        let pics: Vec<Picture> = order
+            .iter()
+            .take(32)
+            .collect::<Vec<_>>()
+            .par_iter()
+            .filter_map(|&&i| augmented(source, pre, self.cfg, i, epoch).ok())
+            .collect();
+        augment::write_grid(&pics, 8, path)?;
+        eprintln!("wrote {} augmented samples to {}", pics.len(), path.display());
+        Ok(())
+    }
+
+    /// One epoch of training on this rank's shard of the train split: a forward and backward
+    /// pass per batch, an optimiser step per `--accumulate` batches.
+    fn train_epoch(&mut self, epoch: usize) -> Result<EpochTrain> {
+        let (cfg, rank, world, amp) = (self.cfg, self.rank, self.world, self.amp);
+        // Dropout masks differ between ranks (rank 0 draws what a single process draws).
+        let rank_salt = if rank == 0 { 0 } else { mix(rank as u64) };
+        tch::manual_seed((mix(mix(cfg.seed) ^ epoch as u64) ^ rank_salt) as i64 & i64::MAX);
+        let started = Instant::now();
+        let order = crate::dist::sampler::shard(&epoch_order(self.data.train.len(), cfg.seed, epoch), rank, world);
+        let batches: Vec<Vec<usize>> = order.chunks(cfg.batch_size).map(<[usize]>::to_vec).collect();
+        let bar = crate::progress::Bar::epoch(order.len(), cfg.progress && self.lead, epoch, cfg.epochs);
+        let (mut seen, mut loss_sum, mut correct) = (0usize, 0f64, 0i64);
+        let mut lr = Schedule::lr(&cfg.schedule, cfg.lr, self.global_step, self.steps_per_epoch, cfg.epochs);
+        let (source, pre) = (&self.source, &self.pre);
+        let make = |b: &[usize]| {
+            let items = b
+                .par_iter()
+                .map(|&i| {
+                    let p = augmented(source, pre, cfg, i, epoch).ok()?;
+                    let mut v = vec![0f32; pre.output_len()];
+                    augment::normalize_into(&p, pre, &mut v).ok()?;
+                    Some((v, source.samples[i].label as i64))
+                })
+                .collect();
+            assemble(items)
+        };
+        self.opt.zero_grad();
+        let mut micro = 0;
+        prefetch(
+            &batches,
+            2,
+            |b| make(b),
+            |bi, b| {
+                bar.inc(b.labels.len() as u64);
+                let last = bi + 1 == batches.len();
+                if b.labels.is_empty() && self.reducer.is_some() {
+                    // The other ranks are in this step's all-reduce: stop them rather than hang.
+                    bail!("rank {rank}: no image of batch {} could be read: remove the unreadable files", bi + 1);
+                }
+                if !b.labels.is_empty() {
+                    // The last micro-batch of an optimiser step all-reduces its gradients.
+                    let sync = (micro + 1) % cfg.accumulate == 0 || last;
+                    if let Some(r) = self.reducer.as_mut() {
+                        r.before_forward(sync)?;
+                    }
+                    let (xs, ys) = to_input(&b, pre, self.device, self.channels_last, self.input_kind);
+                    if bi == 0 {
+                        self.model.check_input(&xs)?;
+                    }
+                    let scale = self.scaler.scale;
+                    let forward = || forward_loss(&self.model, &xs, &ys, cfg.label_smoothing, self.spec.aux_weight);
+                    let (loss, logits) = if amp { super::autocast::autocast(true, forward) } else { forward() };
+                    if let Some(r) = self.reducer.as_mut() {
+                        r.after_forward(sync)?;
+                    }
+                    (&loss * (scale / cfg.accumulate as f64)).f_backward().map_err(|e| match &self.reducer {
+                        Some(r) => anyhow::anyhow!("{}: {e}", r.group().failed("the gradient all-reduce")),
+                        None => anyhow::anyhow!("backward: {e}"),
+                    })?;
+                    let l = loss.double_value(&[]);
+                    if !l.is_finite() && !amp {
+                        bail!("the loss became {l} at epoch {epoch}, batch {}: lower --lr", bi + 1);
+                    }
+                    let n = b.labels.len();
+                    loss_sum += l * n as f64;
+                    correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+                    seen += n;
+                    micro += 1;
+                    bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+                }
+                if micro > 0 && (micro % cfg.accumulate == 0 || last) {
+                    lr = Schedule::lr(&cfg.schedule, cfg.lr, self.global_step, self.steps_per_epoch, cfg.epochs);
+                    self.global_step += 1;
+                    // Every micro-batch of this step was scaled by the current scale.
+                    let scale_used = self.scaler.scale;
+                    let finite = !amp || self.opt.grads_finite();
+                    if self.scaler.update(finite) {
+                        self.opt.step(lr, scale_used);
+                    } else {
+                        // Through the bar, which clears itself, prints the line and redraws.
+                        bar.println(&format!(
+                            "amp: gradient overflow, step skipped (loss scale now {})",
+                            self.scaler.scale
+                        ));
+                    }
+                    self.opt.zero_grad();
+                    micro = 0;
+                }
+                Ok(())
+            },
+        )?;
+        bar.finish_and_clear();
+        if let Some(g) = self.group {
+            let sums = g.sum_f64(&[loss_sum, correct as f64, seen as f64])?;
+            (loss_sum, correct, seen) = (sums[0], sums[1] as i64, sums[2] as usize);
+        }
+        let train_secs = started.elapsed().as_secs_f64();
+        ensure!(seen > 0, "no training image of epoch {epoch} could be read");
+        Ok(EpochTrain {
+            lr,
+            loss: loss_sum / seen as f64,
+            acc1: 100.0 * correct as f64 / seen as f64,
+            images_per_second: seen as f64 / train_secs.max(1e-9),
+            started,
+        })
+    }
+
+    /// Names each file that failed to decode once, in the epoch it first failed.
+    fn report_failures(&mut self) {
+        let fresh: Vec<(PathBuf, String)> =
+            self.source.failures().into_iter().filter(|(p, _)| !self.reported_failures.contains(p)).collect();
+        if let Some(w) = dataset::skipped_warning(&fresh) {
+            eprintln!("warning: {w}");
+        }
+        self.reported_failures.extend(fresh.into_iter().map(|(p, _)| p));
+    }
+
+    /// The val split evaluated over every rank (`None` without one).
+    fn evaluate_val(&self) -> Result<Option<EvalResult>> {
+        if self.data.val.is_empty() {
+            return Ok(None);
+        }
+        let (classes, cfg) = (self.data.classes.len(), self.cfg);
+        let r = evaluate(
+            &self.model,
+            &self.source,
+            &self.my_val,
+            classes,
+            &self.pre,
+            cfg.batch_size,
+            cfg.progress && self.lead,
+        )?;
+        Ok(Some(match self.group {
+            Some(g) => all_reduce_eval(g, r)?,
+            None => r,
+        }))
+    }
+
+    /// The epoch's row of `metrics.csv`, printed (rank 0).
+    fn metrics(&self, epoch: usize, train: &EpochTrain, val: Option<&EvalResult>) -> EpochMetrics {
+        let m = EpochMetrics {
+            epoch,
+            lr: train.lr,
+            train_loss: train.loss,
+            train_acc1: train.acc1,
+            val_loss: val.map_or(f64::NAN, |v| v.loss),
+            val_acc1: val.map_or(f64::NAN, |v| v.acc1),
+            val_acc5: val.map_or(f64::NAN, |v| v.acc5),
+            seconds: train.started.elapsed().as_secs_f64(),
+            images_per_second: train.images_per_second,
+        };
+        if self.lead {
+            eprintln!(
+                "epoch {epoch}/{}  lr {:.3e}  train loss {:.4} top-1 {:.2}%  val loss {:.4} top-1 {:.2}% top-5 {:.2}%  {:.1} s  {:.0} img/s",
+                self.cfg.epochs, m.lr, m.train_loss, m.train_acc1, m.val_loss, m.val_acc1, m.val_acc5, m.seconds, m.images_per_second
+            );
+        }
+        m
+    }
+
+    /// Records the epoch `m` (the best so far when its val top-1 `val_acc1` is, or without a
+    /// val split) and writes its files (rank 0).
+    fn checkpoint(&mut self, m: EpochMetrics, val_acc1: Option<f64>) -> Result<()> {
+        let epoch = m.epoch;
+        let improved = match (val_acc1, self.best_acc1) {
+            (Some(v), Some(b)) => v > b,
+            (Some(_), None) | (None, _) => true,
+        };
+        if improved {
+            self.best_acc1 = val_acc1;
+            self.best_epoch = epoch;
+        }
+        self.history.push(m);
+        if !self.lead {
+            return Ok(());
+        }
+        let state = ResumeState {
+            epoch,
+            global_step: self.global_step,
+            optimizer_steps: self.opt.steps,
+            best_acc1: self.best_acc1,
+            best_epoch: self.best_epoch,
+            scaler: self.scaler,
+            classes: self.data.classes.clone(),
+            config: self.cfg.clone(),
+            world_size: self.world,
+        };
+        self.files.write_epoch(&model_entries(&self.model), improved, &self.history, &state, self.opt.state_entries())
+    }
+
+    /// What the run reports at its end; rank 0 names the best checkpoint.
+    fn summary(self) -> TrainSummary {
+        let out = self.cfg.out.clone();
+        if let Some(b) = self.best_acc1.filter(|_| self.lead) {
+            eprintln!(
+                "best val top-1 {b:.2}% at epoch {}: {}",
+                self.best_epoch,
+                out.join("best.safetensors").display()
+            );
+        }
+        let mut unread = self.data.skipped.clone();
+        unread.extend(self.source.failures());
+        TrainSummary {
+            out,
+            classes: self.data.classes,
+            history: self.history,
+            best_epoch: self.best_epoch,
+            best_acc1: self.best_acc1,
+            warnings: self.data.warnings,
+            unread,
+        }
+    }
+}
+
+/// Refuses to start a run where one is, or to resume one that is not there.
+fn check_out(cfg: &TrainConfig) -> Result<()> {
     let out = &cfg.out;
-    let resume_path = out.join("resume.safetensors");
     if cfg.resume {
-        ensure!(resume_path.exists(), "--resume {}: no resume.safetensors there to continue from", out.display());
-    } else if resume_path.exists() {
+        ensure!(out.join(RESUME_FILE).exists(), "--resume {}: no {RESUME_FILE} there to continue from", out.display());
+    } else if out.join(RESUME_FILE).exists() {
         bail!(
             "{} already holds a run: continue it with --resume {} or choose another --out",
             out.display(),
             out.display()
         );
     }
+    Ok(())
+}
 
-    let data = dataset::image_folder(&cfg.data, cfg.val_split, cfg.seed)?;
-    for w in data.warnings.iter().filter(|_| lead) {
-        eprintln!("warning: {w}");
+/// The run `cfg` resumes: its state, checked against `classes` and `cfg`, and its optimiser's;
+/// its weights are loaded into `model`.
+fn restore(cfg: &TrainConfig, classes: &[String], model: &Model, lead: bool) -> Result<(ResumeState, StateDict)> {
+    let path = cfg.out.join(RESUME_FILE);
+    let st = checkpoints::read_resume_state(&path)?;
+    if st.classes != classes {
+        bail!(
+            "the run in {} was trained on classes [{}], the data now has [{}]",
+            cfg.out.display(),
+            st.classes.join(", "),
+            classes.join(", ")
+        );
     }
-    let classes = data.classes.clone();
-    ensure!(!data.train.is_empty(), "no training images in {}", cfg.data.display());
-
-    tch::manual_seed(cfg.seed as i64);
-    let (mut model, pre, source_name) = build(cfg, classes.len(), device)?;
-    if lead {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for note in check_resume(&st.config, cfg)?.iter().filter(|_| lead) {
+        eprintln!("warning: resuming with a changed setting: {note}");
     }
+    let (weights, optim) = checkpoints::read_resume_entries(&path)?;
+    checkpoint::load_into(&model.vs, &weights, &Default::default()).context("restoring the weights")?;
+    Ok((st, optim))
+}
 
-    let mut state: Option<ResumeState> = None;
-    let mut resume_sd = StateDict::default();
-    if cfg.resume {
-        let meta = checkpoint::read_safetensors_metadata(&resume_path)?;
-        let st: ResumeState =
-            serde_json::from_str(meta.get(RESUME_KEY).context("the resume file has no zoo.resume state")?)
-                .context("reading the resume state")?;
-        if st.classes != classes {
-            bail!(
-                "the run in {} was trained on classes [{}], the data now has [{}]",
-                out.display(),
-                st.classes.join(", "),
-                classes.join(", ")
-            );
-        }
-        for note in check_resume(&st.config, cfg)?.iter().filter(|_| lead) {
-            eprintln!("warning: resuming with a changed setting: {note}");
-        }
-        let sd = checkpoint::read(&resume_path)?;
-        let (mut weights, mut optim) = (StateDict::default(), StateDict::default());
-        for (k, t) in sd.entries {
-            if let Some(k) = k.strip_prefix("model.") {
-                weights.entries.push((k.to_string(), t));
-            } else if let Some(k) = k.strip_prefix("optim.") {
-                optim.entries.push((k.to_string(), t));
-            }
-        }
-        checkpoint::load_into(&model.vs, &weights, &Default::default()).context("restoring the weights")?;
-        resume_sd = optim;
-        state = Some(st);
-    }
-
+/// Readies `model` for training: float64 under `--float64`, the frozen part without
+/// gradients, 4-D weights channels-last (`cl`), and under a data-parallel launch every rank checked
+/// against the others and given rank 0's weights. Returns the frozen part.
+fn prepare_model(
+    cfg: &TrainConfig,
+    model: &mut Model,
+    pre: &Preprocess,
+    cl: bool,
+    group: Option<&Group>,
+    data: &DataSet,
+    resumed: bool,
+) -> Result<Frozen> {
     if cfg.float64 {
         // In place: the layers' handles see the converted tensors.
         model.vs.double();
     }
-    let input_kind = weight_kind(&model);
     let [c, h, w] = pre.output_shape();
-    let frozen = freeze::resolve(&model, &cfg.freeze, [c as i64, h as i64, w as i64])?;
+    let frozen = freeze::resolve(model, &cfg.freeze, [c as i64, h as i64, w as i64])?;
     for (name, t) in model.vs.variables() {
         if frozen.contains(&name) {
             let _ = t.set_requires_grad(false);
@@ -822,11 +1107,22 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     if let Some(g) = group {
         // Refuse ranks started differently, then give everyone rank 0's weights (DDP's
         // _sync_module_states).
-        g.check_same(&run_digests(cfg, &data, &model, state.is_some())?)?;
-        let all: Vec<Tensor> = model_entries(&model).into_iter().map(|(_, t)| t).collect();
+        g.check_same(&run_digests(cfg, data, model, resumed)?)?;
+        let all: Vec<Tensor> = model_entries(model).into_iter().map(|(_, t)| t).collect();
         g.broadcast(&all, 0)?;
     }
-    let params = parameters(&model, &frozen, cfg.backbone_lr_scale);
+    Ok(frozen)
+}
+
+/// The optimiser of `model`'s trained parameters, with the batch norms' training modes set for
+/// the run and, under a data-parallel launch, the gradients' reducer; and how many weights train.
+fn optimiser(
+    cfg: &TrainConfig,
+    model: &Model,
+    frozen: &Frozen,
+    group: Option<&'static Group>,
+) -> Result<(Optimizer, Option<Reducer>, i64)> {
+    let params = parameters(model, frozen, cfg.backbone_lr_scale);
     ensure!(!params.is_empty(), "nothing to train: --freeze {} leaves no parameter", cfg.freeze);
     let sync_bn: Option<crate::nn::SyncBatchNorm> =
         group.filter(|_| cfg.sync_bn).map(|_| crate::dist::sync_batch_norm as crate::nn::SyncBatchNorm);
@@ -837,354 +1133,50 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainSummary> {
     model.batch_norms.freeze(&frozen.batch_norms);
     model.batch_norms.set_momentum(cfg.bn_momentum);
     model.batch_norms.set_sync(sync_bn);
-    let mut reducer = match group {
+    let reducer = match group {
         Some(g) => {
             let leaves: Vec<Tensor> = params.iter().map(|p| p.tensor.shallow_clone()).collect();
-            let buffers = model_entries(&model).into_iter().filter(|(n, _)| is_buffer(n)).map(|(_, t)| t).collect();
-            Some(crate::dist::Reducer::new(g, &leaves, buffers)?)
+            let buffers = model_entries(model).into_iter().filter(|(n, _)| is_buffer(n)).map(|(_, t)| t).collect();
+            Some(Reducer::new(g, &leaves, buffers)?)
         }
         None => None,
     };
     let trained: i64 = params.iter().map(|p| p.tensor.numel() as i64).sum();
-    let mut opt = Optimizer::new(cfg.optimizer, params, cfg.weight_decay);
-    let mut scaler = GradScaler::new(amp);
-    let (mut start_epoch, mut global_step, mut best_acc1, mut best_epoch) = (0, 0u64, None::<f64>, 0);
-    if let Some(st) = &state {
-        opt.load_state(&resume_sd, st.optimizer_steps).context("restoring the optimizer state")?;
-        scaler = st.scaler;
-        scaler.enabled = amp;
-        (start_epoch, global_step, best_acc1, best_epoch) = (st.epoch, st.global_step, st.best_acc1, st.best_epoch);
-        if start_epoch < cfg.epochs && lead {
-            eprintln!("resuming {} at epoch {} of {}", out.display(), start_epoch + 1, cfg.epochs);
-        }
-    }
-
-    let n_train = data.train.len();
-    let train_idx: Vec<usize> = (0..n_train).collect();
-    let val_idx: Vec<usize> = (n_train..n_train + data.val.len()).collect();
-    // This rank's part of the val split (all of it in a single process); counts are summed.
-    let my_val = crate::dist::sampler::split(&val_idx, rank, world);
-    // Samples per rank and epoch: DistributedSampler's ceil(N / W).
-    let per_rank = n_train.div_ceil(world);
-    let source = Source::new(data.train.iter().chain(&data.val).cloned().collect(), pre.channels, cfg.cache_mb);
-    if let Some(g) = group.filter(|_| lead) {
-        eprintln!(
-            "data-parallel: {world} processes ({}, {}), {} images per process and step, {} per step in all",
-            if g.device.is_cuda() { "NCCL" } else { "Gloo" },
-            g.address,
-            cfg.batch_size,
-            cfg.batch_size * world
-        );
-    }
-    if lead {
-        eprintln!(
-            "{}: {} ({}), {} classes, {} train / {} val images, {} of {} parameters trained{}, {:?}{}{}",
-            if cfg.pretrained { "finetune" } else { "train" },
-            spec.name,
-            source_name,
-            classes.len(),
-            n_train,
-            val_idx.len(),
-            trained,
-            model.num_params(),
-            if frozen.vars.is_empty() { String::new() } else { format!(" (--freeze {})", cfg.freeze) },
-            device,
-            if amp { ", amp" } else { "" },
-            if source.cached() { ", images cached in memory" } else { "" },
-        );
-    }
-
-    let epoch_order = |epoch: usize| -> Vec<usize> {
-        let mut order = train_idx.clone();
-        Rng::for_sample(cfg.seed, epoch as u64, u64::MAX).shuffle(&mut order);
-        order
-    };
-    let sample_input = |i: usize, epoch: usize| -> std::result::Result<Picture, String> {
-        let p = source.picture(i)?;
-        let mut rng = Rng::for_sample(cfg.seed, epoch as u64, i as u64);
-        augment::augment(&p, &pre, &cfg.augment, &mut rng).map_err(|e| format!("{e:#}"))
-    };
-
-    if let Some(path) = cfg.show_augment.as_ref().filter(|_| lead) {
-        let order = epoch_order(start_epoch + 1);
-        let pics: Vec<Picture> = order
-            .iter()
-            .take(32)
-            .collect::<Vec<_>>()
-            .par_iter()
-            .filter_map(|&&i| sample_input(i, start_epoch + 1).ok())
-            .collect();
-        augment::write_grid(&pics, 8, path)?;
-        eprintln!("wrote {} augmented samples to {}", pics.len(), path.display());
-    }
-
-    let batches_per_epoch = per_rank.div_ceil(cfg.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(cfg.accumulate) as u64;
-    if let Some(st) = state.as_ref().filter(|st| st.world_size != world) {
-        // Another world size, another number of steps per epoch: the schedule restarts from
-        // the epoch boundary in this run's steps.
-        global_step = st.epoch as u64 * steps_per_epoch;
-        if lead {
-            eprintln!("resuming a run of {} process(es) with {world}", st.world_size);
-        }
-    }
-    let metadata = checkpoint_metadata(spec.name, &classes, &pre)?;
-    let mut history = read_metrics(&out.join("metrics.csv"), start_epoch);
-    let aux_weight = spec.aux_weight;
-    #[cfg(feature = "plot")]
-    let title = format!("{} on {}", spec.name, cfg.data.display());
-    let mut reported_failures: HashSet<PathBuf> = HashSet::new();
-    if lead {
-        write_run_json(
-            cfg,
-            spec.name,
-            &source_name,
-            &classes,
-            &pre,
-            &data,
-            device,
-            best_epoch,
-            best_acc1,
-            start_epoch,
-        )?;
-    }
-
-    if start_epoch >= cfg.epochs && lead {
-        eprintln!("{} already ran its {} epochs: raise --epochs to train further", out.display(), cfg.epochs);
-    }
-    for epoch in (start_epoch + 1..=cfg.epochs).take(cfg.stop_after.unwrap_or(usize::MAX)) {
-        // Dropout masks differ between ranks (rank 0 draws what a single process draws).
-        let rank_salt = if rank == 0 { 0 } else { mix(rank as u64) };
-        tch::manual_seed((mix(mix(cfg.seed) ^ epoch as u64) ^ rank_salt) as i64 & i64::MAX);
-        let t0 = Instant::now();
-        let order = crate::dist::sampler::shard(&epoch_order(epoch), rank, world);
-        let batches: Vec<Vec<usize>> = order.chunks(cfg.batch_size).map(<[usize]>::to_vec).collect();
-        let bar = crate::progress::Bar::epoch(order.len(), cfg.progress && lead, epoch, cfg.epochs);
-        let (mut seen, mut loss_sum, mut correct) = (0usize, 0f64, 0i64);
-        let mut lr = Schedule::lr(&cfg.schedule, cfg.lr, global_step, steps_per_epoch, cfg.epochs);
-        let make = |b: &[usize]| {
-            let items = b
-                .par_iter()
-                .map(|&i| {
-                    let p = sample_input(i, epoch).ok()?;
-                    let mut v = vec![0f32; pre.output_len()];
-                    augment::normalize_into(&p, &pre, &mut v).ok()?;
-                    Some((v, source.samples[i].label as i64))
-                })
-                .collect();
-            assemble(items)
-        };
-        opt.zero_grad();
-        let mut micro = 0;
-        prefetch(
-            &batches,
-            2,
-            |b| make(b),
-            |bi, b| {
-                bar.inc(b.labels.len() as u64);
-                let last = bi + 1 == batches.len();
-                if b.labels.is_empty() && reducer.is_some() {
-                    // The other ranks are in this step's all-reduce: stop them rather than hang.
-                    bail!("rank {rank}: no image of batch {} could be read: remove the unreadable files", bi + 1);
-                }
-                if !b.labels.is_empty() {
-                    // The last micro-batch of an optimiser step all-reduces its gradients.
-                    let sync = (micro + 1) % cfg.accumulate == 0 || last;
-                    if let Some(r) = reducer.as_mut() {
-                        r.before_forward(sync)?;
-                    }
-                    let (xs, ys) = to_input(&b, &pre, device, cl, input_kind);
-                    if bi == 0 {
-                        model.check_input(&xs)?;
-                    }
-                    let scale = scaler.scale;
-                    let forward = || {
-                        let (logits, aux) = model.net.forward_aux(&xs, true);
-                        // Half-precision logits go to float32 for the loss; float64 stays.
-                        let loss_kind = |l: &Tensor| if l.kind() == Kind::Double { Kind::Double } else { Kind::Float };
-                        let logits = logits.to_kind(loss_kind(&logits));
-                        let ce = |l: &Tensor| {
-                            l.to_kind(loss_kind(l)).cross_entropy_loss::<Tensor>(
-                                &ys,
-                                None,
-                                Reduction::Mean,
-                                -100,
-                                cfg.label_smoothing,
-                            )
-                        };
-                        let loss = aux.iter().fold(ce(&logits), |acc, a| acc + ce(a) * aux_weight);
-                        (loss, logits)
-                    };
-                    let (loss, logits) = if amp { super::autocast::autocast(true, forward) } else { forward() };
-                    if let Some(r) = reducer.as_mut() {
-                        r.after_forward(sync)?;
-                    }
-                    (&loss * (scale / cfg.accumulate as f64)).f_backward().map_err(|e| match &reducer {
-                        Some(r) => anyhow::anyhow!("{}: {e}", r.group().failed("the gradient all-reduce")),
-                        None => anyhow::anyhow!("backward: {e}"),
-                    })?;
-                    let l = loss.double_value(&[]);
-                    if !l.is_finite() && !amp {
-                        bail!("the loss became {l} at epoch {epoch}, batch {}: lower --lr", bi + 1);
-                    }
-                    let n = b.labels.len();
-                    loss_sum += l * n as f64;
-                    correct += logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
-                    seen += n;
-                    micro += 1;
-                    bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-                }
-                if micro > 0 && (micro % cfg.accumulate == 0 || last) {
-                    lr = Schedule::lr(&cfg.schedule, cfg.lr, global_step, steps_per_epoch, cfg.epochs);
-                    global_step += 1;
-                    // Every micro-batch of this step was scaled by the current scale.
-                    let scale_used = scaler.scale;
-                    let finite = !amp || opt.grads_finite();
-                    if scaler.update(finite) {
-                        opt.step(lr, scale_used);
-                    } else {
-                        // Through the bar, which clears itself, prints the line and redraws.
-                        bar.println(&format!("amp: gradient overflow, step skipped (loss scale now {})", scaler.scale));
-                    }
-                    opt.zero_grad();
-                    micro = 0;
-                }
-                Ok(())
-            },
-        )?;
-        bar.finish_and_clear();
-        if let Some(g) = group {
-            let sums = g.sum_f64(&[loss_sum, correct as f64, seen as f64])?;
-            (loss_sum, correct, seen) = (sums[0], sums[1] as i64, sums[2] as usize);
-        }
-        let train_secs = t0.elapsed().as_secs_f64();
-        ensure!(seen > 0, "no training image of epoch {epoch} could be read");
-
-        // Each file that failed to decode is named once, in the epoch it first failed.
-        let fresh: Vec<(PathBuf, String)> =
-            source.failures().into_iter().filter(|(p, _)| !reported_failures.contains(p)).collect();
-        if let Some(w) = dataset::skipped_warning(&fresh) {
-            eprintln!("warning: {w}");
-        }
-        reported_failures.extend(fresh.into_iter().map(|(p, _)| p));
-
-        let val = if val_idx.is_empty() {
-            None
-        } else {
-            let r = evaluate(&model, &source, &my_val, classes.len(), &pre, cfg.batch_size, cfg.progress && lead)?;
-            Some(match group {
-                Some(g) => all_reduce_eval(g, r)?,
-                None => r,
-            })
-        };
-        let m = EpochMetrics {
-            epoch,
-            lr,
-            train_loss: loss_sum / seen as f64,
-            train_acc1: 100.0 * correct as f64 / seen as f64,
-            val_loss: val.as_ref().map_or(f64::NAN, |v| v.loss),
-            val_acc1: val.as_ref().map_or(f64::NAN, |v| v.acc1),
-            val_acc5: val.as_ref().map_or(f64::NAN, |v| v.acc5),
-            seconds: t0.elapsed().as_secs_f64(),
-            images_per_second: seen as f64 / train_secs.max(1e-9),
-        };
-        if lead {
-            eprintln!(
-                "epoch {epoch}/{}  lr {:.3e}  train loss {:.4} top-1 {:.2}%  val loss {:.4} top-1 {:.2}% top-5 {:.2}%  {:.1} s  {:.0} img/s",
-                cfg.epochs, m.lr, m.train_loss, m.train_acc1, m.val_loss, m.val_acc1, m.val_acc5, m.seconds, m.images_per_second
-            );
-        }
-
-        // Checkpoints first, then metrics, then the resume file: a crash in between redoes
-        // this epoch on --resume (metrics rows beyond the resume epoch are dropped).
-        let entries = model_entries(&model);
-        let improved = match (val.as_ref(), best_acc1) {
-            (Some(v), Some(b)) => v.acc1 > b,
-            (Some(_), None) => true,
-            (None, _) => true,
-        };
-        if improved {
-            best_acc1 = val.as_ref().map(|v| v.acc1);
-            best_epoch = epoch;
-        }
-        history.push(m);
-        if !lead {
-            continue;
-        }
-        checkpoint::write_safetensors(&out.join("last.safetensors"), &entries, Some(&metadata))?;
-        if improved {
-            checkpoint::write_safetensors(&out.join("best.safetensors"), &entries, Some(&metadata))?;
-        }
-        write_metrics(&out.join("metrics.csv"), &history)?;
-        #[cfg(feature = "plot")]
-        if let Err(e) = plot_curves(&out.join("curves.png"), &title, &history) {
-            eprintln!("warning: curves.png not drawn: {e:#}");
-        }
-        let st = ResumeState {
-            epoch,
-            global_step,
-            optimizer_steps: opt.steps,
-            best_acc1,
-            best_epoch,
-            scaler,
-            classes: classes.clone(),
-            config: cfg.clone(),
-            world_size: world,
-        };
-        let mut resume_entries: Vec<(String, Tensor)> =
-            entries.iter().map(|(k, t)| (format!("model.{k}"), t.shallow_clone())).collect();
-        resume_entries.extend(opt.state_entries().into_iter().map(|(k, t)| (format!("optim.{k}"), t)));
-        let mut rmeta = metadata.clone();
-        rmeta.insert(RESUME_KEY.to_string(), serde_json::to_string(&st)?);
-        checkpoint::write_safetensors(&resume_path, &resume_entries, Some(&rmeta))?;
-        write_run_json(cfg, spec.name, &source_name, &classes, &pre, &data, device, best_epoch, best_acc1, epoch)?;
-    }
-    if let Some(b) = best_acc1.filter(|_| lead) {
-        eprintln!("best val top-1 {b:.2}% at epoch {best_epoch}: {}", out.join("best.safetensors").display());
-    }
-    let mut unread = data.skipped.clone();
-    unread.extend(source.failures());
-    Ok(TrainSummary { out: out.clone(), classes, history, best_epoch, best_acc1, warnings: data.warnings, unread })
+    Ok((Optimizer::new(cfg.optimizer, params, cfg.weight_decay), reducer, trained))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_run_json(
-    cfg: &TrainConfig,
-    arch: &str,
-    source: &str,
-    classes: &[String],
+/// The train split (indices `0..n_train`) in epoch `epoch`'s order, the same on every rank.
+fn epoch_order(n_train: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n_train).collect();
+    Rng::for_sample(seed, epoch as u64, u64::MAX).shuffle(&mut order);
+    order
+}
+
+/// Sample `i` of `source`, augmented as epoch `epoch` draws it.
+fn augmented(
+    source: &Source,
     pre: &Preprocess,
-    data: &DataSet,
-    device: Device,
-    best_epoch: usize,
-    best_acc1: Option<f64>,
-    epochs_done: usize,
-) -> Result<()> {
-    let json = serde_json::json!({
-        "zoo_version": env!("CARGO_PKG_VERSION"),
-        "command": if cfg.pretrained { "finetune" } else { "train" },
-        "arch": arch,
-        "initial_weights": source,
-        "classes": classes,
-        "preprocess": pre,
-        "config": cfg,
-        "device": format!("{device:?}"),
-        "data": {
-            "layout": format!("{:?}", data.layout),
-            "train_images": data.train.len(),
-            "val_images": data.val.len(),
-            "train_per_class": data.counts(&data.train),
-            "val_per_class": data.counts(&data.val),
-            "skipped": data.skipped.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect::<Vec<_>>(),
-            "warnings": data.warnings,
-        },
-        "epochs_done": epochs_done,
-        "best_epoch": best_epoch,
-        "best_val_acc1": best_acc1,
-    });
-    let mut text = serde_json::to_string_pretty(&json)?;
-    text.push('\n');
-    write_atomic(&cfg.out.join("run.json"), &text)
+    cfg: &TrainConfig,
+    i: usize,
+    epoch: usize,
+) -> std::result::Result<Picture, String> {
+    let p = source.picture(i)?;
+    let mut rng = Rng::for_sample(cfg.seed, epoch as u64, i as u64);
+    augment::augment(&p, pre, &cfg.augment, &mut rng).map_err(|e| format!("{e:#}"))
+}
+
+/// The training loss of a batch, the auxiliary heads' weighted in (`aux_weight`), and the
+/// main head's logits: float32, or float64 under `--float64`.
+fn forward_loss(model: &Model, xs: &Tensor, ys: &Tensor, label_smoothing: f64, aux_weight: f64) -> (Tensor, Tensor) {
+    let (logits, aux) = model.net.forward_aux(xs, true);
+    // Half-precision logits go to float32 for the loss; float64 stays.
+    let loss_kind = |l: &Tensor| if l.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let logits = logits.to_kind(loss_kind(&logits));
+    let ce = |l: &Tensor| {
+        l.to_kind(loss_kind(l)).cross_entropy_loss::<Tensor>(ys, None, Reduction::Mean, -100, label_smoothing)
+    };
+    let loss = aux.iter().fold(ce(&logits), |acc, a| acc + ce(a) * aux_weight);
+    (loss, logits)
 }
 
 /// Writes `confusion.csv`, `per_class.csv` and (with the `plot` feature) `confusion.png` of an
