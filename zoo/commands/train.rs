@@ -11,38 +11,81 @@ use crate::weights::pretrained::{self, PreprocessOverride};
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Optimiser choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OptimizerArg {
-    Sgd,
-    Adamw,
+/// The defaults the flags take and `--help` shows: the library's ([`TrainConfig::default`]).
+fn defaults() -> &'static TrainConfig {
+    static DEFAULTS: OnceLock<TrainConfig> = OnceLock::new();
+    DEFAULTS.get_or_init(TrainConfig::default)
 }
 
-/// Learning-rate schedule choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScheduleArg {
-    Cosine,
-    Step,
-    Constant,
+/// The defaults of the flags that set one variant's parameters: the library's constants'
+/// ([`OptimizerKind::SGD`], [`Schedule::COSINE`], [`Schedule::STEP`]).
+struct VariantDefaults {
+    momentum: f64,
+    min_lr: f64,
+    step_size: usize,
+    gamma: f64,
 }
 
-fn parse_pair(s: &str) -> Result<(f64, f64), String> {
-    let v: Vec<f64> =
-        s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    match v[..] {
-        [a, b] => Ok((a, b)),
+const VARIANT: VariantDefaults = match (OptimizerKind::SGD, Schedule::COSINE, Schedule::STEP) {
+    (OptimizerKind::Sgd { momentum, .. }, Schedule::Cosine { min_lr, .. }, Schedule::Step { step_size, gamma, .. }) => {
+        VariantDefaults { momentum, min_lr, step_size, gamma }
+    }
+    _ => unreachable!(),
+};
+
+/// Comma-separated numbers.
+fn numbers(s: &str) -> Result<Vec<f64>, String> {
+    s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| e.to_string())
+}
+
+/// `MIN,MAX`: a range flag's two numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range(pub [f64; 2]);
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{}", self.0[0], self.0[1])
+    }
+}
+
+/// `--crop-scale`'s default: the library's RandomResizedCrop area range.
+fn default_crop_scale() -> Range {
+    Range(defaults().augment.crop_scale.expect("the default augmentation crops"))
+}
+
+fn parse_range(s: &str) -> Result<Range, String> {
+    match numbers(s)?[..] {
+        [a, b] => Ok(Range([a, b])),
         _ => Err(format!("'{s}': expected two numbers, MIN,MAX")),
     }
 }
 
-fn parse_triple(s: &str) -> Result<(f64, f64, f64), String> {
-    let v: Vec<f64> =
-        s.split(',').map(|x| x.trim().parse::<f64>()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    match v[..] {
-        [a] => Ok((a, a, a)),
-        [a, b, c] => Ok((a, b, c)),
+/// `--jitter`'s BRIGHTNESS,CONTRAST,SATURATION (one number when the three are equal).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Jitter(pub [f64; 3]);
+
+impl std::fmt::Display for Jitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            [a, b, c] if a == b && b == c => write!(f, "{a}"),
+            [a, b, c] => write!(f, "{a},{b},{c}"),
+        }
+    }
+}
+
+/// `--jitter`'s default: the library's brightness, contrast and saturation.
+fn default_jitter() -> Jitter {
+    let a = &defaults().augment;
+    Jitter([a.brightness, a.contrast, a.saturation])
+}
+
+fn parse_jitter(s: &str) -> Result<Jitter, String> {
+    match numbers(s)?[..] {
+        [a] => Ok(Jitter([a; 3])),
+        [a, b, c] => Ok(Jitter([a, b, c])),
         _ => Err(format!("'{s}': expected BRIGHTNESS,CONTRAST,SATURATION (or one number for all three)")),
     }
 }
@@ -63,9 +106,9 @@ pub struct TrainArgs {
     /// Start from this checkpoint instead of the manifest's weights (finetune).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults().epochs)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults().batch_size)]
     pub batch_size: usize,
     /// Learning rate of the head [default: sgd 0.01 finetune / 0.05 train, adamw 0.001].
     #[arg(long)]
@@ -73,37 +116,37 @@ pub struct TrainArgs {
     /// Weight decay (not applied to biases and norm weights) [default: sgd 1e-4, adamw 0.01].
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Sgd)]
-    pub optimizer: OptimizerArg,
+    #[arg(long, value_enum, default_value_t = defaults().optimizer)]
+    pub optimizer: OptimizerKind,
     /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = VARIANT.momentum)]
     pub momentum: f64,
     /// SGD with Nesterov momentum.
     #[arg(long)]
     pub nesterov: bool,
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
-    pub schedule: ScheduleArg,
+    #[arg(long, value_enum, default_value_t = defaults().schedule)]
+    pub schedule: Schedule,
     /// Linear warm-up, in epochs (fractions allowed).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().schedule.warmup_epochs())]
     pub warmup_epochs: f64,
     /// Final learning rate of the cosine schedule.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = VARIANT.min_lr)]
     pub min_lr: f64,
     /// Step schedule: epochs between decays.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = VARIANT.step_size)]
     pub step_size: usize,
     /// Step schedule: decay factor.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = VARIANT.gamma)]
     pub gamma: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().label_smoothing)]
     pub label_smoothing: f64,
     /// none, backbone, or until:STAGE (a stage name from `zoo info ARCH`, e.g. until:layer3).
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value_t = defaults().freeze.to_string())]
     pub freeze: String,
     /// Learning-rate factor of everything but the head (discriminative fine-tuning).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults().backbone_lr_scale)]
     pub backbone_lr_scale: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().seed)]
     pub seed: u64,
     /// Mixed precision (float16 autocast with loss scaling; CUDA only).
     #[arg(long)]
@@ -116,13 +159,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_channels_last: bool,
     /// Sum gradients over N batches per optimiser step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults().accumulate)]
     pub accumulate: usize,
     /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value_t = defaults().device.clone())]
     pub device: String,
     /// Fraction of each class held out for validation when DIR has no train/val folders.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = defaults().val_split)]
     pub val_split: f64,
     /// Square input size for training and evaluation [default: the weights' or model's].
     #[arg(long)]
@@ -141,32 +184,32 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_crop: bool,
     /// RandomResizedCrop area range.
-    #[arg(long, value_parser = parse_pair, default_value = "0.08,1")]
-    pub crop_scale: (f64, f64),
+    #[arg(long, value_parser = parse_range, default_value_t = default_crop_scale())]
+    pub crop_scale: Range,
     /// RandomResizedCrop aspect-ratio range.
-    #[arg(long, value_parser = parse_pair, default_value = "0.75,1.3333333333333333")]
-    pub crop_ratio: (f64, f64),
+    #[arg(long, value_parser = parse_range, default_value_t = Range(defaults().augment.crop_ratio))]
+    pub crop_ratio: Range,
     /// Probability of a horizontal flip.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = defaults().augment.hflip)]
     pub hflip: f64,
     /// Largest random rotation, degrees.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().augment.rotate)]
     pub rotate: f64,
     /// Largest random shift, fraction of the size.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().augment.translate)]
     pub translate: f64,
     /// Probability of contrast stretching.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().augment.contrast_stretch)]
     pub contrast_stretch: f64,
     /// Probability of histogram equalisation.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().augment.equalize)]
     pub equalize: f64,
     /// Probability of CLAHE.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = defaults().augment.clahe)]
     pub clahe: f64,
     /// Colour jitter BRIGHTNESS,CONTRAST,SATURATION (or one number for all).
-    #[arg(long, value_parser = parse_triple, default_value = "0")]
-    pub jitter: (f64, f64, f64),
+    #[arg(long, value_parser = parse_jitter, default_value_t = default_jitter())]
+    pub jitter: Jitter,
     /// Write a grid of augmented training samples to this PNG first (add --stop-after 0 to only preview).
     #[arg(long)]
     pub show_augment: Option<PathBuf>,
@@ -178,7 +221,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub stop_after: Option<usize>,
     /// Keep decoded images in memory when they fit in this many MiB (0: never).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults().cache_mb)]
     pub cache_mb: usize,
     /// Batch-norm momentum while training [default: finetune 0.1, PyTorch's, for every layer
     /// (TensorFlow ports such as EfficientNet-Lite carry 0.01, whose running statistics a short
@@ -328,40 +371,39 @@ impl TrainArgs {
             (None, None) => PathBuf::from("runs").join(arch),
         };
         let optimizer = match self.optimizer {
-            OptimizerArg::Sgd => OptimizerKind::Sgd { momentum: self.momentum, nesterov: self.nesterov },
-            OptimizerArg::Adamw => OptimizerKind::Adamw { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            OptimizerKind::Sgd { .. } => OptimizerKind::Sgd { momentum: self.momentum, nesterov: self.nesterov },
+            adamw @ OptimizerKind::Adamw { .. } => adamw,
         };
-        let lr = self.lr.unwrap_or(match (self.optimizer, pretrained) {
-            (OptimizerArg::Adamw, _) => 1e-3,
-            (OptimizerArg::Sgd, true) => 0.01,
-            (OptimizerArg::Sgd, false) => 0.05,
+        let lr = self.lr.unwrap_or(match (optimizer, pretrained) {
+            (OptimizerKind::Adamw { .. }, _) => 1e-3,
+            (OptimizerKind::Sgd { .. }, true) => 0.01,
+            (OptimizerKind::Sgd { .. }, false) => 0.05,
         });
-        let weight_decay = self.weight_decay.unwrap_or(match self.optimizer {
-            OptimizerArg::Sgd => 1e-4,
-            OptimizerArg::Adamw => 0.01,
+        let weight_decay = self.weight_decay.unwrap_or(match optimizer {
+            OptimizerKind::Sgd { .. } => 1e-4,
+            OptimizerKind::Adamw { .. } => 0.01,
         });
+        let warmup_epochs = self.warmup_epochs;
         let schedule = match self.schedule {
-            ScheduleArg::Cosine => Schedule::Cosine { warmup_epochs: self.warmup_epochs, min_lr: self.min_lr },
-            ScheduleArg::Step => {
-                Schedule::Step { warmup_epochs: self.warmup_epochs, step_size: self.step_size, gamma: self.gamma }
-            }
-            ScheduleArg::Constant => Schedule::Constant { warmup_epochs: self.warmup_epochs },
+            Schedule::Cosine { .. } => Schedule::Cosine { warmup_epochs, min_lr: self.min_lr },
+            Schedule::Step { .. } => Schedule::Step { warmup_epochs, step_size: self.step_size, gamma: self.gamma },
+            Schedule::Constant { .. } => Schedule::Constant { warmup_epochs },
         };
         let augment = if self.no_augment {
             AugmentConfig::none()
         } else {
             AugmentConfig {
-                crop_scale: (!self.no_crop).then_some([self.crop_scale.0, self.crop_scale.1]),
-                crop_ratio: [self.crop_ratio.0, self.crop_ratio.1],
+                crop_scale: (!self.no_crop).then_some(self.crop_scale.0),
+                crop_ratio: self.crop_ratio.0,
                 hflip: self.hflip,
                 rotate: self.rotate,
                 translate: self.translate,
                 contrast_stretch: self.contrast_stretch,
                 equalize: self.equalize,
                 clahe: self.clahe,
-                brightness: self.jitter.0,
-                contrast: self.jitter.1,
-                saturation: self.jitter.2,
+                brightness: self.jitter.0[0],
+                contrast: self.jitter.0[1],
+                saturation: self.jitter.0[2],
             }
         };
         Ok(TrainConfig {

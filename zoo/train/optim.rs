@@ -22,6 +22,12 @@ pub enum OptimizerKind {
 }
 
 impl OptimizerKind {
+    /// SGD as the ImageNet reference recipes run it (torchvision, timm): momentum 0.9, no
+    /// Nesterov.
+    pub const SGD: OptimizerKind = OptimizerKind::Sgd { momentum: 0.9, nesterov: false };
+    /// AdamW with `torch.optim.AdamW`'s betas and eps.
+    pub const ADAMW: OptimizerKind = OptimizerKind::Adamw { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+
     /// Short name for files and messages.
     pub fn name(&self) -> &'static str {
         match self {
@@ -191,17 +197,38 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Cosine to 0, no warm-up.
+    pub const COSINE: Schedule = Schedule::Cosine { warmup_epochs: 0.0, min_lr: 0.0 };
+    /// torchvision's step recipe: a tenth every 30 epochs, no warm-up.
+    pub const STEP: Schedule = Schedule::Step { warmup_epochs: 0.0, step_size: 30, gamma: 0.1 };
+    /// Constant, no warm-up.
+    pub const CONSTANT: Schedule = Schedule::Constant { warmup_epochs: 0.0 };
+
+    /// Short name for files and messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Schedule::Cosine { .. } => "cosine",
+            Schedule::Step { .. } => "step",
+            Schedule::Constant { .. } => "constant",
+        }
+    }
+
+    /// Epochs of linear warm-up (fractions allowed).
+    pub const fn warmup_epochs(&self) -> f64 {
+        match *self {
+            Schedule::Cosine { warmup_epochs, .. }
+            | Schedule::Step { warmup_epochs, .. }
+            | Schedule::Constant { warmup_epochs } => warmup_epochs,
+        }
+    }
+
     /// The learning rate of update `step` (0-based) of a run of `epochs` epochs of
     /// `steps_per_epoch` updates, for base rate `base`.
     pub fn lr(&self, base: f64, step: u64, steps_per_epoch: u64, epochs: usize) -> f64 {
         let spe = steps_per_epoch.max(1) as f64;
         let total = (epochs as f64 * spe).max(1.0);
         let s = step as f64;
-        let warm = match *self {
-            Schedule::Cosine { warmup_epochs, .. }
-            | Schedule::Step { warmup_epochs, .. }
-            | Schedule::Constant { warmup_epochs } => (warmup_epochs * spe).round(),
-        };
+        let warm = (self.warmup_epochs() * spe).round();
         if s < warm {
             return base * (s + 1.0) / (warm + 1.0);
         }
@@ -216,6 +243,32 @@ impl Schedule {
             }
             Schedule::Constant { .. } => base,
         }
+    }
+}
+
+/// `--optimizer sgd|adamw`: each name gives its constant ([`OptimizerKind::SGD`],
+/// [`OptimizerKind::ADAMW`]), whose hyper-parameters the command line then sets.
+#[cfg(feature = "cli")]
+impl clap::ValueEnum for OptimizerKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[OptimizerKind::SGD, OptimizerKind::ADAMW]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
+/// `--schedule cosine|step|constant`: each name gives its constant ([`Schedule::COSINE`],
+/// [`Schedule::STEP`], [`Schedule::CONSTANT`]), whose parameters the command line then sets.
+#[cfg(feature = "cli")]
+impl clap::ValueEnum for Schedule {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Schedule::COSINE, Schedule::STEP, Schedule::CONSTANT]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 
