@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use zoo::commands::classify::{self as cls, OutputFormat};
 use zoo::commands::summary::{Format as SummaryFormat, SortBy};
+use zoo::commands::TextFormat;
 use zoo::models::Pool;
 use zoo::runtime::Precision;
 
@@ -63,12 +64,6 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum TextFormat {
-    Table,
-    Json,
 }
 
 #[derive(clap::Args)]

@@ -6,3 +6,10 @@ pub mod preprocess;
 pub mod summary;
 pub mod train;
 pub mod weights;
+
+/// How a command prints its report: a table for people, or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextFormat {
+    Table,
+    Json,
+}

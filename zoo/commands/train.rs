@@ -3,6 +3,7 @@
 //! The flag structs are clap `Args` so `bin/zoo.rs` only names them; the work is in
 //! [`crate::train`] and [`crate::data::fashion_mnist`].
 use crate::commands::preprocess::PreprocessArgs;
+use crate::commands::TextFormat;
 use crate::data::fashion_mnist;
 use crate::train::checkpoints::{self, RESUME_FILE};
 use crate::train::trainer::{self, Source};
@@ -486,8 +487,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// `json`: the report as one JSON object (totals, per-class accuracy, unread files).
-    #[arg(long, value_enum, default_value_t = EvalFormat::Table)]
-    pub format: EvalFormat,
+    #[arg(long, value_enum, default_value_t = TextFormat::Table)]
+    pub format: TextFormat,
     #[command(flatten)]
     pub pre: PreprocessArgs,
     /// Where confusion.csv, confusion.png and per_class.csv go (default eval/ARCH); `--out` is
@@ -550,8 +551,8 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     let title = format!("{} on {}", loaded.source, args.data.display());
     trainer::write_eval_reports(&out, &title, &loaded.labels, &r)?;
     match args.format {
-        EvalFormat::Table => print!("{}", render_eval(&loaded.source, &args.data, &loaded.labels, &r)),
-        EvalFormat::Json => print!("{}", eval_json(&loaded.source, &args.data, &loaded.labels, &r, &data.skipped)?),
+        TextFormat::Table => print!("{}", render_eval(&loaded.source, &args.data, &loaded.labels, &r)),
+        TextFormat::Json => print!("{}", eval_json(&loaded.source, &args.data, &loaded.labels, &r, &data.skipped)?),
     }
     eprintln!("wrote {}/confusion.csv, confusion.png, per_class.csv", out.display());
     // Files whose header could not be read were named when the folder was scanned; those that
@@ -565,13 +566,6 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
         eprintln!("zoo eval: {} image(s) could not be read and were not evaluated (named above)", r.failed.len());
     }
     Ok(r)
-}
-
-/// How `zoo eval` prints its report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EvalFormat {
-    Table,
-    Json,
 }
 
 /// The report as JSON: what [`render_eval`] prints, plus every unread file.
