@@ -119,6 +119,10 @@ struct ClassifyArgs {
     /// Take share K of N of the sorted file list (K/N, 1-based).
     #[arg(long)]
     shard: Option<String>,
+    /// libtorch CPU threads [default: one per core]; decoding runs on rayon's threads
+    /// (RAYON_NUM_THREADS, default one per core) beside them.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    threads: Option<i32>,
     #[command(flatten)]
     decode: DecodeArgs,
 }
@@ -398,6 +402,9 @@ fn classify(a: ClassifyArgs) -> Result<ExitCode> {
     }
     if files.is_empty() {
         anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
+    }
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
     }
     let mut loaded = load(&a.model)?;
     let precision = precision(a.half, a.bf16);

@@ -252,7 +252,8 @@ fn eval_top1(report: &str) -> f64 {
 /// `zoo eval` of the shipped LeNet-5 on 200 official test images: the top-1 it reports is the
 /// share of images whose folder is the top class `zoo classify` gives, every class has its 20
 /// images in per_class.csv, and the accuracy is in line with the 89.99% published for the
-/// 10,000 test images (above 80%: five standard deviations of a 200-image sample below it).
+/// 10,000 test images (above 80%: five standard deviations of a 200-image sample below it);
+/// the eager engine's report is the same as auto's (onednn at 200 images).
 #[test]
 fn eval_reports_what_classify_predicts() {
     let data = fashion_folder();
@@ -284,6 +285,16 @@ fn eval_reports_what_classify_predicts() {
     eprintln!("lenet5 on 200 Fashion-MNIST test images: eval {top1}%, classify {classify_top1}%");
     assert!((top1 - classify_top1).abs() < 1e-9, "eval says {top1}%, classify's predictions give {classify_top1}%");
     assert!(top1 > 80.0, "{top1}% against the published 89.99%");
+
+    // 200 images: auto ran the onednn engine; zoo's own layers give the same report.
+    let eager = ok(
+        zoo_in(
+            home.path(),
+            &["eval", "lenet5", "--data", s(data), "--device", "cpu", "--engine", "eager", "--out", s(out_dir.path())],
+        ),
+        "zoo eval --engine eager",
+    );
+    assert_eq!(eval_top1(&eager), top1, "eager: {eager}\nauto: {report}");
 }
 
 /// `zoo train lenet5` from scratch for two epochs: metrics.csv holds both epochs, the val top-1 of

@@ -500,6 +500,10 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// auto: onednn on the CPU for 64 images or more, eager otherwise; or eager, jit, onednn (as
+    /// `zoo classify --engine`).
+    #[arg(long, value_enum, default_value_t = crate::infer::Engine::Auto)]
+    pub engine: crate::infer::Engine,
     /// Accept weights whose source publishes no digest.
     #[arg(long)]
     pub trust_unverified: bool,
@@ -537,8 +541,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
         &idx,
         loaded.labels.len(),
         &loaded.preprocess,
-        args.batch_size,
-        progress,
+        trainer::EvalOptions { batch_size: args.batch_size, progress, engine: args.engine },
     )?;
     let r = match crate::dist::group() {
         Some(g) => trainer::all_reduce_eval(g, r)?,

@@ -18,4 +18,4 @@ pub mod trainer;
 pub use augment::AugmentConfig;
 pub use freeze::Freeze;
 pub use optim::{OptimizerKind, Schedule};
-pub use trainer::{evaluate, run, EvalResult, TrainConfig, TrainSummary};
+pub use trainer::{evaluate, run, EvalOptions, EvalResult, TrainConfig, TrainSummary};

@@ -344,6 +344,16 @@ impl EvalResult {
     }
 }
 
+/// How [`evaluate`] runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalOptions {
+    pub batch_size: usize,
+    /// A progress bar on standard error.
+    pub progress: bool,
+    /// The inference engine ([`crate::infer::Engine::Auto`]: onednn on the CPU for long runs).
+    pub engine: crate::infer::Engine,
+}
+
 /// Evaluates `model` in eval mode on `indices` of `source`, with the eval transform `pre`.
 pub fn evaluate(
     model: &Model,
@@ -351,10 +361,11 @@ pub fn evaluate(
     indices: &[usize],
     num_classes: usize,
     pre: &Preprocess,
-    batch_size: usize,
-    progress: bool,
+    opts: EvalOptions,
 ) -> Result<EvalResult> {
     let start = Instant::now();
+    let (batch_size, progress) = (opts.batch_size, opts.progress);
+    let runner = crate::infer::Runner::for_images(model, opts.engine, Some(indices.len()));
     let device = model.vs.device();
     let batches: Vec<Vec<usize>> = indices.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
     let bar = crate::progress::Bar::images(indices.len(), progress);
@@ -390,7 +401,7 @@ pub fn evaluate(
             }
             let (xs, ys) = to_input(&b, pre, device, false, weight_kind(model));
             model.check_input(&xs)?;
-            let logits = model.predict_in_chunks(&xs, chunk)?.to_kind(Kind::Float);
+            let logits = runner.predict_in_chunks(&xs, chunk)?.to_kind(Kind::Float);
             ensure!(
                 logits.size()[1] as usize == num_classes,
                 "the model has {} outputs, the data set {num_classes} classes",
@@ -950,8 +961,12 @@ impl<'a> Run<'a> {
             &self.my_val,
             classes,
             &self.pre,
-            cfg.batch_size,
-            cfg.progress && self.lead,
+            EvalOptions {
+                batch_size: cfg.batch_size,
+                progress: cfg.progress && self.lead,
+                // The weights change every epoch: a trace would be stale by the next one.
+                engine: crate::infer::Engine::Eager,
+            },
         )?;
         Ok(Some(match self.group {
             Some(g) => all_reduce_eval(g, r)?,
