@@ -147,6 +147,11 @@ struct FeaturesArgs {
     /// fc7, pre_logits, a stage (layer3) or any module path (features.28).
     #[arg(long, default_value = "pre_logits")]
     layer: String,
+    /// auto: onednn on the CPU for 64 images or more, eager otherwise; eager (zoo's layers); jit
+    /// or onednn: the network up to --layer traced once and frozen (batch norms folded into the
+    /// convolutions before them, exactly), as in `zoo classify --engine`.
+    #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Auto)]
+    engine: zoo::infer::Engine,
     /// Output file: .safetensors (tensor `features`) or .npy; an index CSV is written beside it.
     #[arg(long)]
     output: PathBuf,
@@ -467,18 +472,16 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
     }
     let precision = precision(a.half, a.bf16);
     loaded.model.set_precision(precision)?;
-    let progress = std::io::stderr().is_terminal();
-    let s = features::run(
-        &loaded,
-        &files,
-        &a.layer,
-        a.pool,
-        &a.output,
-        a.batch_size,
+    let opts = features::FeaturesOptions {
+        layer: a.layer,
+        pool: a.pool,
+        batch_size: a.batch_size,
         precision,
-        a.decode.fast_decode,
-        progress,
-    )?;
+        engine: a.engine,
+        fast_decode: a.decode.fast_decode,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let s = features::run(&loaded, &files, &a.output, &opts)?;
     eprintln!(
         "zoo features: {} rows of shape {:?} -> {} (index {}), {} failed",
         s.rows,

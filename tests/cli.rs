@@ -397,7 +397,8 @@ fn test_image(path: &Path, seed: u32) {
 
 /// `zoo features resnet18.tv_in1k --weights FILE` on PNG files: the values (pre_logits, and
 /// layer3 pooled by average and by max) are torchvision's on the same file and images, through
-/// torchvision's own eval transform; the index CSV names each row's file.
+/// torchvision's own eval transform, with the default engine and with onednn; the index CSV
+/// names each row's file.
 #[test]
 fn features_values_match_torchvision() {
     let refs = common::export_references("parity", &["resnet18"]);
@@ -413,10 +414,12 @@ fn features_values_match_torchvision() {
     common::run_python("cli_reference.py", &args);
     let want = zoo::checkpoint::read(&expected).unwrap();
     let home = tmp();
-    for (layer, pool, key) in
-        [("pre_logits", "none", "pre_logits"), ("layer3", "avg", "layer3_avg"), ("layer3", "max", "layer3_max")]
-    {
-        let out = dir.path().join(format!("{key}.safetensors"));
+    let cases =
+        [("pre_logits", "none", "pre_logits"), ("layer3", "avg", "layer3_avg"), ("layer3", "max", "layer3_max")];
+    // Auto is eager for three images; onednn traces the network up to the layer.
+    for ((layer, pool, key), engine) in cases.iter().flat_map(|c| [(c, "auto"), (c, "onednn")]) {
+        let (layer, pool, key) = (*layer, *pool, *key);
+        let out = dir.path().join(format!("{key}_{engine}.safetensors"));
         let args = [
             "features",
             "resnet18.tv_in1k",
@@ -431,6 +434,8 @@ fn features_values_match_torchvision() {
             s(&out),
             "--device",
             "cpu",
+            "--engine",
+            engine,
         ];
         ok(zoo_in(home.path(), &args), "zoo features");
         let got = zoo::checkpoint::read(&out).unwrap();
@@ -446,7 +451,8 @@ fn features_values_match_torchvision() {
             .collect();
         assert_eq!(order.len(), images.len(), "{index}");
         let expected = want.get(key).unwrap().index_select(0, &tch::Tensor::from_slice(&order));
-        common::assert_parity(&format!("zoo features {layer} --pool {pool}"), got.get("features").unwrap(), &expected);
+        let what = format!("zoo features {layer} --pool {pool} --engine {engine}");
+        common::assert_parity(&what, got.get("features").unwrap(), &expected);
     }
 }
 

@@ -18,8 +18,9 @@ from reference import Ref  # noqa: E402
 NODES = {
     # VGG-16: FC7 after its ReLU, and the last conv's ReLU.
     "vgg16": ["classifier.4", "features.29", "features.30"],
-    # ResNet-50: a stage, and the pooled features (pre-logits).
-    "resnet50": ["layer3", "flatten"],
+    # ResNet-50: a stage, the pooled features (pre-logits), a batch norm's output (which the
+    # traced engines fold into the convolution before it) and a convolution's before its norm.
+    "resnet50": ["layer3", "flatten", "layer2.0.bn1", "layer1.0.conv2"],
     # DenseNet-121: a dense block and a transition.
     "densenet121": ["features.denseblock3", "features.transition2"],
 }
@@ -27,6 +28,12 @@ NODES = {
 
 def extractor(nodes):
     def extra(model, x):
+        # torchvision's blocks apply one ReLU(inplace=True) to their norms' outputs, so a traced
+        # graph's `bn1` node would hand back the tensor after that ReLU overwrote it: the taps
+        # must see each node's own output.
+        for m in model.modules():
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = False
         fx = create_feature_extractor(model, return_nodes=nodes).eval()  # dropout off, as zoo's eval
         out = {}
         with torch.no_grad():

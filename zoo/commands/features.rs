@@ -6,6 +6,7 @@
 //! memory does not grow with the number of images; the output file appears, complete, at the end.
 use crate::data::batch::{decode_options, pipeline, stack};
 use crate::data::image::DecodeLimits;
+use crate::infer::{Engine, Runner};
 pub use crate::models::Pool;
 use crate::runtime::Precision;
 use crate::weights::pretrained::Loaded;
@@ -52,21 +53,26 @@ pub fn index_path(output: &Path) -> PathBuf {
     output.with_extension("index.csv")
 }
 
-/// Runs the files through `loaded` and writes the features of `layer`, one row per image that
-/// loaded, and the index CSV (row, path, error) for every file.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    loaded: &Loaded,
-    files: &[PathBuf],
-    layer: &str,
-    pool: Pool,
-    output: &Path,
-    batch_size: usize,
-    precision: Precision,
-    fast_decode: bool,
-    progress: bool,
-) -> Result<FeaturesSummary> {
-    loaded.model.check_layer(layer)?;
+/// What `zoo features` computes and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeaturesOptions {
+    /// `fc7`, `pre_logits`, a stage or a module path ([`crate::models::Model::layer_names`]).
+    pub layer: String,
+    pub pool: Pool,
+    pub batch_size: usize,
+    pub precision: Precision,
+    /// [`Engine::Auto`]: `onednn` on the CPU for a run of many images ([`Runner::features`]).
+    pub engine: Engine,
+    pub fast_decode: bool,
+    pub progress: bool,
+}
+
+/// Runs the files through `loaded` and writes the features of `opts.layer`, one row per image
+/// that loaded, and the index CSV (row, path, error) for every file.
+pub fn run(loaded: &Loaded, files: &[PathBuf], output: &Path, opts: &FeaturesOptions) -> Result<FeaturesSummary> {
+    let FeaturesOptions { layer, pool, batch_size, precision, engine, fast_decode, progress } = opts;
+    let (layer, pool, batch_size) = (layer.as_str(), *pool, *batch_size);
+    let runner = Runner::features(&loaded.model, *engine, layer, Some(files.len()))?;
     let format = FeatureFormat::from_path(output)?;
     let partial = output.with_extension("partial");
     let mut data = BufWriter::new(File::create(&partial).with_context(|| format!("creating {}", partial.display()))?);
@@ -75,12 +81,12 @@ pub fn run(
     writeln!(idx, "row,path,label,error")?;
     let (mut rows, mut failed, mut row_shape): (usize, usize, Option<Vec<i64>>) = (0, 0, None);
     let device = loaded.model.vs.device();
-    let bar = crate::progress::Bar::images(files.len(), progress);
-    let decode = decode_options(&loaded.preprocess, DecodeLimits::default(), fast_decode);
+    let bar = crate::progress::Bar::images(files.len(), *progress);
+    let decode = decode_options(&loaded.preprocess, DecodeLimits::default(), *fast_decode);
     pipeline(files, &loaded.preprocess, &decode, batch_size, 2, |first, batch| {
         if let Some(xs) = stack(&batch, &loaded.preprocess) {
             let xs = xs.to_device(device).to_kind(precision.kind());
-            let f = loaded.model.features(&xs, layer, pool)?.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
+            let f = runner.features_pooled(&xs, pool)?.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
             let shape = f.size()[1..].to_vec();
             if row_shape.get_or_insert_with(|| shape.clone()) != &shape {
                 bail!("layer '{layer}' changed shape between batches: use --pool avg for inputs of varied sizes");
@@ -123,6 +129,7 @@ pub fn run(
         "weights_sha256": loaded.sha256.clone().unwrap_or_default(),
         "layer": layer,
         "pool": format!("{pool:?}").to_lowercase(),
+        "engine": format!("{:?}", runner.engine()).to_lowercase(),
         "preprocess": serde_json::to_string(&loaded.preprocess)?,
         "zoo": env!("CARGO_PKG_VERSION"),
     });

@@ -128,6 +128,20 @@ impl Traced {
     /// Traces `model`'s eval-mode forward pass on `input` into a module of class `class_name`
     /// holding every variable of the model under its checkpoint key.
     pub fn trace(model: &Model, input: &Tensor) -> Result<Traced> {
+        Traced::trace_output(model, input, None)
+    }
+
+    /// Traces the eval-mode forward pass up to the output of `layer` (a name
+    /// [`Model::layer_names`] lists), which becomes the module's output: what `zoo features` runs
+    /// on a traced engine. The layers after it are left out of the frozen graph (nothing reads
+    /// them), and folding a batch norm into the convolution before it is exact, so a tap on
+    /// either sees what the eager pass sees.
+    pub fn trace_layer(model: &Model, input: &Tensor, layer: &str) -> Result<Traced> {
+        model.check_layer(layer)?;
+        Traced::trace_output(model, input, Some(layer))
+    }
+
+    fn trace_output(model: &Model, input: &Tensor, layer: Option<&str>) -> Result<Traced> {
         model.check_input(input)?;
         let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
         // PyTorch's batch norms count their training batches in a buffer zoo does not keep; a
@@ -158,7 +172,15 @@ impl Traced {
         paths.dedup();
         let layers = paths.iter().map(|p| c_string(p)).collect::<Result<Vec<_>>>()?;
         let layer_ptrs: Vec<*const c_char> = layers.iter().map(|c| c.as_ptr()).collect();
-        let forward = |xs: &Tensor| crate::nn::trace::scoped(push_scope, pop_scope, || net.forward_t(xs, false));
+        let taps: Vec<String> = layer.iter().map(|l| l.to_string()).collect();
+        let forward = |xs: &Tensor| {
+            let (logits, mut got) =
+                crate::nn::trace::scoped_capture(push_scope, pop_scope, &taps, || net.forward_t(xs, false));
+            match layer {
+                None => logits,
+                Some(l) => got.remove(l).unwrap_or_else(|| panic!("layer '{l}' did not run")),
+            }
+        };
         let mut ctx = Ctx { forward: &forward, panic: None };
         let mut err: *mut c_char = std::ptr::null_mut();
         // SAFETY: every pointer outlives the call; the shim copies what it keeps.

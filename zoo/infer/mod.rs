@@ -6,9 +6,9 @@
 //! one oneDNN primitive with its weight reordered once for the batch's shape, its activation or
 //! residual addition fused, activations channels-last: zoo/infer/onednn.cpp).
 use crate::export::torchscript::Traced;
-use crate::models::Model;
+use crate::models::{Model, Pool};
 use crate::runtime::Precision;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
@@ -52,6 +52,8 @@ impl Engine {
 pub struct Runner<'a> {
     model: &'a Model,
     engine: Engine,
+    /// The layer whose output [`Runner::forward`] gives (`None`: the logits).
+    layer: Option<String>,
     traced: std::cell::OnceCell<Traced>,
 }
 
@@ -64,7 +66,18 @@ impl<'a> Runner<'a> {
     /// `engine` for a run of `images` images, which decides what [`Engine::Auto`] picks.
     pub fn for_images(model: &'a Model, engine: Engine, images: Option<usize>) -> Runner<'a> {
         let engine = engine.resolve(model.vs.device(), images);
-        Runner { model, engine, traced: std::cell::OnceCell::new() }
+        Runner { model, engine, layer: None, traced: std::cell::OnceCell::new() }
+    }
+
+    /// `engine` computing the eval-mode output of `layer` (a name [`Model::layer_names`] lists,
+    /// checked here) instead of the logits, for a run of `images` images: `zoo features`. On
+    /// the traced engines the graph ends at that layer; its value is the eager pass's (batch
+    /// norms folded into convolutions exactly, up to rounding).
+    pub fn features(model: &'a Model, engine: Engine, layer: &str, images: Option<usize>) -> Result<Runner<'a>> {
+        model.check_layer(layer)?;
+        let mut runner = Runner::for_images(model, engine, images);
+        runner.layer = Some(layer.to_string());
+        Ok(runner)
     }
 
     /// The engine that runs (never `Auto`).
@@ -72,10 +85,14 @@ impl<'a> Runner<'a> {
         self.engine
     }
 
-    /// Eval-mode logits of `xs` (already on the model's device and in its precision).
+    /// Eval-mode logits of `xs` (already on the model's device and in its precision), or the
+    /// output of the layer a [`Runner::features`] runner was made for.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self.engine {
-            Engine::Auto | Engine::Eager => self.model.predict(xs),
+            Engine::Auto | Engine::Eager => match &self.layer {
+                None => self.model.predict(xs),
+                Some(layer) => self.model.features(xs, layer, Pool::None),
+            },
             Engine::Jit | Engine::Onednn => {
                 if self.engine == Engine::Onednn && xs.device() != Device::Cpu {
                     bail!(
@@ -84,16 +101,38 @@ impl<'a> Runner<'a> {
                     );
                 }
                 if self.traced.get().is_none() {
-                    let traced = Traced::trace(self.model, xs)?;
+                    let traced = match &self.layer {
+                        None => Traced::trace(self.model, xs)?,
+                        Some(layer) => Traced::trace_layer(self.model, xs, layer)?,
+                    };
                     let traced = match self.engine {
                         Engine::Jit => traced.optimized()?,
                         _ => traced.onednn(xs)?.0,
                     };
                     let _ = self.traced.set(traced);
                 }
-                self.traced.get().expect("traced above").forward(xs)
+                let out = self.traced.get().expect("traced above").forward(xs);
+                if self.engine == Engine::Jit {
+                    // PyTorch's oneDNN-layout operators have gaps the others do not (an adaptive
+                    // pool to a size that does not divide its input's: VGG below 224 pixels).
+                    return out.with_context(|| {
+                        format!(
+                            "the jit engine (PyTorch's optimize_for_inference) cannot run {} on a {:?} input: \
+                             use --engine onednn or eager",
+                            self.model.spec.name,
+                            xs.size()
+                        )
+                    });
+                }
+                out
             }
         }
+    }
+
+    /// [`Runner::forward`] of a [`Runner::features`] runner, global spatial maps pooled as
+    /// [`Model::features`] pools them.
+    pub fn features_pooled(&self, xs: &Tensor, pool: Pool) -> Result<Tensor> {
+        Ok(crate::models::pooled(self.forward(xs)?, pool))
     }
 
     /// Eval-mode logits of any batch (checked, moved to the model's device and precision), run

@@ -360,11 +360,7 @@ impl Model {
         let Some(t) = got.remove(layer) else {
             bail!("layer '{layer}' did not run in {}", self.spec.name);
         };
-        Ok(match (pool, t.dim()) {
-            (Pool::Avg, 4) => t.mean_dim(&[2i64, 3][..], false, None),
-            (Pool::Max, 4) => t.amax(&[2i64, 3][..], false),
-            _ => t,
-        })
+        Ok(pooled(t, pool))
     }
 
     /// Puts the variables in `precision`: float16 on CUDA, bfloat16 on CUDA and on CPUs that
@@ -390,6 +386,16 @@ impl Model {
             Precision::Bf16 => self.vs.bfloat16(),
         }
         Ok(())
+    }
+}
+
+/// `t` globally pooled as `pool` says when it is a spatial map (`[N, C, H, W]` to `[N, C]`),
+/// as it is otherwise.
+pub fn pooled(t: Tensor, pool: Pool) -> Tensor {
+    match (pool, t.dim()) {
+        (Pool::Avg, 4) => t.mean_dim(&[2i64, 3][..], false, None),
+        (Pool::Max, 4) => t.amax(&[2i64, 3][..], false),
+        _ => t,
     }
 }
 

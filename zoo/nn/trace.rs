@@ -200,9 +200,23 @@ pub fn tap_names<R>(f: impl FnOnce() -> R) -> Vec<String> {
 /// Runs `f` with `push(path)` and `pop()` around every named layer (its children nested inside), and
 /// layers keeping their inputs intact (no in-place activations), as a graph tracer needs.
 pub fn scoped<R>(push: fn(&str), pop: fn(), f: impl FnOnce() -> R) -> R {
-    let _guard = start(false, BTreeSet::new());
+    scoped_capture(push, pop, &[], f).0
+}
+
+/// [`scoped`] that also returns the outputs of the layers (or points) named in `taps`, as
+/// [`capture`] does: what a graph tracer records of a layer's output (`zoo features` on a traced
+/// engine).
+pub fn scoped_capture<R>(
+    push: fn(&str),
+    pop: fn(),
+    taps: &[String],
+    f: impl FnOnce() -> R,
+) -> (R, BTreeMap<String, Tensor>) {
+    let _guard = start(false, taps.iter().cloned().collect());
     TRACER.with(|t| t.borrow_mut().scopes = Some((push, pop)));
-    f()
+    let r = f();
+    let captured = TRACER.with(|t| std::mem::take(&mut t.borrow_mut().captured));
+    (r, captured)
 }
 
 /// Runs `f` and returns the outputs of the layers (or points) named in `taps`.
