@@ -8,7 +8,7 @@ use zoo::commands::classify::{self as cls, OutputFormat};
 use zoo::commands::summary::{Format as SummaryFormat, SortBy};
 use zoo::commands::TextFormat;
 use zoo::models::Pool;
-use zoo::runtime::Precision;
+use zoo::runtime::{Precision, PrecisionChoice};
 
 #[derive(Parser)]
 #[command(name = "zoo", version, about = "The classic convolutional networks, from LeNet-5 to ShuffleNet, on libtorch")]
@@ -105,10 +105,15 @@ struct ClassifyArgs {
     /// Images per forward pass (at least 1).
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
-    /// float16 on CUDA.
+    /// fp32 (the default); bf16 (CUDA, or a CPU with native bfloat16: AVX512-BF16, AMX, Arm
+    /// BF16); fp16 (CUDA); auto: fp16 on CUDA, bf16 on CPUs where it beats fp32 (AMX, AMD's
+    /// AVX512-BF16), fp32 elsewhere.
+    #[arg(long, value_enum, conflicts_with_all = ["half", "bf16"])]
+    precision: Option<PrecisionChoice>,
+    /// --precision fp16.
     #[arg(long, conflicts_with = "bf16")]
     half: bool,
-    /// bfloat16 on CUDA, or on a CPU with native bfloat16 (AVX512-BF16, AMX, Arm BF16).
+    /// --precision bf16.
     #[arg(long)]
     bf16: bool,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -161,10 +166,15 @@ struct FeaturesArgs {
     /// Images per forward pass (at least 1).
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
-    /// float16 on CUDA.
+    /// fp32 (the default); bf16 (CUDA, or a CPU with native bfloat16: AVX512-BF16, AMX, Arm
+    /// BF16); fp16 (CUDA); auto: fp16 on CUDA, bf16 on CPUs where it beats fp32 (AMX, AMD's
+    /// AVX512-BF16), fp32 elsewhere.
+    #[arg(long, value_enum, conflicts_with_all = ["half", "bf16"])]
+    precision: Option<PrecisionChoice>,
+    /// --precision fp16.
     #[arg(long, conflicts_with = "bf16")]
     half: bool,
-    /// bfloat16 on CUDA, or on a CPU with native bfloat16 (AVX512-BF16, AMX, Arm BF16).
+    /// --precision bf16.
     #[arg(long)]
     bf16: bool,
     #[command(flatten)]
@@ -183,9 +193,10 @@ struct BenchmarkArgs {
     /// Height and width, `H` or `HxW` (default: the model's).
     #[arg(long, value_parser = parse_size)]
     input_size: Option<(i64, i64)>,
-    /// f32; bf16 (CUDA, or a CPU with native bfloat16); f16 (CUDA).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    precision: Precision,
+    /// fp32; bf16 (CUDA, or a CPU with native bfloat16); fp16 (CUDA); auto: fp16 on CUDA, bf16
+    /// on CPUs where it beats fp32 (AMX, AMD's AVX512-BF16), fp32 elsewhere.
+    #[arg(long, value_enum, default_value_t = PrecisionChoice::Fp32)]
+    precision: PrecisionChoice,
     /// auto (onednn on the CPU, eager elsewhere), eager (zoo's layers), jit (traced, frozen,
     /// optimized for inference) or onednn (traced, frozen, convolutions as fused oneDNN
     /// primitives on channels-last tensors).
@@ -411,8 +422,10 @@ fn classify(a: ClassifyArgs) -> Result<ExitCode> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
+    let device = zoo::runtime::parse_device(&a.model.device)?;
+    let precision = precision(a.precision, a.half, a.bf16, device);
+    zoo::runtime::check_precision(precision, device)?;
     let mut loaded = load(&a.model)?;
-    let precision = precision(a.half, a.bf16);
     loaded.model.set_precision(precision)?;
     let opts = cls::ClassifyOptions {
         top_k: a.top_k,
@@ -454,23 +467,28 @@ fn weights(cmd: WeightsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn precision(half: bool, bf16: bool) -> Precision {
-    match (half, bf16) {
-        (true, _) => Precision::F16,
-        (_, true) => Precision::Bf16,
-        _ => Precision::F32,
-    }
+/// `--precision`, or its shorthands `--half` and `--bf16`, on `device`.
+fn precision(choice: Option<PrecisionChoice>, half: bool, bf16: bool, device: tch::Device) -> Precision {
+    let choice = match (choice, half, bf16) {
+        (Some(c), _, _) => c,
+        (None, true, _) => PrecisionChoice::Fp16,
+        (None, _, true) => PrecisionChoice::Bf16,
+        _ => PrecisionChoice::Fp32,
+    };
+    choice.resolve(device)
 }
 
 fn features(a: FeaturesArgs) -> Result<ExitCode> {
     use zoo::commands::features;
     features::FeatureFormat::from_path(&a.output)?;
+    let device = zoo::runtime::parse_device(&a.model.device)?;
+    let precision = precision(a.precision, a.half, a.bf16, device);
+    zoo::runtime::check_precision(precision, device)?;
     let mut loaded = load(&a.model)?;
     let files = cls::collect_files(&cls::with_stdin(&a.paths)?);
     if files.is_empty() {
         anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
     }
-    let precision = precision(a.half, a.bf16);
     loaded.model.set_precision(precision)?;
     let opts = features::FeaturesOptions {
         layer: a.layer,
@@ -505,7 +523,7 @@ fn benchmark(a: BenchmarkArgs) -> Result<()> {
         engine: a.engine,
         batch_size: a.batch_size as i64,
         input_size: a.input_size.map(|(h, w)| [h, w]),
-        precision: a.precision,
+        precision: a.precision.resolve(device),
         train: a.train,
         seconds: a.seconds,
         ..Default::default()

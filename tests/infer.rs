@@ -141,3 +141,47 @@ fn benchmark_refusals() {
     let out = zoo(&["benchmark", "resnet9000"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `--precision auto` on the CPU is what `auto_precision` says, which never picks a precision
+/// the CPU would refuse (bfloat16 only with native bfloat16); `fp32` is also spelled `f32`;
+/// `fp16` on the CPU is refused with exit status 2, pointing to CUDA.
+#[test]
+fn precision_auto_picks_a_native_precision_and_fp16_needs_cuda() {
+    use zoo::runtime::{auto_precision, Precision};
+    let auto = auto_precision(tch::Device::Cpu);
+    assert!(auto != Precision::F16, "float16 on the CPU");
+    if auto == Precision::Bf16 {
+        assert!(zoo::runtime::cpu_has_native_bf16(), "auto picked bfloat16 on a CPU without it");
+    }
+    let (name, flags) = zoo::runtime::cpu_info();
+    eprintln!(
+        "--precision auto on {name} ({}): {auto:?}",
+        flags.iter().filter(|f| f.contains("bf16")).cloned().collect::<Vec<_>>().join(" ")
+    );
+    let bench = |precision: &str| {
+        zoo(&[
+            "benchmark",
+            "lenet5",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--seconds",
+            "0.1",
+            "--format",
+            "json",
+            "--precision",
+            precision,
+        ])
+    };
+    for (precision, want) in [("auto", auto), ("f32", Precision::F32), ("fp32", Precision::F32)] {
+        let out = bench(precision);
+        assert!(out.status.success(), "{precision}: {}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["precision"], want.name(), "--precision {precision}");
+    }
+    let out = bench("fp16");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CUDA"), "{stderr}");
+}

@@ -66,7 +66,90 @@ pub enum Precision {
     Bf16,
 }
 
+/// What `--precision` asks for: a precision, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum PrecisionChoice {
+    /// float32.
+    #[cfg_attr(feature = "cli", value(alias = "f32"))]
+    Fp32,
+    /// bfloat16 (CUDA, and CPUs with native bfloat16).
+    Bf16,
+    /// float16 (CUDA only).
+    #[cfg_attr(feature = "cli", value(alias = "f16"))]
+    Fp16,
+    /// The fastest precision the device computes natively ([`auto_precision`]).
+    Auto,
+}
+
+impl PrecisionChoice {
+    /// The precision this choice stands for on `device`.
+    pub fn resolve(self, device: Device) -> Precision {
+        match self {
+            PrecisionChoice::Fp32 => Precision::F32,
+            PrecisionChoice::Bf16 => Precision::Bf16,
+            PrecisionChoice::Fp16 => Precision::F16,
+            PrecisionChoice::Auto => auto_precision(device),
+        }
+    }
+}
+
+/// Refuses a precision `device` cannot run natively: float16 on the CPU, bfloat16 on a CPU
+/// without native bfloat16 (libtorch would emulate it, slower than float32). What
+/// [`crate::models::Model::set_precision`] checks, callable before any weights are fetched.
+pub fn check_precision(precision: Precision, device: Device) -> Result<()> {
+    if device == Device::Cpu {
+        match precision {
+            Precision::F16 => bail!(
+                "float16 (--precision fp16, --half) needs a CUDA device (use --device cuda); on the CPU, bfloat16 \
+                 (--precision bf16) where the CPU has native bfloat16, or --precision auto"
+            ),
+            Precision::Bf16 if !cpu_has_native_bf16() => bail!(
+                "bfloat16 (--precision bf16, --bf16) on the CPU needs native bfloat16 (AVX512-BF16 or AMX on x86, \
+                 BF16 on Arm), which this {} lacks: libtorch would emulate it, slower than float32. Run in \
+                 float32 (or --precision auto), or use --device cuda",
+                cpu_info().0
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `--precision auto`: a reduced precision only where the device computes it natively and
+/// faster than float32 (measured by `make bench`, BENCHMARKS.md's "CPU engines"):
+/// - CUDA: float16 (every GPU this libtorch runs on has float16 tensor cores);
+/// - a CPU with AMX-BF16, or AMD's AVX512-BF16 (Zen 4 and later: resnet50 73 against 42
+///   images/s in float32): bfloat16;
+/// - any other CPU: float32. That includes Intel's AVX512-BF16 without AMX (Cooper Lake, and
+///   Sapphire Rapids guests whose hypervisor hides AMX), where oneDNN's bfloat16 convolutions run
+///   slower than its float32 ones (resnet50 16 against 23 images/s, OpenVINO 18 against 29),
+///   and Arm's BF16, not measured here.
+pub fn auto_precision(device: Device) -> Precision {
+    match device {
+        Device::Cpu => {}
+        Device::Cuda(_) => return Precision::F16,
+        _ => return Precision::F32,
+    }
+    let (name, flags) = cpu_info();
+    let has = |f: &str| flags.iter().any(|g| g == f);
+    if has("amx_bf16") || (has("avx512_bf16") && name.contains("AMD")) {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    }
+}
+
 impl Precision {
+    /// How `zoo benchmark --format json` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "float32",
+            Precision::F16 => "float16",
+            Precision::Bf16 => "bfloat16",
+        }
+    }
+
     pub fn kind(self) -> Kind {
         match self {
             Precision::F32 => Kind::Float,

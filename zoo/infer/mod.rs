@@ -256,11 +256,7 @@ pub fn benchmark(model: &mut Model, opts: &BenchOptions) -> Result<BenchResult> 
         model: model.spec.name.to_string(),
         mode: if opts.train { "train step" } else { "inference" },
         engine,
-        precision: match opts.precision {
-            Precision::F32 => "float32",
-            Precision::F16 => "float16",
-            Precision::Bf16 => "bfloat16",
-        },
+        precision: opts.precision.name(),
         device: match device {
             Device::Cpu => "cpu".into(),
             d => format!("{d:?}").to_ascii_lowercase(),

@@ -9,14 +9,12 @@
 //     (`mkldnn::_convolution_pointwise`, `.binary`),
 //   - activations stay dense channels-last tensors, so aten's pooling, concatenation and linear
 //     layers between the convolutions take them as they are.
-// Shapes come from one run of the frozen graph on the example input.
+// Shapes come from one run of the frozen graph on the example input. ZOO_ONEDNN_DUMP=1 in the
+// environment prints the rewritten graph to standard error.
 #include <torch/csrc/jit/api/module.h>
-#include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
-#include <torch/csrc/jit/passes/frozen_graph_optimizations.h>
-#include <torch/csrc/jit/passes/shape_analysis.h>
 #include <torch/csrc/jit/runtime/interpreter.h>
 
 #include <ATen/ATen.h>
@@ -190,8 +188,8 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
                             .findSchemaOrThrow("mkldnn::_reorder_convolution_weight", "")
                             .typed<at::Tensor(const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
                                               int64_t, at::OptionalIntArrayRef)>();
-  const auto unary_sym = c10::Symbol::fromQualString("mkldnn::_convolution_pointwise");
-  const auto binary_sym = c10::Symbol::fromQualString("mkldnn::_convolution_pointwise");
+  // One name for both overloads: `getOperation()` below picks `.binary` by the inputs.
+  const auto pointwise = c10::Symbol::fromQualString("mkldnn::_convolution_pointwise");
   int rewritten = 0;
   std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
   for (Node* n : nodes) {
@@ -245,11 +243,11 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
     Value* groups = g.insertConstant(conv->groups);
     Node* fused;
     if (other == nullptr) {
-      fused = g.create(unary_sym, {n->input(0), w, b, padding, stride, dilation, groups, g.insertConstant(unary),
+      fused = g.create(pointwise, {n->input(0), w, b, padding, stride, dilation, groups, g.insertConstant(unary),
                                    scalar_list(g, scalars), none(g)});
     } else {
       Value* unary_v = unary == "none" ? none(g) : g.insertConstant(unary);
-      fused = g.create(binary_sym, {n->input(0), other, w, b, padding, stride, dilation, groups,
+      fused = g.create(pointwise, {n->input(0), other, w, b, padding, stride, dilation, groups,
                                     g.insertConstant(std::string("add")), g.insertConstant(1.0), unary_v,
                                     scalar_list(g, {}), none(g)});
     }

@@ -367,19 +367,7 @@ impl Model {
     /// compute it natively (AVX512-BF16, AMX-BF16, Arm BF16); elsewhere a clear refusal.
     pub fn set_precision(&mut self, precision: crate::runtime::Precision) -> Result<()> {
         use crate::runtime::Precision;
-        if self.vs.device() == Device::Cpu {
-            match precision {
-                Precision::F16 => bail!(
-                    "--half needs a CUDA device (use --device cuda); on the CPU, --bf16 where the CPU has native bfloat16"
-                ),
-                Precision::Bf16 if !crate::runtime::cpu_has_native_bf16() => bail!(
-                    "--bf16 on the CPU needs native bfloat16 (AVX512-BF16 or AMX on x86, BF16 on Arm), which this {} \
-                     lacks: libtorch would emulate it, slower than float32. Run in float32, or use --device cuda",
-                    crate::runtime::cpu_info().0
-                ),
-                _ => {}
-            }
-        }
+        crate::runtime::check_precision(precision, self.vs.device())?;
         match precision {
             Precision::F32 => {}
             Precision::F16 => self.vs.half(),
