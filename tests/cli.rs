@@ -295,6 +295,24 @@ fn eval_reports_what_classify_predicts() {
         "zoo eval --engine eager",
     );
     assert_eq!(eval_top1(&eager), top1, "eager: {eager}\nauto: {report}");
+
+    // --precision bf16: where the CPU has native bfloat16, the top-1 moves by at most 2 of the
+    // 200 images (bfloat16 keeps 3 significant digits: near ties may flip); elsewhere a refusal
+    // (exit status 2) before anything is loaded. --precision auto runs whatever it picks.
+    let eval = |precision: &str| {
+        let args = ["eval", "lenet5", "--data", s(data), "--device", "cpu", "--precision", precision];
+        zoo_in(home.path(), &[&args[..], &["--out", s(out_dir.path())]].concat())
+    };
+    let bf16 = eval("bf16");
+    if zoo::runtime::cpu_has_native_bf16() {
+        let b = eval_top1(&ok(bf16, "zoo eval --precision bf16"));
+        eprintln!("lenet5 on 200 Fashion-MNIST test images in bfloat16: {b}% (float32 {top1}%)");
+        assert!((b - top1).abs() <= 1.0 + 1e-9, "bfloat16 {b}% against float32 {top1}%");
+    } else {
+        assert_eq!(bf16.status.code(), Some(2), "{}", String::from_utf8_lossy(&bf16.stderr));
+        assert!(String::from_utf8_lossy(&bf16.stderr).contains("native bfloat16"));
+    }
+    ok(eval("auto"), "zoo eval --precision auto");
 }
 
 /// `zoo train lenet5` from scratch for two epochs: metrics.csv holds both epochs, the val top-1 of

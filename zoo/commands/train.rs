@@ -504,6 +504,10 @@ pub struct EvalArgs {
     /// `zoo classify --engine`).
     #[arg(long, value_enum, default_value_t = crate::infer::Engine::Auto)]
     pub engine: crate::infer::Engine,
+    /// fp32; bf16 (CUDA, or a CPU with native bfloat16); fp16 (CUDA); auto: fp16 on CUDA, bf16 on
+    /// CPUs where it beats fp32 (AMX, AMD's AVX512-BF16), fp32 elsewhere (as `zoo classify`).
+    #[arg(long, value_enum, default_value_t = crate::runtime::PrecisionChoice::Fp32)]
+    pub precision: crate::runtime::PrecisionChoice,
     /// Accept weights whose source publishes no digest.
     #[arg(long)]
     pub trust_unverified: bool,
@@ -518,7 +522,11 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     let device = crate::commands::classify::parse_device(&device)?;
     let lead = crate::dist::is_lead();
     let pre = args.pre.to_override();
-    let loaded = trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified, &pre)?;
+    let precision = args.precision.resolve(device);
+    crate::runtime::check_precision(precision, device)?;
+    let mut loaded =
+        trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified, &pre)?;
+    loaded.model.set_precision(precision)?;
     let data = dataset::eval_folder(&args.data, &loaded.labels)?;
     for w in data.warnings.iter().filter(|_| lead) {
         eprintln!("warning: {w}");
