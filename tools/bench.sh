@@ -9,5 +9,7 @@ cd "$(dirname "$0")/.."
   ${ZOO_BEFORE:+--before "$ZOO_BEFORE"}
 # zoo's engines beside PyTorch, ONNX Runtime and OpenVINO (the "CPU engines" section).
 .venv/bin/python tools/bench_engines.py "$PWD/target/release/zoo" build/bench-engines "${BENCH_THREADS:-2}"
+# What the engines and precisions do to a pretrained network's predictions on real photos.
+.venv/bin/python tools/bench_precision.py "$PWD/target/release/zoo" build/bench-precision "${BENCH_THREADS:-2}"
 # Data-parallel training at world size 1 and 2 (appends its section to BENCHMARKS.md).
 .venv/bin/python tools/bench_dist.py "$PWD/target/release/zoo" build/bench-dist

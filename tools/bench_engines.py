@@ -182,10 +182,15 @@ def render(m):
         lines += ["", f"bfloat16 (the CPU has native bfloat16; zoo's onednn runs it faster than float32 on {faster} "
                   f"of {len(rows)} models here, and `--precision auto` picks {m['auto_precision']} on this CPU):", ""]
         lines += table(BF16_COLS, "zoo onednn bf16", ["torch.compile bf16", "OpenVINO bf16"], "bfloat16")
+    write_section(lines)
+
+
+def write_section(lines):
+    """Replaces the BENCHMARKS.md section headed by `lines[0]` with `lines` (new sections go before the GPU one)."""
     section = "\n".join(lines) + "\n"
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-    start = text.find("\n## CPU engines\n")
+    start = text.find("\n" + lines[0] + "\n")
     if start >= 0:
         end = text.find("\n## ", start + 1)
         text = text[:start] + text[end:] if end >= 0 else text[:start]
