@@ -106,8 +106,9 @@ struct ClassifyArgs {
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch_size: usize,
     /// fp32 (the default); bf16 (CUDA, or a CPU with native bfloat16: AVX512-BF16, AMX, Arm
-    /// BF16); fp16 (CUDA); auto: fp16 on CUDA, bf16 on CPUs where it beats fp32 (AMX, AMD's
-    /// AVX512-BF16), fp32 elsewhere.
+    /// BF16); fp16 (CUDA); int8 (the CPU's onednn engine, post-training static quantization
+    /// calibrated on --calibrate); auto: fp16 on CUDA, bf16 on CPUs where it beats fp32 (AMX,
+    /// AMD's AVX512-BF16), fp32 elsewhere.
     #[arg(long, value_enum, conflicts_with_all = ["half", "bf16"])]
     precision: Option<PrecisionChoice>,
     /// --precision fp16.
@@ -116,6 +117,10 @@ struct ClassifyArgs {
     /// --precision bf16.
     #[arg(long)]
     bf16: bool,
+    /// int8: image files and folders whose activation ranges calibrate the quantization (a few
+    /// dozen like the images classified; the first 128 are used).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    calibrate: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
     /// Write results here instead of standard output.
@@ -436,6 +441,7 @@ fn classify(a: ClassifyArgs) -> Result<ExitCode> {
         engine: a.engine,
         progress: std::io::stderr().is_terminal(),
         echo_failures: a.output.is_some() || !std::io::stdout().is_terminal(),
+        calibration: if a.calibrate.is_empty() { Vec::new() } else { cls::collect_files(&a.calibrate) },
         ..Default::default()
     };
     let mut out = output(&a.output)?;
@@ -484,6 +490,9 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
     let device = zoo::runtime::parse_device(&a.model.device)?;
     let precision = precision(a.precision, a.half, a.bf16, device);
     zoo::runtime::check_precision(precision, device)?;
+    if precision == Precision::Int8 {
+        anyhow::bail!("zoo features runs in fp32, bf16 or fp16: int8 is for `zoo classify` and `zoo benchmark`");
+    }
     let mut loaded = load(&a.model)?;
     let files = cls::collect_files(&cls::with_stdin(&a.paths)?);
     if files.is_empty() {

@@ -64,6 +64,10 @@ pub enum Precision {
     F16,
     /// `--bf16`: bfloat16 weights and inputs (CUDA, and CPUs with native bfloat16).
     Bf16,
+    /// int8 post-training static quantization on the CPU: float32 weights and inputs, quantized
+    /// by the `onednn` engine with activation ranges from calibration images
+    /// ([`crate::infer::Runner::int8`]).
+    Int8,
 }
 
 /// What `--precision` asks for: a precision, or `auto`.
@@ -78,6 +82,8 @@ pub enum PrecisionChoice {
     /// float16 (CUDA only).
     #[cfg_attr(feature = "cli", value(alias = "f16"))]
     Fp16,
+    /// int8 post-training static quantization (the CPU's onednn engine; calibration images).
+    Int8,
     /// The fastest precision the device computes natively ([`auto_precision`]).
     Auto,
 }
@@ -89,6 +95,7 @@ impl PrecisionChoice {
             PrecisionChoice::Fp32 => Precision::F32,
             PrecisionChoice::Bf16 => Precision::Bf16,
             PrecisionChoice::Fp16 => Precision::F16,
+            PrecisionChoice::Int8 => Precision::Int8,
             PrecisionChoice::Auto => auto_precision(device),
         }
     }
@@ -112,6 +119,8 @@ pub fn check_precision(precision: Precision, device: Device) -> Result<()> {
             ),
             _ => {}
         }
+    } else if precision == Precision::Int8 {
+        bail!("int8 (--precision int8) runs on the CPU (oneDNN's quantized convolutions): use --device cpu");
     }
     Ok(())
 }
@@ -147,12 +156,13 @@ impl Precision {
             Precision::F32 => "float32",
             Precision::F16 => "float16",
             Precision::Bf16 => "bfloat16",
+            Precision::Int8 => "int8",
         }
     }
 
     pub fn kind(self) -> Kind {
         match self {
-            Precision::F32 => Kind::Float,
+            Precision::F32 | Precision::Int8 => Kind::Float,
             Precision::F16 => Kind::Half,
             Precision::Bf16 => Kind::BFloat16,
         }

@@ -65,7 +65,14 @@ pub struct ClassifyOptions {
     pub echo_failures: bool,
     /// How the forward pass runs ([`crate::infer::Engine`]).
     pub engine: crate::infer::Engine,
+    /// int8: the images whose activation ranges calibrate the quantization
+    /// ([`crate::infer::Runner::int8`]), at most [`MAX_CALIBRATION_IMAGES`] of them.
+    pub calibration: Vec<PathBuf>,
 }
+
+/// The calibration images int8 takes at most (the first, in the order given): ranges settle
+/// after a few dozen.
+pub const MAX_CALIBRATION_IMAGES: usize = 128;
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
@@ -80,6 +87,7 @@ impl Default for ClassifyOptions {
             progress: false,
             echo_failures: true,
             engine: crate::infer::Engine::Auto,
+            calibration: Vec::new(),
         }
     }
 }
@@ -133,7 +141,19 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     let chunk = model.inference_chunk([c as i64, h as i64, w as i64]);
     let pre = &loaded.preprocess;
     let decode = decode_options(pre, opts.limits, opts.fast_decode);
-    let runner = crate::infer::Runner::for_images(model, opts.engine, Some(files.len()));
+    let runner = if opts.precision == Precision::Int8 {
+        if opts.calibration.is_empty() {
+            anyhow::bail!(
+                "int8 (--precision int8) needs calibration images: --calibrate DIR with a few dozen images like \
+                 the ones classified (their activation ranges fix the quantization)"
+            );
+        }
+        let files = &opts.calibration[..opts.calibration.len().min(MAX_CALIBRATION_IMAGES)];
+        let xs = crate::data::batch::load_all(files, pre, &decode).context("reading the calibration images")?;
+        crate::infer::Runner::int8(model, opts.engine, xs)?
+    } else {
+        crate::infer::Runner::for_images(model, opts.engine, Some(files.len()))
+    };
     pipeline(files, pre, &decode, opts.batch_size, opts.queue_depth, |first, batch| {
         let mut tops = Vec::new();
         if let Some(xs) = stack(&batch, &loaded.preprocess) {

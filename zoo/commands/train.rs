@@ -524,6 +524,12 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     let pre = args.pre.to_override();
     let precision = args.precision.resolve(device);
     crate::runtime::check_precision(precision, device)?;
+    if precision == crate::runtime::Precision::Int8 {
+        bail!(
+            "zoo eval runs in fp32, bf16 or fp16: int8 is `zoo classify --precision int8 --calibrate DIR` (compare \
+             its top-1 with the labels) and `zoo benchmark --precision int8`"
+        );
+    }
     let mut loaded =
         trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified, &pre)?;
     loaded.model.set_precision(precision)?;

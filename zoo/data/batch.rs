@@ -67,6 +67,19 @@ pub fn pipeline(
     prefetch(&chunks, queue_depth, make, |i, batch| consume(i * batch_size, batch))
 }
 
+/// Decodes and preprocesses `files` (in parallel) into one float32 batch: int8 calibration
+/// images. Files that cannot be read are skipped with a line on standard error; none readable
+/// is an error.
+pub fn load_all(files: &[PathBuf], pre: &Preprocess, decode: &DecodeOptions) -> Result<Tensor> {
+    let prepared: Vec<Prepared> = files.par_iter().map(|p| prepare(p, pre, decode)).collect();
+    for (p, item) in files.iter().zip(&prepared) {
+        if let Err(e) = &item.data {
+            eprintln!("zoo: skipping {}: {e}", p.display());
+        }
+    }
+    stack(&prepared, pre).ok_or_else(|| anyhow::anyhow!("none of the {} image(s) could be read", files.len()))
+}
+
 /// Stacks the successfully prepared items of a batch into `[n, C, H, W]`.
 pub fn stack(batch: &[Prepared], pre: &Preprocess) -> Option<Tensor> {
     let [c, h, w] = pre.output_shape();

@@ -50,6 +50,14 @@ extern "C" {
         count: *mut c_int,
         err: *mut *mut c_char,
     ) -> *mut CModule;
+    fn zoo_onednn_int8(
+        m: *const CModule,
+        example: *const C_tensor,
+        calibration: *const C_tensor,
+        count: *mut c_int,
+        quantized: *mut c_int,
+        err: *mut *mut c_char,
+    ) -> *mut CModule;
     fn zoo_onednn_forward(m: *const CModule, x: *const C_tensor, err: *mut *mut c_char) -> *mut C_tensor;
 }
 
@@ -263,6 +271,28 @@ impl Traced {
             bail!("rewriting the traced graph for oneDNN: {}", take(err));
         }
         Ok((Traced { module, layers: self.layers.clone(), channels_last: true }, count.max(0) as usize))
+    }
+
+    /// The `onednn` engine's int8 copy (post-training static quantization, zoo/infer/onednn.cpp):
+    /// every 2-D convolution oneDNN's quantized one, its weight int8 per output channel, its
+    /// activations uint8 per tensor with the ranges `calibration` (float32 images, preprocessed
+    /// as the inputs will be) gives; uint8 from convolution to convolution. Also gives how many
+    /// convolutions were rewritten and how many float32 tensors each forward pass quantizes.
+    pub fn onednn_int8(&self, example: &Tensor, calibration: &Tensor) -> Result<(Traced, usize, usize)> {
+        if calibration.kind() != tch::Kind::Float || calibration.dim() != 4 || calibration.size()[0] == 0 {
+            bail!("int8 calibration needs a non-empty float32 batch of images, got {:?}", calibration.size());
+        }
+        let mut err: *mut c_char = std::ptr::null_mut();
+        let (mut count, mut quantized): (c_int, c_int) = (0, 0);
+        // SAFETY: valid module and tensors.
+        let module = unsafe {
+            zoo_onednn_int8(self.module, example.as_ptr(), calibration.as_ptr(), &mut count, &mut quantized, &mut err)
+        };
+        if module.is_null() {
+            bail!("quantizing the traced graph to int8: {}", take(err));
+        }
+        let traced = Traced { module, layers: self.layers.clone(), channels_last: true };
+        Ok((traced, count.max(0) as usize, quantized.max(0) as usize))
     }
 
     /// Runs the module's forward pass on `x` (no gradients).

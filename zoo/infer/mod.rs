@@ -54,6 +54,8 @@ pub struct Runner<'a> {
     engine: Engine,
     /// The layer whose output [`Runner::forward`] gives (`None`: the logits).
     layer: Option<String>,
+    /// int8: the calibration images ([`Runner::int8`]).
+    calibration: Option<Tensor>,
     traced: std::cell::OnceCell<Traced>,
 }
 
@@ -66,7 +68,33 @@ impl<'a> Runner<'a> {
     /// `engine` for a run of `images` images, which decides what [`Engine::Auto`] picks.
     pub fn for_images(model: &'a Model, engine: Engine, images: Option<usize>) -> Runner<'a> {
         let engine = engine.resolve(model.vs.device(), images);
-        Runner { model, engine, layer: None, traced: std::cell::OnceCell::new() }
+        Runner { model, engine, layer: None, calibration: None, traced: std::cell::OnceCell::new() }
+    }
+
+    /// The `onednn` engine in int8: post-training static quantization, as PyTorch's x86
+    /// quantizer and Inductor run it. Convolution weights become int8 per output channel;
+    /// activations uint8 per tensor, their ranges the minimum and maximum each reaches on
+    /// `calibration` (float32 images preprocessed as the inputs will be: a few dozen like them);
+    /// a value stays uint8 from the convolution writing it to those reading it, so a ResNet
+    /// quantizes only its input. Everything but the 2-D convolutions runs in float32.
+    /// `engine` must be `auto` or `onednn`; the model must be on the CPU, in float32.
+    pub fn int8(model: &'a Model, engine: Engine, calibration: Tensor) -> Result<Runner<'a>> {
+        crate::runtime::check_precision(Precision::Int8, model.vs.device())?;
+        if !matches!(engine, Engine::Auto | Engine::Onednn) {
+            bail!("int8 runs on the onednn engine (oneDNN's quantized convolutions): use --engine onednn or auto");
+        }
+        if model.kind() != Kind::Float {
+            bail!("int8 quantizes a float32 model, this one is in {:?}", model.kind());
+        }
+        model.check_input(&calibration).context("the calibration images")?;
+        let calibration = calibration.to_kind(Kind::Float);
+        Ok(Runner {
+            model,
+            engine: Engine::Onednn,
+            layer: None,
+            calibration: Some(calibration),
+            traced: std::cell::OnceCell::new(),
+        })
     }
 
     /// `engine` computing the eval-mode output of `layer` (a name [`Model::layer_names`] lists,
@@ -105,9 +133,10 @@ impl<'a> Runner<'a> {
                         None => Traced::trace(self.model, xs)?,
                         Some(layer) => Traced::trace_layer(self.model, xs, layer)?,
                     };
-                    let traced = match self.engine {
-                        Engine::Jit => traced.optimized()?,
-                        _ => traced.onednn(xs)?.0,
+                    let traced = match (self.engine, &self.calibration) {
+                        (Engine::Jit, _) => traced.optimized()?,
+                        (_, Some(calibration)) => traced.onednn_int8(xs, calibration)?.0,
+                        (_, None) => traced.onednn(xs)?.0,
                     };
                     let _ = self.traced.set(traced);
                 }
@@ -217,7 +246,11 @@ pub fn benchmark(model: &mut Model, opts: &BenchOptions) -> Result<BenchResult> 
     tch::manual_seed(0);
     let xs = Tensor::randn(shape, (Kind::Float, device)).to_kind(opts.precision.kind());
     model.check_input(&xs)?;
-    let engine = if opts.train { Engine::Eager } else { opts.engine.resolve(device, None) };
+    let engine = match (opts.train, opts.precision) {
+        (true, _) => Engine::Eager,
+        (false, Precision::Int8) => Engine::Onednn,
+        (false, _) => opts.engine.resolve(device, None),
+    };
     let mut step: Box<dyn FnMut() -> Result<()> + '_> = if opts.train {
         let classes = model.config.num_classes.max(1);
         let labels = Tensor::randint(classes, [opts.batch_size], (Kind::Int64, device));
@@ -230,7 +263,13 @@ pub fn benchmark(model: &mut Model, opts: &BenchOptions) -> Result<BenchResult> 
             Ok(())
         })
     } else {
-        let runner = Runner::new(model, engine);
+        // int8 calibrates on the benchmark's own (random) input: its speed does not depend on
+        // the ranges.
+        let runner = if opts.precision == Precision::Int8 {
+            Runner::int8(model, opts.engine, xs.shallow_clone())?
+        } else {
+            Runner::new(model, engine)
+        };
         Box::new(move || {
             let out = runner.forward(&xs)?;
             // Wait for the device (CUDA runs asynchronously) by reading one value back.

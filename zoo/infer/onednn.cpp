@@ -19,7 +19,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/Parallel.h>
+#include <ATen/native/Pool.h>
+#include <torch/library.h>
 
+#include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <iostream>
 #include <optional>
@@ -61,7 +67,7 @@ std::optional<double> number(Value* v) {
   return std::nullopt;
 }
 
-bool is(Node* n, const char* name) {
+bool is(const Node* n, const char* name) {
   return std::strcmp(n->kind().toQualString(), name) == 0;
 }
 
@@ -149,6 +155,23 @@ Value* none(Graph& g) {
   return g.insertConstant(c10::IValue());
 }
 
+// Runs `graph` once on `input` with `wanted` as extra outputs, and gives their values.
+std::vector<c10::IValue> run_with(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
+                                  const std::vector<Value*>& wanted, const at::Tensor& input) {
+  const size_t first = graph->outputs().size();
+  for (Value* v : wanted) graph->registerOutput(v);
+  torch::jit::Stack stack{module._ivalue(), input};
+  try {
+    torch::jit::Code code(graph, "zoo_onednn_probe");
+    torch::jit::InterpreterState(code).run(stack);
+  } catch (...) {
+    while (graph->outputs().size() > first) graph->eraseOutput(graph->outputs().size() - 1);
+    throw;
+  }
+  while (graph->outputs().size() > first) graph->eraseOutput(graph->outputs().size() - 1);
+  return std::vector<c10::IValue>(stack.begin() + first, stack.end());
+}
+
 // Runs `graph` once on `example` (shape analysis does not know every operator, e.g. the padding
 // of TensorFlow ports) and records the sizes of every tensor the convolutions and additions see.
 Shapes probe(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, const at::Tensor& example) {
@@ -161,27 +184,78 @@ Shapes probe(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, co
       wanted.push_back(n->output());
     }
   }
-  const size_t first = graph->outputs().size();
-  for (Value* v : wanted) graph->registerOutput(v);
-  torch::jit::Stack stack{module._ivalue(), example};
-  try {
-    torch::jit::Code code(graph, "zoo_onednn_probe");
-    torch::jit::InterpreterState(code).run(stack);
-  } catch (...) {
-    while (graph->outputs().size() > first) graph->eraseOutput(graph->outputs().size() - 1);
-    throw;
-  }
-  while (graph->outputs().size() > first) graph->eraseOutput(graph->outputs().size() - 1);
+  const auto values = run_with(module, graph, wanted, example);
   Shapes shapes;
   for (size_t i = 0; i < wanted.size(); i++) {
-    const auto& iv = stack.at(first + i);
-    if (iv.isTensor()) shapes[wanted[i]] = iv.toTensor().sizes().vec();
+    if (values[i].isTensor()) shapes[wanted[i]] = values[i].toTensor().sizes().vec();
   }
   return shapes;
 }
 
+// A convolution with what oneDNN runs after it as post-ops: a unary activation, or the addition
+// of a same-shaped tensor `other` (then maybe a ReLU). `last` is the last node it replaces;
+// `out` that node's output.
+struct Group {
+  Conv conv;
+  Node* last;
+  std::string unary = "none";
+  std::vector<double> scalars;
+  Value* other = nullptr;
+  Value* out;
+};
+
+// The group that convolution `n` heads, if the rewrite can take it (known input and output
+// sizes); `unary_ok` says which activations may be fused.
+std::optional<Group> group_of(Node* n, const Shapes& shapes, bool (*unary_ok)(const std::string&)) {
+  auto conv = as_conv(n);
+  if (!conv) return std::nullopt;
+  auto in_sizes = sizes_of(shapes, n->input(0));
+  auto out_sizes = sizes_of(shapes, n->output());
+  if (!in_sizes || in_sizes->size() != 4 || !out_sizes) return std::nullopt;
+  Group grp{*conv, n};
+  if (Node* u = sole_user(n->output())) {
+    if (auto act = unary_of(u); act && u->input(0) == n->output() && unary_ok(act->first)) {
+      grp.unary = act->first;
+      grp.scalars = act->second;
+      grp.last = u;
+    } else if ((is(u, "aten::add") || is(u, "aten::add_")) && u->inputs().size() == 3) {
+      auto alpha = number(u->input(2));
+      Value* o = u->input(0) == n->output() ? u->input(1) : u->input(0);
+      auto o_sizes = sizes_of(shapes, o);
+      auto o_type = o->type()->cast<c10::TensorType>();
+      bool same = o_sizes && *o_sizes == *out_sizes && o != n->output();
+      // add_ writes into its first operand: only when that is the convolution's own output.
+      bool in_place_ok = !is(u, "aten::add_") || u->input(0) == n->output();
+      if (alpha && *alpha == 1.0 && same && in_place_ok && o_type) {
+        grp.other = o;
+        grp.last = u;
+        if (Node* r = sole_user(u->output()); r && (is(r, "aten::relu") || is(r, "aten::relu_"))) {
+          grp.unary = "relu";
+          grp.last = r;
+        }
+      }
+    }
+  }
+  grp.out = grp.last->output();
+  return grp;
+}
+
+bool any_unary(const std::string&) {
+  return true;
+}
+
+// The activations oneDNN's quantized convolution takes as post-ops.
+bool int8_unary(const std::string& u) {
+  return u == "relu" || u == "hardtanh" || u == "hardswish" || u == "swish";
+}
+
 // oneDNN's blocked weights have no storage, so they cannot be graph constants: each becomes an
 // attribute of the frozen module, read by a GetAttr on the graph's `self`.
+Value* packed_attr(torch::jit::Module& module, Graph& g, const std::string& name, const at::Tensor& packed) {
+  module.register_attribute(name, c10::TensorType::get(), packed, /*is_param=*/false);
+  return g.insertGetAttr(g.inputs()[0], name);
+}
+
 int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Shapes shapes,
             c10::ScalarType dtype) {
   static auto reorder = c10::Dispatcher::singleton()
@@ -193,61 +267,28 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
   int rewritten = 0;
   std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
   for (Node* n : nodes) {
-    auto conv = as_conv(n);
-    if (!conv) continue;
-    auto in_sizes = sizes_of(shapes, n->input(0));
-    auto out_sizes = sizes_of(shapes, n->output());
-    if (!in_sizes || in_sizes->size() != 4 || !out_sizes) continue;
-    at::Tensor weight = conv->weight.to(dtype).contiguous();
-    at::Tensor packed = reorder.call(weight, conv->padding, conv->stride, conv->dilation, conv->groups,
-                                     at::OptionalIntArrayRef(*in_sizes));
-    c10::IValue bias = conv->bias.isTensor() ? c10::IValue(conv->bias.toTensor().to(dtype)) : c10::IValue();
-
-    // What follows: a unary activation, or an addition of a same-shaped tensor (then maybe a ReLU).
-    Node* last = n;
-    std::string unary = "none";
-    std::vector<double> scalars;
-    Value* other = nullptr;
-    if (Node* u = sole_user(n->output())) {
-      if (auto act = unary_of(u); act && u->input(0) == n->output()) {
-        unary = act->first;
-        scalars = act->second;
-        last = u;
-      } else if ((is(u, "aten::add") || is(u, "aten::add_")) && u->inputs().size() == 3) {
-        auto alpha = number(u->input(2));
-        Value* o = u->input(0) == n->output() ? u->input(1) : u->input(0);
-        auto o_sizes = sizes_of(shapes, o);
-        auto o_type = o->type()->cast<c10::TensorType>();
-        bool same = o_sizes && *o_sizes == *out_sizes && o != n->output();
-        // add_ writes into its first operand: only when that is the convolution's own output.
-        bool in_place_ok = !is(u, "aten::add_") || u->input(0) == n->output();
-        if (alpha && *alpha == 1.0 && same && in_place_ok && o_type) {
-          other = o;
-          last = u;
-          if (Node* r = sole_user(u->output()); r && (is(r, "aten::relu") || is(r, "aten::relu_"))) {
-            unary = "relu";
-            last = r;
-          }
-        }
-      }
-    }
-    torch::jit::WithInsertPoint guard(last);
+    auto grp = group_of(n, shapes, any_unary);
+    if (!grp) continue;
+    const Conv& conv = grp->conv;
+    at::Tensor weight = conv.weight.to(dtype).contiguous();
+    at::Tensor packed = reorder.call(weight, conv.padding, conv.stride, conv.dilation, conv.groups,
+                                     at::OptionalIntArrayRef(*sizes_of(shapes, n->input(0))));
+    c10::IValue bias = conv.bias.isTensor() ? c10::IValue(conv.bias.toTensor().to(dtype)) : c10::IValue();
+    torch::jit::WithInsertPoint guard(grp->last);
     Graph& g = *graph;
-    const std::string attr_name = "onednn_weight_" + std::to_string(rewritten);
-    module.register_attribute(attr_name, c10::TensorType::get(), packed, /*is_param=*/false);
-    Value* w = g.insertGetAttr(graph->inputs()[0], attr_name);
+    Value* w = packed_attr(module, g, "onednn_weight_" + std::to_string(rewritten), packed);
     Value* b = bias.isNone() ? none(g) : g.insertConstant(bias);
-    Value* padding = g.insertConstant(conv->padding);
-    Value* stride = g.insertConstant(conv->stride);
-    Value* dilation = g.insertConstant(conv->dilation);
-    Value* groups = g.insertConstant(conv->groups);
+    Value* padding = g.insertConstant(conv.padding);
+    Value* stride = g.insertConstant(conv.stride);
+    Value* dilation = g.insertConstant(conv.dilation);
+    Value* groups = g.insertConstant(conv.groups);
     Node* fused;
-    if (other == nullptr) {
-      fused = g.create(pointwise, {n->input(0), w, b, padding, stride, dilation, groups, g.insertConstant(unary),
-                                   scalar_list(g, scalars), none(g)});
+    if (grp->other == nullptr) {
+      fused = g.create(pointwise, {n->input(0), w, b, padding, stride, dilation, groups, g.insertConstant(grp->unary),
+                                   scalar_list(g, grp->scalars), none(g)});
     } else {
-      Value* unary_v = unary == "none" ? none(g) : g.insertConstant(unary);
-      fused = g.create(pointwise, {n->input(0), other, w, b, padding, stride, dilation, groups,
+      Value* unary_v = grp->unary == "none" ? none(g) : g.insertConstant(grp->unary);
+      fused = g.create(pointwise, {n->input(0), grp->other, w, b, padding, stride, dilation, groups,
                                     g.insertConstant(std::string("add")), g.insertConstant(1.0), unary_v,
                                     scalar_list(g, {}), none(g)});
     }
@@ -256,8 +297,329 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
     // The schema by its inputs: the overload (`.binary` or the plain one) is chosen here.
     fused->getOperation();
     // The probe's sizes of the replaced value hold for its replacement.
-    if (auto sz = sizes_of(shapes, last->output())) shapes[fused->output()] = *sz;
-    last->output()->replaceAllUsesWith(fused->output());
+    if (auto sz = sizes_of(shapes, grp->out)) shapes[fused->output()] = *sz;
+    grp->out->replaceAllUsesWith(fused->output());
+    rewritten++;
+  }
+  torch::jit::EliminateDeadCode(graph);
+  return rewritten;
+}
+
+// ---- int8: post-training static quantization, as Inductor's x86 lowering runs it ----
+//
+// Every convolution becomes `onednn::qconv2d_pointwise` with its weight quantized per output
+// channel (symmetric int8) and prepacked once; activations are quantized per tensor (asymmetric
+// uint8) with the ranges seen on the calibration images. A value stays uint8 from the
+// convolution that writes it to the convolutions that read it (and through max pooling), so
+// that a chain such as a ResNet's bottlenecks quantizes only the image; the residual addition
+// accumulates into the identity's uint8 tensor (oneDNN's `sum` post-op). Values anything else
+// reads (the classifier's pooling, SE gates, concatenations) come out in float32.
+
+struct QParams {
+  double scale;
+  int64_t zero_point;
+};
+
+QParams qparams(double lo, double hi) {
+  lo = std::min(lo, 0.0);
+  hi = std::max(hi, 0.0);
+  double scale = (hi - lo) / 255.0;
+  if (!(scale > 1e-12)) scale = 1.0;  // a constant zero
+  int64_t zp = static_cast<int64_t>(std::nearbyint(-lo / scale));
+  return {scale, std::clamp<int64_t>(zp, 0, 255)};
+}
+
+bool is_max_pool(const Node* n) {
+  return is(n, "aten::max_pool2d") && n->inputs().size() == 6;
+}
+
+struct Int8Plan {
+  std::vector<Group> groups;
+  std::unordered_map<const Node*, size_t> by_conv, by_add;  // group index by its conv / its add
+  std::unordered_map<const Value*, bool> u8;                // memo: the value stays uint8
+  const std::shared_ptr<Graph>& graph;
+
+  explicit Int8Plan(const std::shared_ptr<Graph>& g) : graph(g) {}
+
+  bool graph_output(const Value* v) const {
+    for (const Value* o : graph->outputs()) {
+      if (o == v) return true;
+    }
+    return false;
+  }
+
+  // Written by a group, or by a max pooling of such a value.
+  bool producible(const Value* v) const {
+    const Node* p = v->node();
+    for (const auto& grp : groups) {
+      if (grp.out == v) return true;
+    }
+    return is_max_pool(p) && producible(p->input(0));
+  }
+
+  // Read only by groups (as their input or their addition's other operand), or by max pooling
+  // whose output is read so.
+  bool consumable(const Value* v) {
+    if (v->uses().empty() || graph_output(v)) return false;
+    for (const auto& use : v->uses()) {
+      Node* u = use.user;
+      if (auto it = by_conv.find(u); it != by_conv.end() && use.offset == 0) continue;
+      if (auto it = by_add.find(u); it != by_add.end() && groups[it->second].other == v) continue;
+      if (is_max_pool(u) && use.offset == 0 && consumable(u->output())) continue;
+      return false;
+    }
+    return true;
+  }
+
+  bool stays_u8(const Value* v) {
+    if (auto it = u8.find(v); it != u8.end()) return it->second;
+    bool yes = producible(v) && consumable(v);
+    u8[v] = yes;
+    return yes;
+  }
+
+  // Where the node replacing `user`'s use of a value is inserted.
+  Node* replaced_at(Node* user) const {
+    if (auto it = by_conv.find(user); it != by_conv.end()) return groups[it->second].last;
+    if (auto it = by_add.find(user); it != by_add.end()) return groups[it->second].last;
+    return user;
+  }
+};
+
+// The values calibration measures: what the groups read and write, and max pooling's inputs.
+std::vector<Value*> calibrated_values(const Int8Plan& plan) {
+  std::vector<Value*> out;
+  std::unordered_map<const Value*, bool> seen;
+  auto add = [&](Value* v) {
+    if (v && !seen[v]) {
+      seen[v] = true;
+      out.push_back(v);
+    }
+  };
+  for (const auto& grp : plan.groups) {
+    add(grp.conv.node->input(0));
+    add(grp.other);
+    add(grp.out);
+  }
+  return out;
+}
+
+// Each value's range over the calibration images, run a few at a time.
+std::unordered_map<const Value*, QParams> calibrate(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
+                                                    const std::vector<Value*>& values, const at::Tensor& images) {
+  std::vector<double> lo(values.size(), 0.0), hi(values.size(), 0.0);
+  for (const auto& chunk : images.split(4)) {
+    const auto got = run_with(module, graph, values, chunk.contiguous(at::MemoryFormat::ChannelsLast));
+    for (size_t i = 0; i < values.size(); i++) {
+      if (!got[i].isTensor()) continue;
+      auto [mn, mx] = at::aminmax(got[i].toTensor().to(at::kFloat));
+      lo[i] = std::min(lo[i], mn.item<double>());
+      hi[i] = std::max(hi[i], mx.item<double>());
+    }
+  }
+  std::unordered_map<const Value*, QParams> params;
+  for (size_t i = 0; i < values.size(); i++) params[values[i]] = qparams(lo[i], hi[i]);
+  return params;
+}
+
+// Max pooling of a uint8 channels-last tensor: aten's channels-last kernel indexes uint8 inputs
+// with an 8-bit integer and refuses any map larger than 127 pixels. Quantization is monotonic,
+// so the maximum of the uint8 values is the quantized maximum, at the same scale.
+__attribute__((optimize("O3"))) at::Tensor max_pool2d_u8(const at::Tensor& x, c10::IntArrayRef kernel,
+                                                           c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                                           c10::IntArrayRef dilation, bool ceil_mode) {
+  TORCH_CHECK(x.scalar_type() == at::kByte && x.dim() == 4, "zoo::max_pool2d_u8 takes a 4-D uint8 tensor");
+  auto two = [](c10::IntArrayRef v, int64_t dflt) {
+    return v.empty() ? std::array<int64_t, 2>{dflt, dflt}
+                     : v.size() == 1 ? std::array<int64_t, 2>{v[0], v[0]} : std::array<int64_t, 2>{v[0], v[1]};
+  };
+  const auto k = two(kernel, 1), pd = two(padding, 0), dl = two(dilation, 1);
+  const auto st = stride.empty() ? k : two(stride, 1);
+  const auto in = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t n = in.size(0), c = in.size(1), h = in.size(2), w = in.size(3);
+  int64_t oh = at::native::pooling_output_shape<int64_t>(h, k[0], pd[0], st[0], dl[0], ceil_mode);
+  int64_t ow = at::native::pooling_output_shape<int64_t>(w, k[1], pd[1], st[1], dl[1], ceil_mode);
+  auto out = at::empty({n, c, oh, ow}, in.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const uint8_t* src = in.data_ptr<uint8_t>();
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  at::parallel_for(0, n * oh, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; row++) {
+      const int64_t b = row / oh, y = row % oh;
+      for (int64_t xo = 0; xo < ow; xo++) {
+        uint8_t* o = dst + ((b * oh + y) * ow + xo) * c;
+        std::memset(o, 0, c);
+        for (int64_t i = 0; i < k[0]; i++) {
+          const int64_t yi = y * st[0] - pd[0] + i * dl[0];
+          if (yi < 0 || yi >= h) continue;
+          for (int64_t j = 0; j < k[1]; j++) {
+            const int64_t xi = xo * st[1] - pd[1] + j * dl[1];
+            if (xi < 0 || xi >= w) continue;
+            const uint8_t* p = src + ((b * h + yi) * w + xi) * c;
+            for (int64_t ch = 0; ch < c; ch++) o[ch] = std::max(o[ch], p[ch]);
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+TORCH_LIBRARY(zoo, m) {
+  m.def("max_pool2d_u8(Tensor x, int[] kernel, int[] stride, int[] padding, int[] dilation, bool ceil_mode) -> Tensor");
+  m.impl("max_pool2d_u8", c10::DispatchKey::CPU, TORCH_FN(max_pool2d_u8));
+}
+
+// Rewrites `graph` (frozen, float32) for int8; `*quantized` gets the number of float32 tensors
+// quantized at run time (the image, and values read after a float32 one). Returns the number of
+// convolutions rewritten.
+int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, const Shapes& shapes,
+                 const at::Tensor& calibration, int* quantized) {
+  static auto prepack = c10::Dispatcher::singleton()
+                            .findSchemaOrThrow("onednn::qconv_prepack", "")
+                            .typed<at::Tensor(at::Tensor, at::Tensor, double, int64_t, c10::List<int64_t>,
+                                              c10::List<int64_t>, c10::List<int64_t>, int64_t,
+                                              std::optional<c10::List<int64_t>>)>();
+  const auto qconv = c10::Symbol::fromQualString("onednn::qconv2d_pointwise");
+  Int8Plan plan(graph);
+  std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
+  for (Node* n : nodes) {
+    auto grp = group_of(n, shapes, int8_unary);
+    if (!grp) continue;
+    if (grp->other) {
+      // An addition of two convolutions' outputs goes to the first; the second is left alone.
+      // oneDNN's `sum` post-op takes a ReLU after it, no other activation.
+      Node* add = sole_user(n->output());
+      if (plan.by_add.count(add) || (grp->unary != "none" && grp->unary != "relu")) {
+        grp = Group{grp->conv, n};
+        grp->out = n->output();
+      } else {
+        plan.by_add[add] = plan.groups.size();
+      }
+    }
+    plan.by_conv[n] = plan.groups.size();
+    plan.groups.push_back(*grp);
+  }
+  if (plan.groups.empty()) return 0;
+  auto params = calibrate(module, graph, calibrated_values(plan), calibration);
+  Graph& g = *graph;
+  std::unordered_map<const Value*, Value*> as_u8;    // float32 value -> its uint8 replacement
+  std::unordered_map<const Value*, Value*> cached_q;  // float32 value -> its quantization
+  *quantized = 0;
+
+  auto quantize = [&](Value* v, const QParams& q) -> Value* {
+    // Right after `v` is computed (or first thing, for the image), so it serves every use.
+    Node* after = v->node()->kind() == c10::prim::Param ? nullptr : v->node();
+    std::optional<torch::jit::WithInsertPoint> guard;
+    if (after) guard.emplace(after->next());
+    else guard.emplace(*g.nodes().begin());
+    Node* qn = g.create(c10::Symbol::fromQualString("aten::quantize_per_tensor"),
+                        {v, g.insertConstant(q.scale), g.insertConstant(q.zero_point),
+                         g.insertConstant(static_cast<int64_t>(c10::ScalarType::QUInt8))});
+    g.insertNode(qn);
+    qn->getOperation();
+    Node* rep = g.create(c10::Symbol::fromQualString("aten::int_repr"), {qn->output()});
+    g.insertNode(rep);
+    rep->getOperation();
+    ++*quantized;
+    return rep->output();
+  };
+  auto u8_of = [&](Value* v, bool fresh) -> std::pair<Value*, QParams> {
+    if (auto it = as_u8.find(v); it != as_u8.end()) return {it->second, params.at(v)};
+    const QParams q = params.at(v);
+    if (fresh) return {quantize(v, q), q};
+    auto it = cached_q.find(v);
+    if (it == cached_q.end()) it = cached_q.emplace(v, quantize(v, q)).first;
+    return {it->second, q};
+  };
+
+  std::unordered_map<const Node*, size_t> by_last;
+  for (size_t i = 0; i < plan.groups.size(); i++) by_last[plan.groups[i].last] = i;
+  int rewritten = 0;
+  for (Node* n : nodes) {
+    if (is_max_pool(n) && as_u8.count(n->input(0))) {
+      // Max pooling commutes with the (monotonic) quantization: same scale, uint8 in and out.
+      torch::jit::WithInsertPoint guard(n);
+      Node* mp = g.create(c10::Symbol::fromQualString("zoo::max_pool2d_u8"), {as_u8.at(n->input(0)), n->input(1), n->input(2), n->input(3), n->input(4),
+                                      n->input(5)});
+      g.insertNode(mp);
+      mp->getOperation();
+      as_u8[n->output()] = mp->output();
+      params[n->output()] = params.at(n->input(0));
+      continue;
+    }
+    // A group is rewritten where its last node was: the other operand of its addition may be
+    // computed after its convolution.
+    auto at = by_last.find(n);
+    if (at == by_last.end()) continue;
+    const Group& grp = plan.groups[at->second];
+    const Conv& conv = grp.conv;
+    auto [qx, xq] = u8_of(conv.node->input(0), false);
+    const int64_t oc = conv.weight.size(0);
+    at::Tensor w = conv.weight.to(at::kFloat).contiguous();
+    at::Tensor w_scale = w.abs().amax({1, 2, 3}).clamp_min(1e-12).div(127.0);
+    at::Tensor qw = w.div(w_scale.view({oc, 1, 1, 1})).round().clamp(-127, 127).to(at::kChar);
+    using L = c10::List<int64_t>;
+    at::Tensor packed = prepack.call(qw, w_scale, xq.scale, xq.zero_point, L(conv.stride), L(conv.padding),
+                                     L(conv.dilation), conv.groups, L(*sizes_of(shapes, conv.node->input(0))));
+    const bool out_u8 = plan.stays_u8(grp.out);
+    // With a uint8 accumulator oneDNN writes uint8: a float32 result is then dequantized.
+    const bool write_u8 = out_u8 || grp.other;
+    const QParams oq = write_u8 ? params.at(grp.out) : QParams{1.0, 0};
+    torch::jit::WithInsertPoint guard(grp.last);
+    Value* pw = packed_attr(module, g, "onednn_qweight_" + std::to_string(rewritten), packed);
+    std::vector<Value*> in{qx, g.insertConstant(xq.scale), g.insertConstant(xq.zero_point), pw,
+                           g.insertConstant(w_scale), g.insertConstant(at::zeros({oc}, at::kLong))};
+    if (grp.other) {
+      // The sum post-op writes into the identity's tensor: a fresh one unless nothing reads the
+      // shared uint8 value later.
+      bool last_reader = plan.stays_u8(grp.other);
+      for (const auto& use : grp.other->uses()) {
+        Node* u = use.user;
+        if (plan.by_add.count(u) && plan.groups[plan.by_add.at(u)].conv.node == conv.node) continue;
+        if (!plan.replaced_at(u)->isBefore(grp.last)) last_reader = false;
+      }
+      auto [qa, aq] = u8_of(grp.other, !plan.stays_u8(grp.other));
+      if (plan.stays_u8(grp.other) && !last_reader) {
+        Node* c = g.create(c10::Symbol::fromQualString("aten::clone"), {qa, none(g)});
+        g.insertNode(c);
+        c->getOperation();
+        qa = c->output();
+      }
+      in.push_back(qa);
+      in.push_back(conv.bias.isTensor() ? g.insertConstant(conv.bias.toTensor().to(at::kFloat)) : none(g));
+      in.insert(in.end(), {g.insertConstant(conv.stride), g.insertConstant(conv.padding),
+                           g.insertConstant(conv.dilation), g.insertConstant(conv.groups),
+                           g.insertConstant(oq.scale), g.insertConstant(oq.zero_point), none(g),
+                           g.insertConstant(aq.scale), g.insertConstant(aq.zero_point),
+                           g.insertConstant(std::string("sum")), g.insertConstant(1.0),
+                           grp.unary == "none" ? none(g) : g.insertConstant(grp.unary), scalar_list(g, {}),
+                           none(g)});
+    } else {
+      in.push_back(conv.bias.isTensor() ? g.insertConstant(conv.bias.toTensor().to(at::kFloat)) : none(g));
+      in.insert(in.end(), {g.insertConstant(conv.stride), g.insertConstant(conv.padding),
+                           g.insertConstant(conv.dilation), g.insertConstant(conv.groups),
+                           g.insertConstant(oq.scale), g.insertConstant(oq.zero_point),
+                           out_u8 ? none(g) : g.insertConstant(static_cast<int64_t>(at::kFloat)),
+                           g.insertConstant(grp.unary), scalar_list(g, grp.scalars), g.insertConstant(std::string(""))});
+    }
+    Node* fused = g.create(qconv, in);
+    fused->output()->setType(c10::TensorType::get());
+    g.insertNode(fused);
+    fused->getOperation();
+    if (out_u8) {
+      as_u8[grp.out] = fused->output();
+    } else if (write_u8) {
+      Node* q = g.create(c10::Symbol::fromQualString("aten::_make_per_tensor_quantized_tensor"),
+                         {fused->output(), g.insertConstant(oq.scale), g.insertConstant(oq.zero_point)});
+      g.insertNode(q);
+      q->getOperation();
+      Node* dq = g.create(c10::Symbol::fromQualString("aten::dequantize"), {q->output()});
+      g.insertNode(dq);
+      dq->getOperation();
+      grp.out->replaceAllUsesWith(dq->output());
+    } else {
+      grp.out->replaceAllUsesWith(fused->output());
+    }
     rewritten++;
   }
   torch::jit::EliminateDeadCode(graph);
@@ -280,6 +642,27 @@ torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::
     auto graph = frozen.get_method("forward").graph();
     const Shapes shapes = probe(frozen, graph, *example);
     *count = rewrite(frozen, graph, shapes, example->scalar_type());
+    if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << *graph;
+    return new torch::jit::Module(frozen);
+  } catch (const std::exception& e) {
+    *err = dup_error(e.what());
+    return nullptr;
+  }
+}
+
+// The int8 copy of traced module `m` for inputs shaped like `example` (float32), its activation
+// ranges taken from `calibration` (images preprocessed as the inputs will be); `*count` gets the
+// number of convolutions rewritten, `*quantized` the float32 tensors quantized at run time.
+torch::jit::Module* zoo_onednn_int8(const torch::jit::Module* m, const at::Tensor* example,
+                                    const at::Tensor* calibration, int* count, int* quantized, char** err) noexcept {
+  try {
+    c10::InferenceMode guard;
+    auto copy = m->clone();
+    copy.eval();
+    auto frozen = torch::jit::freeze(copy);
+    auto graph = frozen.get_method("forward").graph();
+    const Shapes shapes = probe(frozen, graph, *example);
+    *count = rewrite_int8(frozen, graph, shapes, *calibration, quantized);
     if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << *graph;
     return new torch::jit::Module(frozen);
   } catch (const std::exception& e) {

@@ -369,7 +369,8 @@ impl Model {
         use crate::runtime::Precision;
         crate::runtime::check_precision(precision, self.vs.device())?;
         match precision {
-            Precision::F32 => {}
+            // int8: the onednn engine quantizes a float32 copy ([`crate::infer::Runner::int8`]).
+            Precision::F32 | Precision::Int8 => {}
             Precision::F16 => self.vs.half(),
             Precision::Bf16 => self.vs.bfloat16(),
         }
