@@ -118,7 +118,7 @@ struct ClassifyArgs {
     #[arg(long)]
     bf16: bool,
     /// int8: image files and folders whose activation ranges calibrate the quantization (a few
-    /// dozen like the images classified; the first 128 are used).
+    /// dozen like the images classified; at most 128, evenly spread over them, are read).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     calibrate: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]

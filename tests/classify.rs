@@ -548,3 +548,53 @@ fn the_jit_engine_classifies_as_the_eager_one() {
         }
     }
 }
+
+/// `--precision int8` on EfficientNet-Lite0's published weights, calibrated on the 6 photos:
+/// wherever float32's top-1 leads its second by 0.05 or more, int8 names the same class, and no
+/// class's probability moves by more than 0.15 (both runs on the onednn engine, whose float32
+/// run the reference parity tests cover).
+#[test]
+fn lite0_int8_agrees_with_float32_where_float32_is_clear() {
+    let photos = common::root().join("assets/photos");
+    let run = |extra: &[&str]| {
+        let base = ["classify", "efficientnet_lite0", photos.to_str().unwrap(), "--format", "jsonl", "--top-k", "1000"];
+        let out = zoo(&[&base[..], &["--device", "cpu", "--engine", "onednn"], extra].concat());
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let rows = jsonl(&out);
+        assert_eq!(rows.len(), 6);
+        rows.into_iter()
+            .map(|r| {
+                let mut probs = vec![0.0; 1000];
+                for t in r["top"].as_array().unwrap() {
+                    probs[t["index"].as_u64().unwrap() as usize] = t["prob"].as_f64().unwrap();
+                }
+                (r["path"].as_str().unwrap().to_string(), probs)
+            })
+            .collect::<Vec<_>>()
+    };
+    let float = run(&[]);
+    let int8 = run(&["--precision", "int8", "--calibrate", photos.to_str().unwrap()]);
+    let top2 = |p: &[f64]| {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        (order[0], order[1])
+    };
+    for ((path, f), (_, q)) in float.iter().zip(&int8) {
+        let (first, second) = top2(f);
+        let moved = f.iter().zip(q).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        eprintln!(
+            "{path}: float32 lead {:.3}, int8 top-1 {}, largest change {moved:.3}",
+            f[first] - f[second],
+            top2(q).0
+        );
+        assert!(moved <= 0.15, "{path}: a probability moved by {moved}");
+        if f[first] - f[second] >= 0.05 {
+            assert_eq!(
+                top2(q).0,
+                first,
+                "{path}: int8's top-1 differs where float32 leads by {}",
+                f[first] - f[second]
+            );
+        }
+    }
+}

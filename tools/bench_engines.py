@@ -112,6 +112,7 @@ def main():
             if bf16:
                 runs[f"zoo {engine} bf16"] = lambda e=engine: zoo_bench(zoo, name, threads, "--engine", e,
                                                                         "--precision", "bf16")
+        runs["zoo onednn int8"] = lambda: zoo_bench(zoo, name, threads, "--engine", "onednn", "--precision", "int8")
         if model is not None:
             xt = torch.from_numpy(x)
             runs["PyTorch eager"] = lambda f=under(lambda: model(xt), False): timed(f)
@@ -182,6 +183,16 @@ def render(m):
         lines += ["", f"bfloat16 (the CPU has native bfloat16; zoo's onednn runs it faster than float32 on {faster} "
                   f"of {len(rows)} models here, and `--precision auto` picks {m['auto_precision']} on this CPU):", ""]
         lines += table(BF16_COLS, "zoo onednn bf16", ["torch.compile bf16", "OpenVINO bf16"], "bfloat16")
+    if all("zoo onednn int8" in r for _, r in rows):
+        lines += ["", "int8 (post-training static quantization, `--precision int8`: every convolution oneDNN's "
+                  "quantized one, uint8 activations from convolution to convolution; accuracy in \"Accuracy beside "
+                  "speed\"). The issue's goal is 2x zoo's float32 on resnet50:", "",
+                  "| model | zoo onednn int8 | zoo onednn float32 | int8 / float32 | int8 / best of torch.compile, "
+                  "ONNX Runtime (float32) |", "|---|---|---|---|---|"]
+        for name, r in rows:
+            anchor = best(r, ["torch.compile", "ONNX Runtime"])
+            lines.append(f"| {name} | {r['zoo onednn int8']:.1f} | {r['zoo onednn']:.1f} | "
+                         f"{r['zoo onednn int8'] / r['zoo onednn']:.2f}x | {r['zoo onednn int8'] / anchor:.2f}x |")
     write_section(lines)
 
 

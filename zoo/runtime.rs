@@ -55,6 +55,13 @@ pub fn cpu_has_native_bf16() -> bool {
     flags.iter().any(|f| matches!(f.as_str(), "avx512_bf16" | "amx_bf16" | "bf16"))
 }
 
+/// Whether the CPU has VNNI (AVX512-VNNI, AVX-VNNI or AMX-INT8): int8 dot products without
+/// 16-bit intermediate sums.
+pub fn cpu_has_vnni() -> bool {
+    let (_, flags) = cpu_info();
+    flags.iter().any(|f| matches!(f.as_str(), "avx512_vnni" | "avx_vnni" | "amx_int8"))
+}
+
 /// Numeric precision of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]

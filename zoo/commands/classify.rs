@@ -66,12 +66,12 @@ pub struct ClassifyOptions {
     /// How the forward pass runs ([`crate::infer::Engine`]).
     pub engine: crate::infer::Engine,
     /// int8: the images whose activation ranges calibrate the quantization
-    /// ([`crate::infer::Runner::int8`]), at most [`MAX_CALIBRATION_IMAGES`] of them.
+    /// ([`crate::infer::Runner::int8`]); at most [`MAX_CALIBRATION_IMAGES`] of them are read,
+    /// evenly spread over the list.
     pub calibration: Vec<PathBuf>,
 }
 
-/// The calibration images int8 takes at most (the first, in the order given): ranges settle
-/// after a few dozen.
+/// The calibration images int8 reads at most: ranges settle after a few dozen.
 pub const MAX_CALIBRATION_IMAGES: usize = 128;
 
 impl Default for ClassifyOptions {
@@ -148,8 +148,10 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
                  the ones classified (their activation ranges fix the quantization)"
             );
         }
-        let files = &opts.calibration[..opts.calibration.len().min(MAX_CALIBRATION_IMAGES)];
-        let xs = crate::data::batch::load_all(files, pre, &decode).context("reading the calibration images")?;
+        // Evenly spread over the list: sorted folders of classes would otherwise give the first few.
+        let step = opts.calibration.len().div_ceil(MAX_CALIBRATION_IMAGES);
+        let files: Vec<PathBuf> = opts.calibration.iter().step_by(step).cloned().collect();
+        let xs = crate::data::batch::load_all(&files, pre, &decode).context("reading the calibration images")?;
         crate::infer::Runner::int8(model, opts.engine, xs)?
     } else {
         crate::infer::Runner::for_images(model, opts.engine, Some(files.len()))

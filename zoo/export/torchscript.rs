@@ -54,6 +54,7 @@ extern "C" {
         m: *const CModule,
         example: *const C_tensor,
         calibration: *const C_tensor,
+        reduce_range: bool,
         count: *mut c_int,
         quantized: *mut c_int,
         err: *mut *mut c_char,
@@ -276,7 +277,8 @@ impl Traced {
     /// The `onednn` engine's int8 copy (post-training static quantization, zoo/infer/onednn.cpp):
     /// every 2-D convolution oneDNN's quantized one, its weight int8 per output channel, its
     /// activations uint8 per tensor with the ranges `calibration` (float32 images, preprocessed
-    /// as the inputs will be) gives; uint8 from convolution to convolution. Also gives how many
+    /// as the inputs will be) gives, in 7 bits on a CPU without VNNI (where oneDNN's 16-bit
+    /// intermediate sums could saturate); uint8 from convolution to convolution. Also gives how many
     /// convolutions were rewritten and how many float32 tensors each forward pass quantizes.
     pub fn onednn_int8(&self, example: &Tensor, calibration: &Tensor) -> Result<(Traced, usize, usize)> {
         if calibration.kind() != tch::Kind::Float || calibration.dim() != 4 || calibration.size()[0] == 0 {
@@ -284,9 +286,18 @@ impl Traced {
         }
         let mut err: *mut c_char = std::ptr::null_mut();
         let (mut count, mut quantized): (c_int, c_int) = (0, 0);
+        let reduce_range = !crate::runtime::cpu_has_vnni();
         // SAFETY: valid module and tensors.
         let module = unsafe {
-            zoo_onednn_int8(self.module, example.as_ptr(), calibration.as_ptr(), &mut count, &mut quantized, &mut err)
+            zoo_onednn_int8(
+                self.module,
+                example.as_ptr(),
+                calibration.as_ptr(),
+                reduce_range,
+                &mut count,
+                &mut quantized,
+                &mut err,
+            )
         };
         if module.is_null() {
             bail!("quantizing the traced graph to int8: {}", take(err));

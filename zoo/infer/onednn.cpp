@@ -320,13 +320,16 @@ struct QParams {
   int64_t zero_point;
 };
 
-QParams qparams(double lo, double hi) {
+// `levels`: 256, or 128 where the CPU lacks VNNI: there oneDNN multiplies uint8 by int8 pairwise
+// into 16-bit sums (vpmaddubsw), which full-range activations can saturate. PyTorch's x86
+// quantization config reduces the range the same way.
+QParams qparams(double lo, double hi, int levels) {
   lo = std::min(lo, 0.0);
   hi = std::max(hi, 0.0);
-  double scale = (hi - lo) / 255.0;
+  double scale = (hi - lo) / (levels - 1);
   if (!(scale > 1e-12)) scale = 1.0;  // a constant zero
   int64_t zp = static_cast<int64_t>(std::nearbyint(-lo / scale));
-  return {scale, std::clamp<int64_t>(zp, 0, 255)};
+  return {scale, std::clamp<int64_t>(zp, 0, levels - 1)};
 }
 
 bool is_max_pool(const Node* n) {
@@ -406,7 +409,8 @@ std::vector<Value*> calibrated_values(const Int8Plan& plan) {
 
 // Each value's range over the calibration images, run a few at a time.
 std::unordered_map<const Value*, QParams> calibrate(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
-                                                    const std::vector<Value*>& values, const at::Tensor& images) {
+                                                    const std::vector<Value*>& values, const at::Tensor& images,
+                                                    int levels) {
   std::vector<double> lo(values.size(), 0.0), hi(values.size(), 0.0);
   for (const auto& chunk : images.split(4)) {
     const auto got = run_with(module, graph, values, chunk.contiguous(at::MemoryFormat::ChannelsLast));
@@ -418,7 +422,7 @@ std::unordered_map<const Value*, QParams> calibrate(torch::jit::Module& module, 
     }
   }
   std::unordered_map<const Value*, QParams> params;
-  for (size_t i = 0; i < values.size(); i++) params[values[i]] = qparams(lo[i], hi[i]);
+  for (size_t i = 0; i < values.size(); i++) params[values[i]] = qparams(lo[i], hi[i], levels);
   return params;
 }
 
@@ -473,7 +477,7 @@ TORCH_LIBRARY(zoo, m) {
 // quantized at run time (the image, and values read after a float32 one). Returns the number of
 // convolutions rewritten.
 int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, const Shapes& shapes,
-                 const at::Tensor& calibration, int* quantized) {
+                 const at::Tensor& calibration, bool reduce_range, int* quantized) {
   static auto prepack = c10::Dispatcher::singleton()
                             .findSchemaOrThrow("onednn::qconv_prepack", "")
                             .typed<at::Tensor(at::Tensor, at::Tensor, double, int64_t, c10::List<int64_t>,
@@ -500,7 +504,7 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
     plan.groups.push_back(*grp);
   }
   if (plan.groups.empty()) return 0;
-  auto params = calibrate(module, graph, calibrated_values(plan), calibration);
+  auto params = calibrate(module, graph, calibrated_values(plan), calibration, reduce_range ? 128 : 256);
   Graph& g = *graph;
   std::unordered_map<const Value*, Value*> as_u8;    // float32 value -> its uint8 replacement
   std::unordered_map<const Value*, Value*> cached_q;  // float32 value -> its quantization
@@ -651,10 +655,12 @@ torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::
 }
 
 // The int8 copy of traced module `m` for inputs shaped like `example` (float32), its activation
-// ranges taken from `calibration` (images preprocessed as the inputs will be); `*count` gets the
+// ranges taken from `calibration` (images preprocessed as the inputs will be), in 7 bits where
+// `reduce_range` (a CPU without VNNI); `*count` gets the
 // number of convolutions rewritten, `*quantized` the float32 tensors quantized at run time.
 torch::jit::Module* zoo_onednn_int8(const torch::jit::Module* m, const at::Tensor* example,
-                                    const at::Tensor* calibration, int* count, int* quantized, char** err) noexcept {
+                                    const at::Tensor* calibration, bool reduce_range, int* count, int* quantized,
+                                    char** err) noexcept {
   try {
     c10::InferenceMode guard;
     auto copy = m->clone();
@@ -662,7 +668,7 @@ torch::jit::Module* zoo_onednn_int8(const torch::jit::Module* m, const at::Tenso
     auto frozen = torch::jit::freeze(copy);
     auto graph = frozen.get_method("forward").graph();
     const Shapes shapes = probe(frozen, graph, *example);
-    *count = rewrite_int8(frozen, graph, shapes, *calibration, quantized);
+    *count = rewrite_int8(frozen, graph, shapes, *calibration, reduce_range, quantized);
     if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << *graph;
     return new torch::jit::Module(frozen);
   } catch (const std::exception& e) {
