@@ -11,6 +11,9 @@
 //     layers between the convolutions take them as they are.
 // Shapes come from one run of the frozen graph on the example input. ZOO_ONEDNN_DUMP=1 in the
 // environment prints the rewritten graph to standard error.
+//
+// In int8 (`zoo_onednn_int8`) the convolutions become oneDNN's quantized ones instead, as
+// PyTorch's x86 quantizer and Inductor lower them (see "int8" below).
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
@@ -30,6 +33,7 @@
 #include <iostream>
 #include <optional>
 #include <unordered_map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -508,8 +512,35 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
   Graph& g = *graph;
   std::unordered_map<const Value*, Value*> as_u8;    // float32 value -> its uint8 replacement
   std::unordered_map<const Value*, Value*> cached_q;  // float32 value -> its quantization
+  std::unordered_map<const Value*, Value*> replaced;  // float32 value -> what computes it now
   *quantized = 0;
+  // What the rewrite asks of the original graph, asked before it changes it.
+  struct Decided {
+    Value* input;          // the convolution's input
+    bool out_u8, other_u8;  // the group's result, and its addition's other operand, stay uint8
+    bool last_reader;       // nothing reads the other operand after the addition
+  };
+  std::vector<Decided> decided;
+  for (const auto& grp : plan.groups) {
+    Decided d{grp.conv.node->input(0), plan.stays_u8(grp.out), grp.other && plan.stays_u8(grp.other), true};
+    if (grp.other) {
+      for (const auto& use : grp.other->uses()) {
+        Node* u = use.user;
+        if (plan.by_add.count(u) && plan.groups[plan.by_add.at(u)].conv.node == grp.conv.node) continue;
+        if (!plan.replaced_at(u)->isBefore(grp.last)) d.last_reader = false;
+      }
+    }
+    decided.push_back(d);
+  }
 
+  auto range_of = [&](const Value* v) -> QParams {
+    auto it = params.find(v);
+    if (it == params.end()) {
+      throw std::runtime_error("no calibrated range for %" + v->debugName() + " (written by " +
+                               v->node()->kind().toQualString() + ")");
+    }
+    return it->second;
+  };
   auto quantize = [&](Value* v, const QParams& q) -> Value* {
     // Right after `v` is computed (or first thing, for the image), so it serves every use.
     Node* after = v->node()->kind() == c10::prim::Param ? nullptr : v->node();
@@ -528,11 +559,12 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
     return rep->output();
   };
   auto u8_of = [&](Value* v, bool fresh) -> std::pair<Value*, QParams> {
-    if (auto it = as_u8.find(v); it != as_u8.end()) return {it->second, params.at(v)};
-    const QParams q = params.at(v);
-    if (fresh) return {quantize(v, q), q};
+    if (auto it = as_u8.find(v); it != as_u8.end()) return {it->second, range_of(v)};
+    const QParams q = range_of(v);
+    Value* now = replaced.count(v) ? replaced.at(v) : v;
+    if (fresh) return {quantize(now, q), q};
     auto it = cached_q.find(v);
-    if (it == cached_q.end()) it = cached_q.emplace(v, quantize(v, q)).first;
+    if (it == cached_q.end()) it = cached_q.emplace(v, quantize(now, q)).first;
     return {it->second, q};
   };
 
@@ -548,7 +580,7 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
       g.insertNode(mp);
       mp->getOperation();
       as_u8[n->output()] = mp->output();
-      params[n->output()] = params.at(n->input(0));
+      params[n->output()] = range_of(n->input(0));
       continue;
     }
     // A group is rewritten where its last node was: the other operand of its addition may be
@@ -556,19 +588,20 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
     auto at = by_last.find(n);
     if (at == by_last.end()) continue;
     const Group& grp = plan.groups[at->second];
+    const Decided& d = decided[at->second];
     const Conv& conv = grp.conv;
-    auto [qx, xq] = u8_of(conv.node->input(0), false);
+    auto [qx, xq] = u8_of(d.input, false);
     const int64_t oc = conv.weight.size(0);
     at::Tensor w = conv.weight.to(at::kFloat).contiguous();
     at::Tensor w_scale = w.abs().amax({1, 2, 3}).clamp_min(1e-12).div(127.0);
     at::Tensor qw = w.div(w_scale.view({oc, 1, 1, 1})).round().clamp(-127, 127).to(at::kChar);
     using L = c10::List<int64_t>;
     at::Tensor packed = prepack.call(qw, w_scale, xq.scale, xq.zero_point, L(conv.stride), L(conv.padding),
-                                     L(conv.dilation), conv.groups, L(*sizes_of(shapes, conv.node->input(0))));
-    const bool out_u8 = plan.stays_u8(grp.out);
+                                     L(conv.dilation), conv.groups, L(*sizes_of(shapes, d.input)));
+    const bool out_u8 = d.out_u8;
     // With a uint8 accumulator oneDNN writes uint8: a float32 result is then dequantized.
     const bool write_u8 = out_u8 || grp.other;
-    const QParams oq = write_u8 ? params.at(grp.out) : QParams{1.0, 0};
+    const QParams oq = write_u8 ? range_of(grp.out) : QParams{1.0, 0};
     torch::jit::WithInsertPoint guard(grp.last);
     Value* pw = packed_attr(module, g, "onednn_qweight_" + std::to_string(rewritten), packed);
     std::vector<Value*> in{qx, g.insertConstant(xq.scale), g.insertConstant(xq.zero_point), pw,
@@ -576,14 +609,8 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
     if (grp.other) {
       // The sum post-op writes into the identity's tensor: a fresh one unless nothing reads the
       // shared uint8 value later.
-      bool last_reader = plan.stays_u8(grp.other);
-      for (const auto& use : grp.other->uses()) {
-        Node* u = use.user;
-        if (plan.by_add.count(u) && plan.groups[plan.by_add.at(u)].conv.node == conv.node) continue;
-        if (!plan.replaced_at(u)->isBefore(grp.last)) last_reader = false;
-      }
-      auto [qa, aq] = u8_of(grp.other, !plan.stays_u8(grp.other));
-      if (plan.stays_u8(grp.other) && !last_reader) {
+      auto [qa, aq] = u8_of(grp.other, !d.other_u8);
+      if (d.other_u8 && !d.last_reader) {
         Node* c = g.create(c10::Symbol::fromQualString("aten::clone"), {qa, none(g)});
         g.insertNode(c);
         c->getOperation();
@@ -621,8 +648,10 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
       g.insertNode(dq);
       dq->getOperation();
       grp.out->replaceAllUsesWith(dq->output());
+      replaced[grp.out] = dq->output();
     } else {
       grp.out->replaceAllUsesWith(fused->output());
+      replaced[grp.out] = fused->output();
     }
     rewritten++;
   }
