@@ -18,7 +18,7 @@ fn read_npy(path: &Path) -> Tensor {
 }
 
 /// Exports `name` (random weights, calibrated) to ONNX and compares ONNX
-/// Runtime's outputs, on a batch of 5 and on its first image alone, with zoo's.
+/// Runtime's outputs, on a batch of 3 and on its first image alone, with zoo's.
 fn check(name: &str) {
     let spec = zoo::models::find(name).unwrap();
     let model = Model::new(name, spec.default_config(), Device::Cpu).unwrap();
@@ -30,7 +30,7 @@ fn check(name: &str) {
     assert_eq!(e.format, Format::Onnx);
     let [_, c, h, w] = e.input_shape;
     tch::manual_seed(1);
-    let x = Tensor::randn([5, c, h, w], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([3, c, h, w], (Kind::Float, Device::Cpu));
     let zoo_out = loaded.model.predict(&x).unwrap();
     let input = dir.path().join("input.npy");
     x.write_npy(&input).unwrap();
@@ -40,11 +40,11 @@ fn check(name: &str) {
     }
     common::run_python_concurrently("check_onnx.py", &args);
     let mut runs = vec![
-        ("ONNX Runtime, batch of 5", read_npy(&dir.path().join("ort_batch.npy")), 5),
+        ("ONNX Runtime, batch of 3", read_npy(&dir.path().join("ort_batch.npy")), 3),
         ("ONNX Runtime, first image alone", read_npy(&dir.path().join("ort_first.npy")), 1),
     ];
     if OPENVINO.contains(&name) {
-        runs.push(("OpenVINO, batch of 5", read_npy(&dir.path().join("openvino_batch.npy")), 5));
+        runs.push(("OpenVINO, batch of 3", read_npy(&dir.path().join("openvino_batch.npy")), 3));
     }
     let mut loaded = loaded;
     let mut truth = common::Float64Truth::new(&x);
