@@ -659,22 +659,19 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
   return rewritten;
 }
 
-}  // namespace
-
-extern "C" {
-
-// The `onednn` inference copy of traced module `m` for inputs shaped like `example` in `dtype`'s
-// precision; `*count` gets the number of convolutions rewritten. Null with `*err` on failure.
-torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::Tensor* example, int* count,
-                                         char** err) noexcept {
+// A frozen copy of traced module `m` whose forward graph `rewrite_graph` has rewritten (given
+// the sizes of `example`'s run); ZOO_ONEDNN_DUMP prints the result. Null with `*err` on failure.
+template <typename F>
+torch::jit::Module* frozen_and_rewritten(const torch::jit::Module* m, const at::Tensor& example, char** err,
+                                         F rewrite_graph) noexcept {
   try {
     c10::InferenceMode guard;
     auto copy = m->clone();
     copy.eval();
     auto frozen = torch::jit::freeze(copy);
     auto graph = frozen.get_method("forward").graph();
-    const Shapes shapes = probe(frozen, graph, *example);
-    *count = rewrite(frozen, graph, shapes, example->scalar_type());
+    const Shapes shapes = probe(frozen, graph, example);
+    rewrite_graph(frozen, graph, shapes);
     if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << *graph;
     return new torch::jit::Module(frozen);
   } catch (const std::exception& e) {
@@ -683,27 +680,31 @@ torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::
   }
 }
 
+}  // namespace
+
+extern "C" {
+
+// The `onednn` inference copy of traced module `m` for inputs shaped like `example` in `dtype`'s
+// precision; `*count` gets the number of convolutions rewritten. Null with `*err` on failure.
+torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::Tensor* example, int* count,
+                                         char** err) noexcept {
+  return frozen_and_rewritten(m, *example, err, [&](torch::jit::Module& frozen, const std::shared_ptr<Graph>& graph,
+                                                     const Shapes& shapes) {
+    *count = rewrite(frozen, graph, shapes, example->scalar_type());
+  });
+}
+
 // The int8 copy of traced module `m` for inputs shaped like `example` (float32), its activation
 // ranges taken from `calibration` (images preprocessed as the inputs will be), in 7 bits where
-// `reduce_range` (a CPU without VNNI); `*count` gets the
-// number of convolutions rewritten, `*quantized` the float32 tensors quantized at run time.
+// `reduce_range` (a CPU without VNNI); `*count` gets the number of convolutions rewritten,
+// `*quantized` the float32 tensors quantized at run time.
 torch::jit::Module* zoo_onednn_int8(const torch::jit::Module* m, const at::Tensor* example,
                                     const at::Tensor* calibration, bool reduce_range, int* count, int* quantized,
                                     char** err) noexcept {
-  try {
-    c10::InferenceMode guard;
-    auto copy = m->clone();
-    copy.eval();
-    auto frozen = torch::jit::freeze(copy);
-    auto graph = frozen.get_method("forward").graph();
-    const Shapes shapes = probe(frozen, graph, *example);
+  return frozen_and_rewritten(m, *example, err, [&](torch::jit::Module& frozen, const std::shared_ptr<Graph>& graph,
+                                                     const Shapes& shapes) {
     *count = rewrite_int8(frozen, graph, shapes, *calibration, reduce_range, quantized);
-    if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << *graph;
-    return new torch::jit::Module(frozen);
-  } catch (const std::exception& e) {
-    *err = dup_error(e.what());
-    return nullptr;
-  }
+  });
 }
 
 // `m.forward(x)` with `x` in channels-last layout (what the rewritten convolutions keep).
