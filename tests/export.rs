@@ -38,7 +38,7 @@ fn check(name: &str) {
     if OPENVINO.contains(&name) {
         args.push("--openvino");
     }
-    common::run_python_concurrently("check_onnx.py", &args);
+    common::run_python_served("check_onnx.py", &args);
     let mut runs = vec![
         ("ONNX Runtime, batch of 3", read_npy(&dir.path().join("ort_batch.npy")), 3),
         ("ONNX Runtime, first image alone", read_npy(&dir.path().join("ort_first.npy")), 1),
@@ -131,7 +131,7 @@ fn onnx_of_a_reference_checkpoint_gives_the_references_logits() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let npy = dir.path().join("input.npy");
     input.write_npy(&npy).unwrap();
-    common::run_python_concurrently(
+    common::run_python_served(
         "check_onnx.py",
         &[out.to_str().unwrap(), npy.to_str().unwrap(), dir.path().to_str().unwrap()],
     );
@@ -171,7 +171,7 @@ fn a_fine_tuned_checkpoint_exports_with_its_classes_and_preprocessing() {
     let x = Tensor::randn([2, 3, 160, 160], (Kind::Float, Device::Cpu));
     let npy = dir.path().join("input.npy");
     x.write_npy(&npy).unwrap();
-    common::run_python_concurrently(
+    common::run_python_served(
         "check_onnx.py",
         &[out.to_str().unwrap(), npy.to_str().unwrap(), dir.path().to_str().unwrap()],
     );
@@ -311,7 +311,7 @@ fn triton_repository_describes_the_file() {
     let [c, h, w] = model.spec.input_size;
     let npy = dir.path().join("input.npy");
     Tensor::randn([3, c, h, w], (Kind::Float, Device::Cpu)).write_npy(&npy).unwrap();
-    common::run_python_concurrently(
+    common::run_python_served(
         "check_onnx.py",
         &[file.to_str().unwrap(), npy.to_str().unwrap(), dir.path().to_str().unwrap()],
     );

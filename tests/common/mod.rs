@@ -156,6 +156,55 @@ pub fn run_python_concurrently(script: &str, args: &[&str]) {
     );
 }
 
+/// A Python process serving one script's calls: the script's `--serve` mode reads a JSON list of
+/// arguments a line and answers each with a JSON line, `{"ok": true}` or `{"error": traceback}`.
+struct Served {
+    script: String,
+    stdin: std::process::ChildStdin,
+    answers: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Idle workers, kept between tests; each exits when the test binary does (its stdin closes).
+static SERVED: Mutex<Vec<Served>> = Mutex::new(Vec::new());
+
+/// [`run_python_concurrently`] through a worker that stays up between calls, for a script that
+/// many tests call (check_onnx.py, once per registered model): Python and its engines start
+/// once per concurrent test thread, not once per call. A worker is used by one call at a time.
+pub fn run_python_served(script: &str, args: &[&str]) {
+    use std::io::{BufRead, Write};
+    let idle = {
+        let mut pool = SERVED.lock().unwrap_or_else(|e| e.into_inner());
+        pool.iter().position(|w| w.script == script).map(|i| pool.swap_remove(i))
+    };
+    let mut worker = idle.unwrap_or_else(|| {
+        let py = python();
+        assert!(py.exists(), "{} is missing: run `make setup` (tools/setup.sh) first", py.display());
+        let mut child = Command::new(&py)
+            .arg(root().join("tests/py").join(script))
+            .arg("--serve")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
+        Served {
+            script: script.to_string(),
+            stdin: child.stdin.take().unwrap(),
+            answers: std::io::BufReader::new(child.stdout.take().unwrap()),
+        }
+    });
+    let request = serde_json::to_string(args).unwrap();
+    writeln!(worker.stdin, "{request}").unwrap_or_else(|e| panic!("{script} --serve: cannot write: {e}"));
+    let mut line = String::new();
+    worker.answers.read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "{script} --serve exited on {request} (its stderr is above)");
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let failure = answer["error"].as_str().map(str::to_owned);
+    SERVED.lock().unwrap_or_else(|e| e.into_inner()).push(worker);
+    if let Some(traceback) = failure {
+        panic!("{script} failed on {request}:\n{traceback}");
+    }
+}
+
 /// Runs tests/py/reference.py for `models` in one Python process, writing into
 /// `fixtures(folder)` (a model already there from the same scripts is skipped); returns the folder.
 pub fn export_references(folder: &str, models: &[&str]) -> PathBuf {

@@ -1,6 +1,9 @@
 """Runs an ONNX file zoo wrote in ONNX Runtime (and OpenVINO when asked), on inputs zoo saved.
 
 Usage: check_onnx.py MODEL.onnx INPUT.npy OUT_DIR [--openvino]
+       check_onnx.py --serve (the same for each JSON list of those arguments on a line of stdin,
+       answering each with a JSON line: {"ok": true} or {"error": the traceback}; see
+       tests/common/mod.rs's run_python_served)
 Checks the file with onnx.checker (full check, shapes inferred), then runs the whole batch in
 INPUT.npy and its first image alone from the same file (the batch dimension is dynamic), and
 writes OUT_DIR/{ort_batch.npy, ort_first.npy[, openvino_batch.npy]} and OUT_DIR/info.json
@@ -9,15 +12,16 @@ writes OUT_DIR/{ort_batch.npy, ort_first.npy[, openvino_batch.npy]} and OUT_DIR/
 import json
 import os
 import sys
+import traceback
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 
-def main():
-    path, input_path, out_dir = sys.argv[1:4]
-    with_openvino = "--openvino" in sys.argv[4:]
+def main(argv):
+    path, input_path, out_dir = argv[:3]
+    with_openvino = "--openvino" in argv[3:]
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
     x = np.load(input_path).astype(np.float32)
@@ -48,5 +52,21 @@ def main():
         json.dump(info, f)
 
 
+def serve():
+    """Runs `main` for each request on stdin. Answers go to the stdout the caller reads (fd 1 as
+    started); anything the engines print goes to stderr, so it cannot corrupt an answer."""
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        try:
+            main(json.loads(line))
+            answer = {"ok": True}
+        except Exception:  # the caller's test fails with the traceback; the worker goes on
+            answer = {"error": traceback.format_exc()}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+
+
 if __name__ == "__main__":
-    main()
+    serve() if sys.argv[1:] == ["--serve"] else main(sys.argv[1:])
