@@ -160,6 +160,8 @@ pub fn run_python_concurrently(script: &str, args: &[&str]) {
 /// arguments a line and answers each with a JSON line, `{"ok": true}` or `{"error": traceback}`.
 struct Served {
     script: String,
+    /// Never waited for: it exits when the binary does, and the kernel reaps it then.
+    _child: std::process::Child,
     stdin: std::process::ChildStdin,
     answers: std::io::BufReader<std::process::ChildStdout>,
 }
@@ -190,6 +192,7 @@ pub fn run_python_served(script: &str, args: &[&str]) {
             script: script.to_string(),
             stdin: child.stdin.take().unwrap(),
             answers: std::io::BufReader::new(child.stdout.take().unwrap()),
+            _child: child,
         }
     });
     let request = serde_json::to_string(args).unwrap();
