@@ -138,16 +138,19 @@ pub fn run_python(script: &str, args: &[&str]) {
     run_python_concurrently(script, args);
 }
 
+/// `.venv`'s Python on a script of `tests/py/`.
+fn script_command(script: &str) -> Command {
+    let py = python();
+    assert!(py.exists(), "{} is missing: run `make setup` (tools/setup.sh) first", py.display());
+    let mut command = Command::new(py);
+    command.arg(root().join("tests/py").join(script));
+    command
+}
+
 /// [`run_python`] without the lock, for short checks that other tests may run beside (an
 /// engine running a file a test wrote); never for scripts that write shared fixtures.
 pub fn run_python_concurrently(script: &str, args: &[&str]) {
-    let py = python();
-    assert!(py.exists(), "{} is missing: run `make setup` (tools/setup.sh) first", py.display());
-    let out = Command::new(&py)
-        .arg(root().join("tests/py").join(script))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
+    let out = script_command(script).args(args).output().unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
     assert!(
         out.status.success(),
         "{script} failed:\n{}\n{}",
@@ -179,15 +182,12 @@ pub fn run_python_served(script: &str, args: &[&str]) {
         pool.iter().position(|w| w.script == script).map(|i| pool.swap_remove(i))
     };
     let mut worker = idle.unwrap_or_else(|| {
-        let py = python();
-        assert!(py.exists(), "{} is missing: run `make setup` (tools/setup.sh) first", py.display());
-        let mut child = Command::new(&py)
-            .arg(root().join("tests/py").join(script))
+        let mut child = script_command(script)
             .arg("--serve")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
         Served {
             script: script.to_string(),
             stdin: child.stdin.take().unwrap(),
