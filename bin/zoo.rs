@@ -198,15 +198,20 @@ struct BenchmarkArgs {
     /// Height and width, `H` or `HxW` (default: the model's).
     #[arg(long, value_parser = parse_size)]
     input_size: Option<(i64, i64)>,
-    /// fp32; bf16 (CUDA, or a CPU with native bfloat16); fp16 (CUDA); auto: fp16 on CUDA, bf16
-    /// on CPUs where it beats fp32 (AMX, AMD's AVX512-BF16), fp32 elsewhere.
-    #[arg(long, value_enum, default_value_t = PrecisionChoice::Fp32)]
-    precision: PrecisionChoice,
+    /// fp32; bf16 (CUDA, or a CPU with native bfloat16); fp16 (CUDA); int8 (the CPU's onednn
+    /// engine); auto: fp16 on CUDA, bf16 on CPUs where it beats fp32 (AMX, AMD's AVX512-BF16),
+    /// fp32 elsewhere. A comma-separated list measures each (`fp32,bf16,int8`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fp32")]
+    precision: Vec<PrecisionChoice>,
     /// auto (onednn on the CPU, eager elsewhere), eager (zoo's layers), jit (traced, frozen,
     /// optimized for inference) or onednn (traced, frozen, convolutions as fused oneDNN
-    /// primitives on channels-last tensors).
-    #[arg(long, value_enum, default_value_t = zoo::infer::Engine::Auto)]
-    engine: zoo::infer::Engine,
+    /// primitives on channels-last tensors). A comma-separated list measures each engine in each
+    /// precision (int8 only on onednn).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "auto")]
+    engine: Vec<zoo::infer::Engine>,
+    /// Rounds alternating over the engines and precisions measured; each reports its best.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    rounds: usize,
     /// libtorch CPU threads [default: one per core].
     #[arg(long)]
     threads: Option<i32>,
@@ -521,42 +526,62 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
 }
 
 fn benchmark(a: BenchmarkArgs) -> Result<()> {
+    use zoo::infer::Engine;
     let device = zoo::runtime::parse_device(&a.device)?;
     if let Some(t) = a.threads {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
         tch::set_num_threads(t);
     }
-    let spec = zoo::models::find(&a.model)?;
-    let mut model = zoo::models::Model::new(spec.name, spec.default_config(), device)?;
+    // Every engine in every precision, but int8 only where it runs (onednn); duplicates (auto
+    // standing for onednn beside onednn) once. The training step is zoo's own: auto is eager.
+    let resolve = |e: Engine| if a.train && e == Engine::Auto { Engine::Eager } else { e.resolve(device, None) };
+    let mut combos: Vec<(Engine, Precision)> = Vec::new();
+    let all: Vec<(Engine, Precision)> =
+        a.engine.iter().flat_map(|&e| a.precision.iter().map(move |p| (resolve(e), p.resolve(device)))).collect();
+    for &(e, p) in &all {
+        let runs = p != Precision::Int8 || a.train || e == Engine::Onednn;
+        if runs && !combos.contains(&(e, p)) {
+            combos.push((e, p));
+        } else if !runs && all.len() > 1 {
+            eprintln!(
+                "zoo benchmark: skipping {} int8 (int8 runs on the onednn engine)",
+                format!("{e:?}").to_lowercase()
+            );
+        }
+    }
+    if combos.is_empty() {
+        combos.push(all[0]); // refused with what to do
+    }
     let opts = zoo::infer::BenchOptions {
-        engine: a.engine,
         batch_size: a.batch_size as i64,
         input_size: a.input_size.map(|(h, w)| [h, w]),
-        precision: a.precision.resolve(device),
         train: a.train,
         seconds: a.seconds,
         ..Default::default()
     };
-    let r = zoo::infer::benchmark(&mut model, &opts)?;
+    let results = zoo::infer::benchmark_each(&a.model, device, &combos, &opts, a.rounds)?;
     match a.format {
-        TextFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        TextFormat::Json if results.len() == 1 => println!("{}", serde_json::to_string_pretty(&results[0])?),
+        TextFormat::Json => println!("{}", serde_json::to_string_pretty(&results)?),
         TextFormat::Table => {
-            let [n, c, h, w] = r.input_shape;
-            println!(
-                "{} {} ({}, {}, {}): {:.1} images/s, {:.1} ms per batch of {n}x{c}x{h}x{w} ({} batches in {:.1} s; {}, {} threads, {})",
-                r.model,
-                r.mode,
-                format!("{:?}", r.engine).to_ascii_lowercase(),
-                r.precision,
-                r.device,
-                r.images_per_second,
-                r.ms_per_batch,
-                r.batches,
-                r.seconds,
-                r.cpu,
-                r.threads,
-                r.cpu_flags.join(" ")
-            );
+            for r in &results {
+                let [n, c, h, w] = r.input_shape;
+                println!(
+                    "{} {} ({}, {}, {}): {:.1} images/s, {:.1} ms per batch of {n}x{c}x{h}x{w} ({} batches in {:.1} s; {}, {} threads, {})",
+                    r.model,
+                    r.mode,
+                    format!("{:?}", r.engine).to_ascii_lowercase(),
+                    r.precision,
+                    r.device,
+                    r.images_per_second,
+                    r.ms_per_batch,
+                    r.batches,
+                    r.seconds,
+                    r.cpu,
+                    r.threads,
+                    r.cpu_flags.join(" ")
+                );
+            }
         }
     }
     Ok(())

@@ -77,6 +77,11 @@ fn zoo(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_zoo")).args(args).output().unwrap()
 }
 
+/// `zoo` with the arguments of a command line (split at whitespace).
+fn zoo_line(line: &str) -> std::process::Output {
+    zoo(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 /// `zoo benchmark --format json` says what it ran (model, engine, precision, shape, threads,
 /// the CPU) and how fast; each engine and the training step run. Without `--engine`, auto runs
 /// onednn on the CPU and says so.
@@ -101,6 +106,31 @@ fn benchmark_reports_what_it_measured() {
             (r["batches"].as_f64().unwrap(), r["seconds"].as_f64().unwrap(), r["images_per_second"].as_f64().unwrap());
         assert!(n >= 3.0 && secs > 0.0 && (ips - 4.0 * n / secs).abs() < 1e-6 * ips, "{r}");
     }
+}
+
+/// Several engines and precisions in one run (`--engine eager,onednn --precision fp32,int8`):
+/// one result per combination it can run, in the order asked, each saying what it ran; a
+/// combination that cannot run (int8 needs the onednn engine) is skipped and says so on stderr,
+/// and asking for the same combination twice measures it once.
+#[test]
+fn benchmark_measures_each_engine_and_precision_asked_for() {
+    let out = zoo_line(
+        "benchmark lenet5 --device cpu --batch-size 2 --seconds 0.05 --rounds 2 \
+         --engine eager,onednn,onednn --precision fp32,int8 --format json",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("skipping eager int8"), "{stderr}");
+    let rs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let ran: Vec<(&str, &str)> =
+        rs.iter().map(|r| (r["engine"].as_str().unwrap(), r["precision"].as_str().unwrap())).collect();
+    assert_eq!(ran, [("eager", "float32"), ("onednn", "float32"), ("onednn", "int8")]);
+    for r in &rs {
+        assert_eq!(r["input_shape"], serde_json::json!([2, 1, 32, 32]), "{r}");
+        assert!(r["images_per_second"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let out = zoo(&["benchmark", "lenet5", "--device", "cpu", "--rounds", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `auto` is onednn on the CPU once a run is long enough to repay the trace, eager for a few
@@ -159,20 +189,9 @@ fn precision_auto_picks_a_native_precision_and_fp16_needs_cuda() {
         flags.iter().filter(|f| f.contains("bf16")).cloned().collect::<Vec<_>>().join(" ")
     );
     let bench = |precision: &str| {
-        zoo(&[
-            "benchmark",
-            "lenet5",
-            "--device",
-            "cpu",
-            "--batch-size",
-            "2",
-            "--seconds",
-            "0.1",
-            "--format",
-            "json",
-            "--precision",
-            precision,
-        ])
+        zoo_line(&format!(
+            "benchmark lenet5 --device cpu --batch-size 2 --seconds 0.1 --format json --precision {precision}"
+        ))
     };
     for (precision, want) in [("auto", auto), ("f32", Precision::F32), ("fp32", Precision::F32)] {
         let out = bench(precision);

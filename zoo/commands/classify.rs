@@ -66,13 +66,10 @@ pub struct ClassifyOptions {
     /// How the forward pass runs ([`crate::infer::Engine`]).
     pub engine: crate::infer::Engine,
     /// int8: the images whose activation ranges calibrate the quantization
-    /// ([`crate::infer::Runner::int8`]); at most [`MAX_CALIBRATION_IMAGES`] of them are read,
+    /// ([`crate::infer::Runner::int8`]); at most [`crate::infer::MAX_CALIBRATION_IMAGES`] of them are read,
     /// evenly spread over the list.
     pub calibration: Vec<PathBuf>,
 }
-
-/// The calibration images int8 reads at most: ranges settle after a few dozen.
-pub const MAX_CALIBRATION_IMAGES: usize = 128;
 
 impl Default for ClassifyOptions {
     fn default() -> Self {
@@ -142,16 +139,7 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     let pre = &loaded.preprocess;
     let decode = decode_options(pre, opts.limits, opts.fast_decode);
     let runner = if opts.precision == Precision::Int8 {
-        if opts.calibration.is_empty() {
-            anyhow::bail!(
-                "int8 (--precision int8) needs calibration images: --calibrate DIR with a few dozen images like \
-                 the ones classified (their activation ranges fix the quantization)"
-            );
-        }
-        // Evenly spread over the list: sorted folders of classes would otherwise give the first few.
-        let step = opts.calibration.len().div_ceil(MAX_CALIBRATION_IMAGES);
-        let files: Vec<PathBuf> = opts.calibration.iter().step_by(step).cloned().collect();
-        let xs = crate::data::batch::load_all(&files, pre, &decode).context("reading the calibration images")?;
+        let xs = crate::infer::calibration_images(&opts.calibration, pre, &decode)?;
         crate::infer::Runner::int8(model, opts.engine, xs)?
     } else {
         crate::infer::Runner::for_images(model, opts.engine, Some(files.len()))

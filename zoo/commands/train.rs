@@ -504,10 +504,15 @@ pub struct EvalArgs {
     /// `zoo classify --engine`).
     #[arg(long, value_enum, default_value_t = crate::infer::Engine::Auto)]
     pub engine: crate::infer::Engine,
-    /// fp32; bf16 (CUDA, or a CPU with native bfloat16); fp16 (CUDA); auto: fp16 on CUDA, bf16 on
-    /// CPUs where it beats fp32 (AMX, AMD's AVX512-BF16), fp32 elsewhere (as `zoo classify`).
+    /// fp32; bf16 (CUDA, or a CPU with native bfloat16); fp16 (CUDA); int8 (the CPU's onednn
+    /// engine, calibrated on --calibrate); auto: fp16 on CUDA, bf16 on CPUs where it beats fp32
+    /// (AMX, AMD's AVX512-BF16), fp32 elsewhere (as `zoo classify`).
     #[arg(long, value_enum, default_value_t = crate::runtime::PrecisionChoice::Fp32)]
     pub precision: crate::runtime::PrecisionChoice,
+    /// int8: image files and folders whose activation ranges calibrate the quantization; images
+    /// held out from --data, like a training split (at most 128, evenly spread, are read).
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub calibrate: Vec<PathBuf>,
     /// Accept weights whose source publishes no digest.
     #[arg(long)]
     pub trust_unverified: bool,
@@ -524,15 +529,24 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     let pre = args.pre.to_override();
     let precision = args.precision.resolve(device);
     crate::runtime::check_precision(precision, device)?;
-    if precision == crate::runtime::Precision::Int8 {
+    let int8 = precision == crate::runtime::Precision::Int8;
+    if int8 && args.calibrate.is_empty() {
         bail!(
-            "zoo eval runs in fp32, bf16 or fp16: int8 is `zoo classify --precision int8 --calibrate DIR` (compare \
-             its top-1 with the labels) and `zoo benchmark --precision int8`"
+            "int8 (--precision int8) needs calibration images: --calibrate DIR with a few dozen images held out from \
+             --data (a training split); their activation ranges fix the quantization"
         );
     }
     let mut loaded =
         trainer::load_pretrained(&args.model, args.weights.as_deref(), device, args.trust_unverified, &pre)?;
     loaded.model.set_precision(precision)?;
+    let calibration = match int8 {
+        true => {
+            let files = crate::data::inputs::collect_files(&args.calibrate);
+            let decode = crate::data::batch::decode_options(&loaded.preprocess, Default::default(), false);
+            Some(crate::infer::calibration_images(&files, &loaded.preprocess, &decode)?)
+        }
+        false => None,
+    };
     let data = dataset::eval_folder(&args.data, &loaded.labels)?;
     for w in data.warnings.iter().filter(|_| lead) {
         eprintln!("warning: {w}");
@@ -555,7 +569,12 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
         &idx,
         loaded.labels.len(),
         &loaded.preprocess,
-        trainer::EvalOptions { batch_size: args.batch_size, progress, engine: args.engine },
+        trainer::EvalOptions {
+            batch_size: args.batch_size,
+            progress,
+            engine: args.engine,
+            calibration: calibration.as_ref(),
+        },
     )?;
     let r = match crate::dist::group() {
         Some(g) => trainer::all_reduce_eval(g, r)?,

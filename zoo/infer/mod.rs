@@ -178,6 +178,29 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// The calibration images int8 reads at most: ranges settle after a few dozen.
+pub const MAX_CALIBRATION_IMAGES: usize = 128;
+
+/// The calibration batch of [`Runner::int8`] from image files: at most
+/// [`MAX_CALIBRATION_IMAGES`] of them, evenly spread over the list (sorted folders of classes
+/// would otherwise give the first few), preprocessed by `pre` as the inputs will be. Files that
+/// cannot be read are named on stderr and left out.
+pub fn calibration_images(
+    files: &[std::path::PathBuf],
+    pre: &crate::data::preprocess::Preprocess,
+    decode: &crate::data::image::DecodeOptions,
+) -> Result<Tensor> {
+    if files.is_empty() {
+        bail!(
+            "int8 (--precision int8) needs calibration images: --calibrate DIR with a few dozen images like \
+             the ones run (their activation ranges fix the quantization)"
+        );
+    }
+    let step = files.len().div_ceil(MAX_CALIBRATION_IMAGES);
+    let files: Vec<_> = files.iter().step_by(step).cloned().collect();
+    crate::data::batch::load_all(&files, pre, decode).context("reading the calibration images")
+}
+
 /// What `zoo benchmark` measures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchOptions {
@@ -230,6 +253,53 @@ pub struct BenchResult {
 /// Measures `model` (random weights do as well as trained ones) as `opts` says: warm-up
 /// batches, then whole batches until `opts.seconds` have passed (at least 3).
 pub fn benchmark(model: &mut Model, opts: &BenchOptions) -> Result<BenchResult> {
+    check_bench(opts)?;
+    model.set_precision(opts.precision)?;
+    let mut bench = Bench::new(model, opts)?;
+    bench.round()?;
+    Ok(bench.result())
+}
+
+/// [`benchmark`] of every `(engine, precision)` in `combos` on model `name` (random weights;
+/// one copy per precision, int8 quantizing the float32 one), `rounds` rounds alternating over
+/// the combinations, each reported at its best round: a shared machine's slow spells then cost
+/// each alike. The warm-up (and the one-off trace) runs in the first round only. `opts.engine`
+/// and `opts.precision` are ignored.
+pub fn benchmark_each(
+    name: &str,
+    device: Device,
+    combos: &[(Engine, Precision)],
+    opts: &BenchOptions,
+    rounds: usize,
+) -> Result<Vec<BenchResult>> {
+    let spec = crate::models::find(name)?;
+    let options: Vec<BenchOptions> =
+        combos.iter().map(|&(engine, precision)| BenchOptions { engine, precision, ..opts.clone() }).collect();
+    let mut models: Vec<(Precision, Model)> = Vec::new();
+    for o in &options {
+        check_bench(o)?;
+        let weights = if o.precision == Precision::Int8 { Precision::F32 } else { o.precision };
+        if !models.iter().any(|(p, _)| *p == weights) {
+            let mut model = Model::new(spec.name, spec.default_config(), device)?;
+            model.set_precision(weights)?;
+            models.push((weights, model));
+        }
+    }
+    let model_for = |p: Precision| {
+        let p = if p == Precision::Int8 { Precision::F32 } else { p };
+        &models.iter().find(|(q, _)| *q == p).expect("made above").1
+    };
+    let mut benches = options.iter().map(|o| Bench::new(model_for(o.precision), o)).collect::<Result<Vec<_>>>()?;
+    for _ in 0..rounds.max(1) {
+        for b in &mut benches {
+            b.round()?;
+        }
+    }
+    Ok(benches.iter().map(Bench::result).collect())
+}
+
+/// What a measurement cannot be, checked before any model is made.
+fn check_bench(opts: &BenchOptions) -> Result<()> {
     if opts.batch_size < 1 {
         bail!("--batch-size must be at least 1");
     }
@@ -239,76 +309,126 @@ pub fn benchmark(model: &mut Model, opts: &BenchOptions) -> Result<BenchResult> 
     if opts.train && opts.precision != Precision::F32 {
         bail!("--train measures float32 training steps (CUDA's mixed precision is `zoo train --amp`)");
     }
-    model.set_precision(opts.precision)?;
-    let device = model.vs.device();
-    let [c, h, w] = model.spec.input_size;
-    let [h, w] = opts.input_size.unwrap_or([h, w]);
-    let shape = [opts.batch_size, c, h, w];
-    tch::manual_seed(0);
-    let xs = Tensor::randn(shape, (Kind::Float, device)).to_kind(opts.precision.kind());
-    model.check_input(&xs)?;
-    let engine = match (opts.train, opts.precision) {
-        (true, _) => Engine::Eager,
-        (false, Precision::Int8) => Engine::Onednn,
-        (false, _) => opts.engine.resolve(device, None),
-    };
-    let mut step: Box<dyn FnMut() -> Result<()> + '_> = if opts.train {
-        let classes = model.config.num_classes.max(1);
-        let labels = Tensor::randint(classes, [opts.batch_size], (Kind::Int64, device));
-        let mut sgd =
-            tch::nn::OptimizerConfig::build(tch::nn::Sgd { momentum: 0.9, ..Default::default() }, &model.vs, 0.01)?;
-        let net = &model.net;
-        Box::new(move || {
-            let loss = net.forward_t(&xs, true).cross_entropy_for_logits(&labels);
-            sgd.backward_step(&loss);
-            Ok(())
-        })
-    } else {
-        // int8 calibrates on the benchmark's own (random) input: its speed does not depend on
-        // the ranges.
-        let runner = if opts.precision == Precision::Int8 {
-            Runner::int8(model, opts.engine, xs.shallow_clone())?
-        } else {
-            Runner::new(model, engine)
+    if opts.precision == Precision::Int8 && !matches!(opts.engine, Engine::Auto | Engine::Onednn) {
+        bail!("int8 runs on the onednn engine (oneDNN's quantized convolutions): use --engine onednn or auto");
+    }
+    Ok(())
+}
+
+/// One configuration being measured: its step (a forward pass, or a training step) on a fixed
+/// random batch, and its best round so far.
+struct Bench<'m> {
+    model: &'m Model,
+    opts: BenchOptions,
+    engine: Engine,
+    shape: [i64; 4],
+    step: Box<dyn FnMut() -> Result<()> + 'm>,
+    warmed: bool,
+    /// Batches and seconds of the fastest round.
+    best: Option<(usize, f64)>,
+}
+
+impl<'m> Bench<'m> {
+    /// `opts` on `model`, already in `opts.precision`'s weights (float32 for int8).
+    fn new(model: &'m Model, opts: &BenchOptions) -> Result<Bench<'m>> {
+        let device = model.vs.device();
+        let [c, h, w] = model.spec.input_size;
+        let [h, w] = opts.input_size.unwrap_or([h, w]);
+        let shape = [opts.batch_size, c, h, w];
+        tch::manual_seed(0);
+        let xs = Tensor::randn(shape, (Kind::Float, device)).to_kind(opts.precision.kind());
+        model.check_input(&xs)?;
+        let engine = match (opts.train, opts.precision) {
+            (true, _) => Engine::Eager,
+            (false, Precision::Int8) => Engine::Onednn,
+            (false, _) => opts.engine.resolve(device, None),
         };
-        Box::new(move || {
-            let out = runner.forward(&xs)?;
-            // Wait for the device (CUDA runs asynchronously) by reading one value back.
-            let _ = out.view(-1).double_value(&[0]);
-            Ok(())
-        })
-    };
-    for _ in 0..opts.warmup {
-        step()?;
+        let step: Box<dyn FnMut() -> Result<()> + 'm> = if opts.train {
+            let classes = model.config.num_classes.max(1);
+            let labels = Tensor::randint(classes, [opts.batch_size], (Kind::Int64, device));
+            let mut sgd =
+                tch::nn::OptimizerConfig::build(tch::nn::Sgd { momentum: 0.9, ..Default::default() }, &model.vs, 0.01)?;
+            let net = &model.net;
+            Box::new(move || {
+                let loss = net.forward_t(&xs, true).cross_entropy_for_logits(&labels);
+                sgd.backward_step(&loss);
+                Ok(())
+            })
+        } else {
+            // int8 calibrates on the benchmark's own (random) input: its speed does not depend
+            // on the ranges.
+            let runner = if opts.precision == Precision::Int8 {
+                Runner::int8(model, opts.engine, xs.shallow_clone())?
+            } else {
+                Runner::new(model, engine)
+            };
+            Box::new(move || {
+                let out = runner.forward(&xs)?;
+                // Wait for the device (CUDA runs asynchronously) by reading one value back.
+                let _ = out.view(-1).double_value(&[0]);
+                Ok(())
+            })
+        };
+        Ok(Bench { model, opts: opts.clone(), engine, shape, step, warmed: false, best: None })
     }
-    let budget = Duration::from_secs_f64(opts.seconds.max(0.0));
-    let start = Instant::now();
-    let mut batches = 0;
-    while batches < 3 || start.elapsed() < budget {
-        step()?;
-        batches += 1;
+
+    /// One timed round (after the warm-up, the first time).
+    fn round(&mut self) -> Result<()> {
+        if !self.warmed {
+            for _ in 0..self.opts.warmup {
+                (self.step)()?;
+            }
+            self.warmed = true;
+        }
+        let budget = Duration::from_secs_f64(self.opts.seconds.max(0.0));
+        let start = Instant::now();
+        let mut batches = 0;
+        while batches < 3 || start.elapsed() < budget {
+            (self.step)()?;
+            batches += 1;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        if self.best.is_none_or(|(b, s)| batches as f64 / seconds > b as f64 / s) {
+            self.best = Some((batches, seconds));
+        }
+        Ok(())
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let (cpu, cpu_flags) = crate::runtime::cpu_info();
-    let wanted =
-        ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile", "bf16", "asimd", "sve"];
-    Ok(BenchResult {
-        model: model.spec.name.to_string(),
-        mode: if opts.train { "train step" } else { "inference" },
-        engine,
-        precision: opts.precision.name(),
-        device: match device {
-            Device::Cpu => "cpu".into(),
-            d => format!("{d:?}").to_ascii_lowercase(),
-        },
-        batch_size: opts.batch_size,
-        input_shape: shape,
-        batches,
-        seconds,
-        images_per_second: (batches as i64 * opts.batch_size) as f64 / seconds,
-        ms_per_batch: 1000.0 * seconds / batches as f64,
-        threads: tch::get_num_threads(),
-        cpu,
-        cpu_flags: cpu_flags.into_iter().filter(|f| wanted.contains(&f.as_str())).collect(),
-    })
+
+    /// The fastest round.
+    fn result(&self) -> BenchResult {
+        let (batches, seconds) = self.best.unwrap_or((0, f64::NAN));
+        let (cpu, cpu_flags) = crate::runtime::cpu_info();
+        let wanted = [
+            "avx2",
+            "avx512f",
+            "avx512_bf16",
+            "avx512_vnni",
+            "amx_bf16",
+            "amx_int8",
+            "amx_tile",
+            "bf16",
+            "asimd",
+            "sve",
+        ];
+        let (opts, device) = (&self.opts, self.model.vs.device());
+        BenchResult {
+            model: self.model.spec.name.to_string(),
+            mode: if opts.train { "train step" } else { "inference" },
+            engine: self.engine,
+            precision: opts.precision.name(),
+            device: match device {
+                Device::Cpu => "cpu".into(),
+                d => format!("{d:?}").to_ascii_lowercase(),
+            },
+            batch_size: opts.batch_size,
+            input_shape: self.shape,
+            batches,
+            seconds,
+            images_per_second: (batches as i64 * opts.batch_size) as f64 / seconds,
+            ms_per_batch: 1000.0 * seconds / batches as f64,
+            threads: tch::get_num_threads(),
+            cpu,
+            cpu_flags: cpu_flags.into_iter().filter(|f| wanted.contains(&f.as_str())).collect(),
+        }
+    }
 }

@@ -345,13 +345,16 @@ impl EvalResult {
 }
 
 /// How [`evaluate`] runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EvalOptions {
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions<'a> {
     pub batch_size: usize,
     /// A progress bar on standard error.
     pub progress: bool,
     /// The inference engine ([`crate::infer::Engine::Auto`]: onednn on the CPU for long runs).
     pub engine: crate::infer::Engine,
+    /// int8: the calibration images of [`crate::infer::Runner::int8`] (`None`: the model's own
+    /// precision).
+    pub calibration: Option<&'a Tensor>,
 }
 
 /// Evaluates `model` in eval mode on `indices` of `source`, with the eval transform `pre`.
@@ -361,11 +364,14 @@ pub fn evaluate(
     indices: &[usize],
     num_classes: usize,
     pre: &Preprocess,
-    opts: EvalOptions,
+    opts: EvalOptions<'_>,
 ) -> Result<EvalResult> {
     let start = Instant::now();
     let (batch_size, progress) = (opts.batch_size, opts.progress);
-    let runner = crate::infer::Runner::for_images(model, opts.engine, Some(indices.len()));
+    let runner = match opts.calibration {
+        Some(calibration) => crate::infer::Runner::int8(model, opts.engine, calibration.shallow_clone())?,
+        None => crate::infer::Runner::for_images(model, opts.engine, Some(indices.len())),
+    };
     let device = model.vs.device();
     let batches: Vec<Vec<usize>> = indices.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
     let bar = crate::progress::Bar::images(indices.len(), progress);
@@ -966,6 +972,7 @@ impl<'a> Run<'a> {
                 progress: cfg.progress && self.lead,
                 // The weights change every epoch: a trace would be stale by the next one.
                 engine: crate::infer::Engine::Eager,
+                calibration: None,
             },
         )?;
         Ok(Some(match self.group {
