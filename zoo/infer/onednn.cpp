@@ -314,8 +314,8 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
 // Every convolution becomes `onednn::qconv2d_pointwise` with its weight quantized per output
 // channel (symmetric int8) and prepacked once; activations are quantized per tensor (asymmetric
 // uint8) with the ranges seen on the calibration images. A value stays uint8 from the
-// convolution that writes it to the convolutions that read it (and through max pooling), so
-// that a chain such as a ResNet's bottlenecks quantizes only the image; the residual addition
+// convolution that writes it to the convolutions that read it (and through max pooling and
+// zero padding, as TensorFlow's "SAME" padding before a strided convolution), so that a chain such as a ResNet's bottlenecks quantizes only the image; the residual addition
 // accumulates into the identity's uint8 tensor (oneDNN's `sum` post-op). Values anything else
 // reads (the classifier's pooling, SE gates, concatenations) come out in float32.
 
@@ -340,6 +340,20 @@ bool is_max_pool(const Node* n) {
   return is(n, "aten::max_pool2d") && n->inputs().size() == 6;
 }
 
+// Zero padding (TensorFlow's "SAME" padding before a convolution): in uint8 it pads with the
+// zero point, which stands for 0 exactly.
+bool is_zero_pad(const Node* n) {
+  if (!is(n, "aten::constant_pad_nd") || n->inputs().size() != 3) return false;
+  auto value = torch::jit::toIValue(n->input(2));
+  return value && (value->isNone() || (value->isScalar() && value->toScalar().toDouble() == 0.0));
+}
+
+// A node uint8 passes through at its input's scale and zero point: max pooling (which commutes
+// with the monotonic quantization) and zero padding.
+bool passes_u8(const Node* n) {
+  return is_max_pool(n) || is_zero_pad(n);
+}
+
 struct Int8Plan {
   std::vector<Group> groups;
   std::unordered_map<const Node*, size_t> by_conv, by_add;  // group index by its conv / its add
@@ -355,24 +369,24 @@ struct Int8Plan {
     return false;
   }
 
-  // Written by a group, or by a max pooling of such a value.
+  // Written by a group, or by max pooling or zero padding of such a value.
   bool producible(const Value* v) const {
     const Node* p = v->node();
     for (const auto& grp : groups) {
       if (grp.out == v) return true;
     }
-    return is_max_pool(p) && producible(p->input(0));
+    return passes_u8(p) && producible(p->input(0));
   }
 
   // Read only by groups (as their input or their addition's other operand), or by max pooling
-  // whose output is read so.
+  // or zero padding whose output is read so.
   bool consumable(const Value* v) {
     if (v->uses().empty() || graph_output(v)) return false;
     for (const auto& use : v->uses()) {
       Node* u = use.user;
       if (auto it = by_conv.find(u); it != by_conv.end() && use.offset == 0) continue;
       if (auto it = by_add.find(u); it != by_add.end() && groups[it->second].other == v) continue;
-      if (is_max_pool(u) && use.offset == 0 && consumable(u->output())) continue;
+      if (passes_u8(u) && use.offset == 0 && consumable(u->output())) continue;
       return false;
     }
     return true;
@@ -572,15 +586,22 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
   for (size_t i = 0; i < plan.groups.size(); i++) by_last[plan.groups[i].last] = i;
   int rewritten = 0;
   for (Node* n : nodes) {
-    if (is_max_pool(n) && as_u8.count(n->input(0))) {
-      // Max pooling commutes with the (monotonic) quantization: same scale, uint8 in and out.
+    if (passes_u8(n) && as_u8.count(n->input(0))) {
+      // uint8 in and out at the input's scale; zero padding pads with the zero point.
+      const QParams q = range_of(n->input(0));
       torch::jit::WithInsertPoint guard(n);
-      Node* mp = g.create(c10::Symbol::fromQualString("zoo::max_pool2d_u8"), {as_u8.at(n->input(0)), n->input(1), n->input(2), n->input(3), n->input(4),
-                                      n->input(5)});
-      g.insertNode(mp);
-      mp->getOperation();
-      as_u8[n->output()] = mp->output();
-      params[n->output()] = range_of(n->input(0));
+      Node* u8;
+      if (is_max_pool(n)) {
+        u8 = g.create(c10::Symbol::fromQualString("zoo::max_pool2d_u8"),
+                      {as_u8.at(n->input(0)), n->input(1), n->input(2), n->input(3), n->input(4), n->input(5)});
+      } else {
+        u8 = g.create(c10::Symbol::fromQualString("aten::constant_pad_nd"),
+                      {as_u8.at(n->input(0)), n->input(1), g.insertConstant(c10::Scalar(q.zero_point))});
+      }
+      g.insertNode(u8);
+      u8->getOperation();
+      as_u8[n->output()] = u8->output();
+      params[n->output()] = q;
       continue;
     }
     // A group is rewritten where its last node was: the other operand of its addition may be
