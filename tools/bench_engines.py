@@ -53,11 +53,16 @@ def timed(run):
     return n * BATCH / (time.perf_counter() - start)
 
 
-def zoo_bench(zoo, name, threads, *extra):
+def zoo_bench(zoo, name, threads, engines, precisions):
+    """One `zoo benchmark` run of every engine in every precision given (int8 runs only on onednn):
+    {"zoo ENGINE[ PRECISION]": images/s}, float32 unnamed."""
     out = subprocess.run([zoo, "benchmark", name, "--device", "cpu", "--batch-size", str(BATCH), "--threads",
-                          str(threads), "--seconds", str(SECONDS), "--format", "json", *extra],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)["images_per_second"]
+                          str(threads), "--seconds", str(SECONDS), "--format", "json", "--engine", engines,
+                          "--precision", precisions], capture_output=True, text=True, check=True)
+    results = json.loads(out.stdout)
+    short = {"float32": "", "bfloat16": " bf16", "int8": " int8"}
+    return {f"zoo {r['engine']}{short[r['precision']]}": r["images_per_second"]
+            for r in (results if isinstance(results, list) else [results])}
 
 
 def under(fn, bf16):
@@ -105,36 +110,36 @@ def main():
         path, model = weights(name, out)
         onnx = os.path.join(out, f"{name}.onnx")
         subprocess.run([zoo, "export", name, "--weights", path, "--output", onnx], check=True, capture_output=True)
-        # label -> one measurement (images/s); zoo's are whole `zoo benchmark` runs.
-        runs = {"zoo eager": lambda: zoo_bench(zoo, name, threads, "--engine", "eager")}
-        for engine in ["jit", "onednn"]:
-            runs[f"zoo {engine}"] = lambda e=engine: zoo_bench(zoo, name, threads, "--engine", e)
-            if bf16:
-                runs[f"zoo {engine} bf16"] = lambda e=engine: zoo_bench(zoo, name, threads, "--engine", e,
-                                                                        "--precision", "bf16")
-        runs["zoo onednn int8"] = lambda: zoo_bench(zoo, name, threads, "--engine", "onednn", "--precision", "int8")
+        # Each measure returns {label: images/s}; zoo's are `zoo benchmark` runs of several engines
+        # and precisions in one process (its rounds alternate over them).
+        runs = {"zoo fp32": lambda: zoo_bench(zoo, name, threads, "eager,jit,onednn", "fp32"),
+                "zoo lower": lambda: zoo_bench(zoo, name, threads, "jit,onednn" if bf16 else "onednn",
+                                               "bf16,int8" if bf16 else "int8")}
         if model is not None:
             xt = torch.from_numpy(x)
-            runs["PyTorch eager"] = lambda f=under(lambda: model(xt), False): timed(f)
+            runs["PyTorch eager"] = lambda f=under(lambda: model(xt), False): {"PyTorch eager": timed(f)}
             if bf16:
-                runs["PyTorch bf16 autocast"] = lambda f=under(lambda: model(xt), True): timed(f)
+                runs["PyTorch bf16 autocast"] = (lambda f=under(lambda: model(xt), True):
+                                                 {"PyTorch bf16 autocast": timed(f)})
             torch._dynamo.reset()
-            runs["torch.compile"] = lambda f=compiled_torch(model, x, False): timed(f)
+            runs["torch.compile"] = lambda f=compiled_torch(model, x, False): {"torch.compile": timed(f)}
             if bf16:
-                runs["torch.compile bf16"] = lambda f=compiled_torch(model, x, True): timed(f)
+                runs["torch.compile bf16"] = (lambda f=compiled_torch(model, x, True):
+                                              {"torch.compile bf16": timed(f)})
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         sess = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
-        runs["ONNX Runtime"] = lambda: timed(lambda: sess.run(None, {"input": x}))
+        runs["ONNX Runtime"] = lambda: {"ONNX Runtime": timed(lambda: sess.run(None, {"input": x}))}
         core = ov.Core()
         for label, precision in [("OpenVINO", "f32")] + ([("OpenVINO bf16", "bf16")] if bf16 else []):
             compiled = core.compile_model(onnx, "CPU", {"INFERENCE_PRECISION_HINT": precision,
                                                          "INFERENCE_NUM_THREADS": threads})
-            runs[label] = lambda c=compiled: timed(lambda: c(x))
+            runs[label] = lambda c=compiled, label=label: {label: timed(lambda: c(x))}
         r = {}
         for _ in range(ROUNDS):
-            for label, measure in runs.items():
-                r[label] = max(r.get(label, 0.0), measure())
+            for measure in runs.values():
+                for label, ips in measure().items():
+                    r[label] = max(r.get(label, 0.0), ips)
         rows.append((name, r))
         print(name, {k: round(v, 1) for k, v in r.items()}, file=sys.stderr)
     auto = json.loads(subprocess.run([zoo, "benchmark", "lenet5", "--device", "cpu", "--precision", "auto",

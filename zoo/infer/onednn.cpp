@@ -315,9 +315,10 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
 // channel (symmetric int8) and prepacked once; activations are quantized per tensor (asymmetric
 // uint8) with the ranges seen on the calibration images. A value stays uint8 from the
 // convolution that writes it to the convolutions that read it (and through max pooling and
-// zero padding, as TensorFlow's "SAME" padding before a strided convolution), so that a chain such as a ResNet's bottlenecks quantizes only the image; the residual addition
-// accumulates into the identity's uint8 tensor (oneDNN's `sum` post-op). Values anything else
-// reads (the classifier's pooling, SE gates, concatenations) come out in float32.
+// zero padding, as TensorFlow's "SAME" padding before a strided convolution), so that a chain
+// such as a ResNet's bottlenecks quantizes only the image; the residual addition accumulates
+// into the identity's uint8 tensor (oneDNN's `sum` post-op). Values anything else reads (the
+// classifier's pooling, SE gates, concatenations) come out in float32.
 
 struct QParams {
   double scale;
