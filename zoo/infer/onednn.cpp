@@ -355,6 +355,41 @@ bool passes_u8(const Node* n) {
   return is_max_pool(n) || is_zero_pad(n);
 }
 
+// Folds zero padding into the depthwise convolution that reads it (TensorFlow's "SAME" padding
+// before a strided one pads one side more): padding (lo, hi) on a side becomes the convolution's
+// own symmetric padding max(lo, hi), with the kernel given max(lo, hi) - lo zero taps before and
+// max(lo, hi) - hi after, which reads the same pixels with the same weights and gives the same
+// output size. A depthwise convolution is bound by memory, not arithmetic: the few zero taps
+// cost less than writing the padded copy of its (expanded, widest) input. Returns the number
+// of pads folded.
+int fold_zero_pads(const std::shared_ptr<Graph>& graph) {
+  int folded = 0;
+  std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
+  for (Node* n : nodes) {
+    auto conv = as_conv(n);
+    const bool depthwise = conv && conv->groups > 1 && conv->weight.size(1) == 1;
+    if (!depthwise || conv->dilation != std::vector<int64_t>{1, 1}) continue;
+    Node* pad = n->input(0)->node();
+    if (!is_zero_pad(pad)) continue;
+    auto sides = int_list(pad->input(1));
+    if (!sides || (sides->size() != 2 && sides->size() != 4)) continue;
+    std::vector<int64_t> lr{(*sides)[0], (*sides)[1]}, tb{0, 0};
+    if (sides->size() == 4) tb = {(*sides)[2], (*sides)[3]};
+    if (std::any_of(sides->begin(), sides->end(), [](int64_t v) { return v < 0; })) continue;
+    const int64_t lo_h = tb[0] + conv->padding[0], hi_h = tb[1] + conv->padding[0];
+    const int64_t lo_w = lr[0] + conv->padding[1], hi_w = lr[1] + conv->padding[1];
+    const int64_t ph = std::max(lo_h, hi_h), pw = std::max(lo_w, hi_w);
+    at::Tensor w = at::constant_pad_nd(conv->weight, {pw - lo_w, pw - hi_w, ph - lo_h, ph - hi_h}, 0);
+    torch::jit::WithInsertPoint guard(n);
+    n->replaceInput(0, pad->input(0));
+    n->replaceInput(1, graph->insertConstant(w));
+    n->replaceInput(4, graph->insertConstant(std::vector<int64_t>{ph, pw}));
+    folded++;
+  }
+  if (folded) torch::jit::EliminateDeadCode(graph);
+  return folded;
+}
+
 struct Int8Plan {
   std::vector<Group> groups;
   std::unordered_map<const Node*, size_t> by_conv, by_add;  // group index by its conv / its add
@@ -682,7 +717,8 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
 }
 
 // A frozen copy of traced module `m` whose forward graph `rewrite_graph` has rewritten (given
-// the sizes of `example`'s run); ZOO_ONEDNN_DUMP prints the result. Null with `*err` on failure.
+// the sizes of `example`'s run), zero pads folded into the depthwise convolutions that read them
+// first; ZOO_ONEDNN_DUMP prints the result. Null with `*err` on failure.
 template <typename F>
 torch::jit::Module* frozen_and_rewritten(const torch::jit::Module* m, const at::Tensor& example, char** err,
                                          F rewrite_graph) noexcept {
@@ -692,6 +728,7 @@ torch::jit::Module* frozen_and_rewritten(const torch::jit::Module* m, const at::
     copy.eval();
     auto frozen = torch::jit::freeze(copy);
     auto graph = frozen.get_method("forward").graph();
+    fold_zero_pads(graph);
     const Shapes shapes = probe(frozen, graph, example);
     rewrite_graph(frozen, graph, shapes);
     if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << *graph;
