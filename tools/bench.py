@@ -180,10 +180,12 @@ def main():
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    # The GPU section is written by hand from tools/gpu-check.sh's output: keep it.
+    # This script writes what comes before the first section; the sections are the other scripts'
+    # (each replaces its own) or kept by hand (the GPU's, from tools/gpu-check.sh; earlier runs
+    # on other CPUs): keep them all.
     path = os.path.join(ROOT, "BENCHMARKS.md")
     previous = open(path).read() if os.path.exists(path) else ""
-    gpu = previous[previous.find("\n## GPU"):] if "\n## GPU" in previous else ""
+    sections = previous[previous.find("\n## "):] if "\n## " in previous else ""
     with open(path, "w") as f:
         f.write("# Benchmarks\n\n")
         f.write(f"Measured by `make bench` on {os.cpu_count()} cores ({cpu}), {threads} libtorch threads on both sides, "
@@ -204,7 +206,7 @@ def main():
                 "activations, as PyTorch's `inplace=True` modules. PyTorch's pipeline given (1) and (2) by hand "
                 "(MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ at 1 GiB, batch 4), for comparison: "
                 + ", ".join(f"{n} {v:.3f} images/s" for n, v in tuned.items()) + ".\n")
-        f.write(gpu)
+        f.write(sections)
     print(open(path).read())
 
 
