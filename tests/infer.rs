@@ -149,6 +149,10 @@ fn auto_picks_onednn_on_the_cpu_for_long_runs_only() {
     let model = Model::new("lenet5", zoo::models::find("lenet5").unwrap().default_config(), cpu).unwrap();
     assert_eq!(Runner::for_images(&model, Engine::Auto, Some(3)).engine(), Engine::Eager);
     assert_eq!(Runner::new(&model, Engine::Auto).engine(), Engine::Onednn);
+    // `--help` says the threshold in words, as the constant has it (and no rustdoc link).
+    let help = String::from_utf8(zoo(&["benchmark", "--help"]).stdout).unwrap();
+    assert!(help.contains(&format!("at least {N} images")), "{help}");
+    assert!(!help.contains("[`"), "a rustdoc link in --help:\n{help}");
 }
 
 /// What `zoo benchmark` cannot measure is refused with exit status 2 and the reason.

@@ -92,6 +92,7 @@ pub enum PrecisionChoice {
     /// int8 post-training static quantization (the CPU's onednn engine; calibration images).
     Int8,
     /// The fastest precision the device computes natively ([`auto_precision`]).
+    #[cfg_attr(feature = "cli", value(help = "The fastest precision the device computes natively"))]
     Auto,
 }
 

@@ -18,8 +18,13 @@ use tch::{Device, Kind, Tensor};
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// `onednn` on the CPU for a run of at least [`AUTO_ONEDNN_IMAGES`] images, `eager` otherwise
-    /// (on CUDA, and for a few images, where the one-off trace costs more than it saves).
+    /// `onednn` on the CPU for a run of at least 64 images ([`AUTO_ONEDNN_IMAGES`]), `eager`
+    /// otherwise (on CUDA, and for a few images, where the one-off trace costs more than it saves).
+    #[cfg_attr(
+        feature = "cli",
+        value(help = "onednn on the CPU for a run of at least 64 images, eager otherwise (on CUDA, and for a few \
+                      images, where the one-off trace costs more than it saves)")
+    )]
     Auto,
     /// zoo's layers, op by op.
     Eager,
