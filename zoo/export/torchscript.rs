@@ -281,12 +281,22 @@ impl Traced {
     /// intermediate sums could saturate); uint8 from convolution to convolution. Also gives how many
     /// convolutions were rewritten and how many float32 tensors each forward pass quantizes.
     pub fn onednn_int8(&self, example: &Tensor, calibration: &Tensor) -> Result<(Traced, usize, usize)> {
+        self.onednn_int8_range(example, calibration, !crate::runtime::cpu_has_vnni())
+    }
+
+    /// [`Traced::onednn_int8`] with the activations' width chosen: 7 bits where `reduce_range`
+    /// (what a CPU without VNNI gets, and runs on any x86 CPU), else 8.
+    pub fn onednn_int8_range(
+        &self,
+        example: &Tensor,
+        calibration: &Tensor,
+        reduce_range: bool,
+    ) -> Result<(Traced, usize, usize)> {
         if calibration.kind() != tch::Kind::Float || calibration.dim() != 4 || calibration.size()[0] == 0 {
             bail!("int8 calibration needs a non-empty float32 batch of images, got {:?}", calibration.size());
         }
         let mut err: *mut c_char = std::ptr::null_mut();
         let (mut count, mut quantized): (c_int, c_int) = (0, 0);
-        let reduce_range = !crate::runtime::cpu_has_vnni();
         // SAFETY: valid module and tensors.
         let module = unsafe {
             zoo_onednn_int8(
