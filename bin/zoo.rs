@@ -526,31 +526,20 @@ fn features(a: FeaturesArgs) -> Result<ExitCode> {
 }
 
 fn benchmark(a: BenchmarkArgs) -> Result<()> {
-    use zoo::infer::Engine;
     let device = zoo::runtime::parse_device(&a.device)?;
     if let Some(t) = a.threads {
         anyhow::ensure!(t >= 1, "--threads must be at least 1");
         tch::set_num_threads(t);
     }
-    // Every engine in every precision, but int8 only where it runs (onednn); duplicates (auto
-    // standing for onednn beside onednn) once. The training step is zoo's own: auto is eager.
-    let resolve = |e: Engine| if a.train && e == Engine::Auto { Engine::Eager } else { e.resolve(device, None) };
-    let mut combos: Vec<(Engine, Precision)> = Vec::new();
-    let all: Vec<(Engine, Precision)> =
-        a.engine.iter().flat_map(|&e| a.precision.iter().map(move |p| (resolve(e), p.resolve(device)))).collect();
-    for &(e, p) in &all {
-        let runs = p != Precision::Int8 || a.train || e == Engine::Onednn;
-        if runs && !combos.contains(&(e, p)) {
-            combos.push((e, p));
-        } else if !runs && all.len() > 1 {
+    let precisions: Vec<Precision> = a.precision.iter().map(|p| p.resolve(device)).collect();
+    let (combos, skipped) = zoo::infer::bench_combinations(&a.engine, &precisions, device, a.train);
+    if a.engine.len() * precisions.len() > 1 {
+        for e in skipped {
             eprintln!(
                 "zoo benchmark: skipping {} int8 (int8 runs on the onednn engine)",
                 format!("{e:?}").to_lowercase()
             );
         }
-    }
-    if combos.is_empty() {
-        combos.push(all[0]); // refused with what to do
     }
     let opts = zoo::infer::BenchOptions {
         batch_size: a.batch_size as i64,

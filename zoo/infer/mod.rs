@@ -86,9 +86,7 @@ impl<'a> Runner<'a> {
     /// `engine` must be `auto` or `onednn`; the model must be on the CPU, in float32.
     pub fn int8(model: &'a Model, engine: Engine, calibration: Tensor) -> Result<Runner<'a>> {
         crate::runtime::check_precision(Precision::Int8, model.vs.device())?;
-        if !matches!(engine, Engine::Auto | Engine::Onednn) {
-            bail!("int8 runs on the onednn engine (oneDNN's quantized convolutions): use --engine onednn or auto");
-        }
+        check_int8_engine(engine)?;
         if model.kind() != Kind::Float {
             bail!("int8 quantizes a float32 model, this one is in {:?}", model.kind());
         }
@@ -280,20 +278,19 @@ pub fn benchmark_each(
     let spec = crate::models::find(name)?;
     let options: Vec<BenchOptions> =
         combos.iter().map(|&(engine, precision)| BenchOptions { engine, precision, ..opts.clone() }).collect();
+    // int8 quantizes the float32 weights.
+    let weights_of = |p: Precision| if p == Precision::Int8 { Precision::F32 } else { p };
     let mut models: Vec<(Precision, Model)> = Vec::new();
     for o in &options {
         check_bench(o)?;
-        let weights = if o.precision == Precision::Int8 { Precision::F32 } else { o.precision };
+        let weights = weights_of(o.precision);
         if !models.iter().any(|(p, _)| *p == weights) {
             let mut model = Model::new(spec.name, spec.default_config(), device)?;
             model.set_precision(weights)?;
             models.push((weights, model));
         }
     }
-    let model_for = |p: Precision| {
-        let p = if p == Precision::Int8 { Precision::F32 } else { p };
-        &models.iter().find(|(q, _)| *q == p).expect("made above").1
-    };
+    let model_for = |p: Precision| &models.iter().find(|(q, _)| *q == weights_of(p)).expect("made above").1;
     let mut benches = options.iter().map(|o| Bench::new(model_for(o.precision), o)).collect::<Result<Vec<_>>>()?;
     for _ in 0..rounds.max(1) {
         for b in &mut benches {
@@ -314,10 +311,46 @@ fn check_bench(opts: &BenchOptions) -> Result<()> {
     if opts.train && opts.precision != Precision::F32 {
         bail!("--train measures float32 training steps (CUDA's mixed precision is `zoo train --amp`)");
     }
-    if opts.precision == Precision::Int8 && !matches!(opts.engine, Engine::Auto | Engine::Onednn) {
+    if opts.precision == Precision::Int8 {
+        check_int8_engine(opts.engine)?;
+    }
+    Ok(())
+}
+
+/// int8 runs on the onednn engine only.
+fn check_int8_engine(engine: Engine) -> Result<()> {
+    if !matches!(engine, Engine::Auto | Engine::Onednn) {
         bail!("int8 runs on the onednn engine (oneDNN's quantized convolutions): use --engine onednn or auto");
     }
     Ok(())
+}
+
+/// What `zoo benchmark --engine E,.. --precision P,..` measures: every engine (resolved on
+/// `device`; auto is eager for a training step, zoo's own) in every precision, in that order,
+/// each once, int8 only on onednn (or for a training step, which refuses it). Also gives the
+/// engines whose int8 was left out. With nothing left, the first pair stays, to be refused with
+/// what to do.
+pub fn bench_combinations(
+    engines: &[Engine],
+    precisions: &[Precision],
+    device: Device,
+    train: bool,
+) -> (Vec<(Engine, Precision)>, Vec<Engine>) {
+    let resolve = |e: Engine| if train && e == Engine::Auto { Engine::Eager } else { e.resolve(device, None) };
+    let all: Vec<(Engine, Precision)> =
+        engines.iter().flat_map(|&e| precisions.iter().map(move |&p| (resolve(e), p))).collect();
+    let (mut combos, mut skipped) = (Vec::new(), Vec::new());
+    for &(e, p) in &all {
+        if p == Precision::Int8 && !train && e != Engine::Onednn {
+            skipped.push(e);
+        } else if !combos.contains(&(e, p)) {
+            combos.push((e, p));
+        }
+    }
+    if combos.is_empty() {
+        combos.extend(all.first().copied());
+    }
+    (combos, skipped)
 }
 
 /// One configuration being measured: its step (a forward pass, or a training step) on a fixed
