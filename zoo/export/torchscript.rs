@@ -48,6 +48,7 @@ extern "C" {
         m: *const CModule,
         example: *const C_tensor,
         count: *mut c_int,
+        sliced: *mut c_int,
         err: *mut *mut c_char,
     ) -> *mut CModule;
     fn zoo_onednn_int8(
@@ -261,17 +262,20 @@ impl Traced {
 
     /// The `onednn` engine's copy (zoo/infer/onednn.cpp): frozen, then every 2-D convolution one
     /// oneDNN primitive with its weight reordered once for `example`'s shape and the activation or
-    /// residual addition after it fused; activations channels-last. Also gives how many
-    /// convolutions were rewritten.
-    pub fn onednn(&self, example: &Tensor) -> Result<(Traced, usize)> {
+    /// residual addition after it fused; activations channels-last; the early layers, up to 1/16
+    /// of the input's resolution, run on slices of 4 images (a loop in the graph) so that their
+    /// tensors stay in cache. Also gives how many convolutions were rewritten and how many nodes
+    /// run on slices (0 where the graph has no place to cut).
+    pub fn onednn(&self, example: &Tensor) -> Result<(Traced, usize, usize)> {
         let mut err: *mut c_char = std::ptr::null_mut();
-        let mut count: c_int = 0;
+        let (mut count, mut sliced): (c_int, c_int) = (0, 0);
         // SAFETY: valid module and tensor.
-        let module = unsafe { zoo_onednn_optimized(self.module, example.as_ptr(), &mut count, &mut err) };
+        let module = unsafe { zoo_onednn_optimized(self.module, example.as_ptr(), &mut count, &mut sliced, &mut err) };
         if module.is_null() {
             bail!("rewriting the traced graph for oneDNN: {}", take(err));
         }
-        Ok((Traced { module, layers: self.layers.clone(), channels_last: true }, count.max(0) as usize))
+        let traced = Traced { module, layers: self.layers.clone(), channels_last: true };
+        Ok((traced, count.max(0) as usize, sliced.max(0) as usize))
     }
 
     /// The `onednn` engine's int8 copy (post-training static quantization, zoo/infer/onednn.cpp):
