@@ -375,11 +375,10 @@ bool per_sample(const Node* n) {
       "aten::clamp", "aten::clamp_", "aten::hardtanh", "aten::hardtanh_", "aten::add", "aten::add_", "aten::mul",
       "aten::mul_", "aten::sigmoid", "aten::sigmoid_", "aten::hardswish", "aten::hardswish_", "aten::hardsigmoid",
       "aten::silu", "aten::silu_", "aten::max_pool2d", "aten::avg_pool2d", "aten::constant_pad_nd", "aten::pad",
-      "aten::contiguous", "aten::to", "zoo::cat_affine", "prim::ListConstruct"};
+      "aten::contiguous", "aten::to", "zoo::cat_affine", "prim::ListConstruct", "aten::adaptive_avg_pool2d"};
   for (const char* k : kinds) {
     if (is(n, k)) return true;
   }
-  if (is(n, "aten::adaptive_avg_pool2d")) return true;
   if (is(n, "aten::batch_norm")) {  // with running statistics, not the batch's
     auto training = torch::jit::toIValue(n->input(5));
     return training && training->isBool() && !training->toBool();
@@ -398,16 +397,21 @@ bool per_sample(const Node* n) {
 }
 
 struct Cut {
-  Node* last;  // the last node of the prefix
+  size_t nodes;  // the prefix: the first `nodes` of `Cuts::prefix`
   Value* value;  // the only prefix value read after it
 };
 
-// The places where the graph can be cut into a per-sample prefix and the rest, in order.
-std::vector<Cut> cuts(const std::shared_ptr<Graph>& graph) {
+struct Cuts {
+  std::vector<Node*> prefix;  // the per-sample nodes that read the input, in order
+  std::vector<Cut> at;        // the places to cut it, in order
+};
+
+// The places where the graph can be cut into a per-sample prefix and the rest.
+Cuts cuts(const std::shared_ptr<Graph>& graph) {
   Value* x = graph->inputs().at(1);
   std::unordered_set<const Value*> dep{x};
-  std::vector<Cut> out;
-  std::vector<Node*> prefix;
+  Cuts out;
+  std::vector<Node*>& prefix = out.prefix;
   for (Node* n : graph->nodes()) {
     bool d = false;
     for (Value* v : n->inputs()) d = d || dep.count(v);
@@ -426,32 +430,24 @@ std::vector<Cut> cuts(const std::shared_ptr<Graph>& graph) {
       }
     }
     if (live.size() == 1 && live[0]->type()->cast<c10::TensorType>() && !is(n, "prim::ListConstruct"))
-      out.push_back({n, live[0]});
+      out.at.push_back({prefix.size(), live[0]});
   }
   return out;
 }
 
-// Runs the nodes up to `cut.last` that read the input on slices of `slice` samples (the last
-// one maybe smaller), in a loop, and concatenates what they give.
-int micro_batch(const std::shared_ptr<Graph>& graph, const Cut& cut, int64_t slice) {
+// Runs the prefix `cuts` found, up to `cut`, on slices of `slice` samples (the last one maybe
+// smaller), in a loop, and concatenates what they give.
+int micro_batch(const std::shared_ptr<Graph>& graph, const Cuts& cs, const Cut& cut, int64_t slice) {
   Graph& g = *graph;
   Value* x = graph->inputs().at(1);
-  std::unordered_set<const Value*> dep{x};
-  std::vector<Node*> prefix;
-  for (Node* n = graph->nodes().front(); n != cut.last->next(); n = n->next()) {
-    bool d = false;
-    for (Value* v : n->inputs()) d = d || dep.count(v);
-    if (!d) continue;
-    for (Value* v : n->outputs()) dep.insert(v);
-    prefix.push_back(n);
-  }
+  const std::vector<Node*> prefix(cs.prefix.begin(), cs.prefix.begin() + cut.nodes);
   std::vector<torch::jit::Use> outside(cut.value->uses().begin(), cut.value->uses().end());
   outside.erase(std::remove_if(outside.begin(), outside.end(),
                                [&](const torch::jit::Use& u) {
                                  return std::find(prefix.begin(), prefix.end(), u.user) != prefix.end();
                                }),
                 outside.end());
-  torch::jit::WithInsertPoint guard(cut.last->next());
+  torch::jit::WithInsertPoint guard(prefix.back()->next());
   Value* slices = g.insert(c10::aten::split, {x, slice, 0});
   Value* count = g.insert(c10::aten::len, {slices});
   Value* results = g.insertNode(g.createList(c10::TensorType::get(), {}))->output();
@@ -493,14 +489,14 @@ int plan_slices(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
   if (const char* env = std::getenv("ZOO_ONEDNN_SLICE")) slice = std::atoll(env);
   if (slice <= 0 || example.dim() != 4) return 0;
   const auto cs = cuts(graph);
-  if (cs.empty()) return 0;
+  if (cs.at.empty()) return 0;
   std::vector<Value*> values;
-  for (const auto& c : cs) values.push_back(c.value);
+  for (const auto& c : cs.at) values.push_back(c.value);
   const auto sample = run_with(module, graph, values, example.narrow(0, 0, 1));
   const int64_t input_area = example.size(2) * example.size(3);
   std::optional<size_t> pick;
   std::vector<int64_t> at;  // the picked cut's height and width
-  for (size_t k = 0; k < cs.size(); k++) {
+  for (size_t k = 0; k < cs.at.size(); k++) {
     const auto t = sample[k].toTensor();
     if (t.dim() != 4 || t.size(2) * t.size(3) * 256 < input_area) continue;
     const std::vector<int64_t> hw{t.size(2), t.size(3)};
@@ -509,9 +505,9 @@ int plan_slices(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
   }
   if (!pick) return 0;
   if (std::getenv("ZOO_ONEDNN_DUMP"))
-    std::cerr << "slices of " << slice << " up to %" << cs[*pick].value->debugName() << ", "
+    std::cerr << "slices of " << slice << " up to %" << cs.at[*pick].value->debugName() << ", "
               << sample[*pick].toTensor().sizes() << " a sample\n";
-  return micro_batch(graph, cs[*pick], slice);
+  return micro_batch(graph, cs, cs.at[*pick], slice);
 }
 
 // ---- int8: post-training static quantization, as Inductor's x86 lowering runs it ----
