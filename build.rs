@@ -31,7 +31,14 @@ fn main() {
             .file("zoo/export/jit.cpp")
             .file("zoo/infer/onednn.cpp");
         add_c10d(&mut build, std::path::Path::new(&lib));
+        let openmp = add_openmp(&mut build, &include);
         build.compile("zoo_shim");
+        if openmp {
+            // GOMP_parallel and omp_get_thread_num: libgomp.so.1, found at run time in
+            // libtorch's folder (the rpath below), so the shim's parallel loops share libtorch's
+            // OpenMP thread pool rather than starting a second one.
+            println!("cargo:rustc-link-lib=dylib=gomp");
+        }
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         println!("cargo:rustc-env=ZOO_LIBTORCH_LIB={lib}");
         // Nothing in zoo calls libtorch_cuda directly, so the linker's --as-needed would drop
@@ -40,6 +47,19 @@ fn main() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
         }
     }
+}
+
+/// Compiles the shim with OpenMP where libtorch was built with it (`AT_PARALLEL_OPENMP` in
+/// ATen/Config.h). `at::parallel_for` is a header template whose OpenMP loop is compiled into its
+/// caller: without `-fopenmp` the shim's own kernels (`zoo::cat_affine`, `zoo::max_pool2d_u8`)
+/// would run on one thread, however many libtorch has. Returns whether it did.
+fn add_openmp(build: &mut cc::Build, include: &std::path::Path) -> bool {
+    let config = std::fs::read_to_string(include.join("ATen/Config.h")).unwrap_or_default();
+    let openmp = config.lines().any(|l| l.split_whitespace().eq(["#define", "AT_PARALLEL_OPENMP", "1"]));
+    if openmp {
+        build.flag("-fopenmp");
+    }
+    openmp
 }
 
 /// Adds `zoo/dist/c10d.cpp` (TCPStore, ProcessGroupGloo, c10d::Reducer from the wheel's
