@@ -301,3 +301,86 @@ fn int8_follows_float32_through_every_structure() {
         assert_int8_follows(&format!("{name}: int8"), &int8, &eager);
     }
 }
+
+/// `zoo::infer::cat_batch_norm`, the onednn engine's one pass for a pre-activation network's
+/// `cat -> batch_norm -> relu`, gives what aten's three ops give, to the bit (NaN where aten
+/// gives NaN), in float32 and bfloat16 (the AVX-512 loop where the CPU has it): DenseNet's piece
+/// widths, widths that are not multiples of 16 (the loop's masked tail), one piece, 2-D and 4-D,
+/// with and without the ReLU, the batch norm's weight and bias given or not, with NaN and
+/// infinities among the values.
+#[test]
+fn cat_batch_norm_equals_atens_cat_batch_norm_relu_to_the_bit() {
+    use tch::Kind;
+    tch::manual_seed(0);
+    let cases: [(usize, &[i64]); 4] = [(4, &[64, 32, 32]), (4, &[12, 20, 7, 33]), (4, &[5]), (2, &[48, 13])];
+    let randn = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, Device::Cpu));
+    for kind in [Kind::Float, Kind::BFloat16] {
+        for (dims, widths) in cases {
+            let pieces: Vec<Tensor> = widths
+                .iter()
+                .map(|&w| {
+                    let shape = if dims == 4 { vec![3, w, 5, 6] } else { vec![3, w] };
+                    let x = randn(&shape) * 3.0;
+                    let flat = x.view(-1);
+                    for (i, v) in [(0, f64::NAN), (1, f64::INFINITY), (2, f64::NEG_INFINITY)] {
+                        let _ = flat.narrow(0, i, 1).fill_(v);
+                    }
+                    x.to_kind(kind)
+                })
+                .collect();
+            let c: i64 = widths.iter().sum();
+            let (weight, bias, mean) =
+                (randn(&[c]).to_kind(kind), randn(&[c]).to_kind(kind), randn(&[c]).to_kind(kind));
+            let var = (Tensor::rand([c], (Kind::Float, Device::Cpu)) + 0.05).to_kind(kind);
+            let eps = 1e-5;
+            for affine in [true, false] {
+                let (w, b) = if affine { (Some(&weight), Some(&bias)) } else { (None, None) };
+                let normed = Tensor::cat(&pieces, 1).batch_norm(w, b, Some(&mean), Some(&var), false, 0.1, eps, false);
+                for relu in [true, false] {
+                    let want = if relu { normed.relu() } else { normed.shallow_clone() };
+                    let got = zoo::infer::cat_batch_norm(&pieces, w, b, &mean, &var, eps, relu).unwrap();
+                    let what = format!("{kind:?}, {dims}-D, widths {widths:?}, affine {affine}, relu {relu}");
+                    assert_eq!((got.kind(), got.size()), (kind, want.size()), "{what}");
+                    let same = got.to_kind(Kind::Float).isclose(&want.to_kind(Kind::Float), 0.0, 0.0, true);
+                    let n = same.logical_not().sum(Kind::Int64).int64_value(&[]);
+                    assert_eq!(n, 0, "{what}: {n} values differ from aten's cat, batch_norm and relu");
+                }
+            }
+        }
+    }
+}
+
+/// The onednn engine's DenseNet-121 in bfloat16 (where the CPU has it) through `zoo features`
+/// on the real photos: with the fused `cat -> batch_norm -> relu` (on AVX-512) and without it
+/// (`ZOO_ONEDNN_CAT_AFFINE=0`, aten's three ops), the features are the same to the bit. On a CPU
+/// without native bfloat16 the run is refused with exit status 2.
+#[test]
+fn densenet_bf16_features_are_the_same_with_the_fused_batch_norms() {
+    let refs = common::export_references("parity_b", &["densenet121"]);
+    let weights = refs.join("densenet121/weights.pth");
+    let dir = tempfile::tempdir().unwrap();
+    let photos = common::root().join("assets/photos");
+    let run = |fused: bool| {
+        let out = dir.path().join(format!("fused-{fused}.safetensors"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zoo"));
+        cmd.args(["features", "densenet121", "--weights"]).arg(&weights);
+        cmd.args(["--engine", "onednn", "--precision", "bf16", "--device", "cpu", "--output"]).arg(&out).arg(&photos);
+        if !fused {
+            cmd.env("ZOO_ONEDNN_CAT_AFFINE", "0");
+        }
+        (cmd.output().unwrap(), out)
+    };
+    let (fused, fused_file) = run(true);
+    if !zoo::runtime::cpu_has_native_bf16() {
+        assert_eq!(fused.status.code(), Some(2), "{}", String::from_utf8_lossy(&fused.stderr));
+        eprintln!("this CPU has no native bfloat16: refused as expected");
+        return;
+    }
+    assert!(fused.status.success(), "{}", String::from_utf8_lossy(&fused.stderr));
+    let (apart, apart_file) = run(false);
+    assert!(apart.status.success(), "{}", String::from_utf8_lossy(&apart.stderr));
+    let read = |f: &std::path::Path| Tensor::read_safetensors(f).unwrap().remove(0).1;
+    let (a, b) = (read(&fused_file), read(&apart_file));
+    assert_eq!(a.size()[0], 6, "one row a photo");
+    assert!(a.equal(&b), "densenet121 bf16: the fused batch norms changed the features");
+}

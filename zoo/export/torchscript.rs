@@ -64,7 +64,7 @@ extern "C" {
 }
 
 /// Takes a string the shim allocated.
-fn take(s: *mut c_char) -> String {
+pub(crate) fn take(s: *mut c_char) -> String {
     if s.is_null() {
         return String::new();
     }

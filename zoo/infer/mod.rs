@@ -182,6 +182,64 @@ impl<'a> Runner<'a> {
     }
 }
 
+extern "C" {
+    // zoo/infer/onednn.cpp
+    #[allow(clippy::too_many_arguments)]
+    fn zoo_cat_batch_norm(
+        xs: *const *const torch_sys::C_tensor,
+        n: usize,
+        weight: *const torch_sys::C_tensor,
+        bias: *const torch_sys::C_tensor,
+        mean: *const torch_sys::C_tensor,
+        var: *const torch_sys::C_tensor,
+        eps: f64,
+        relu: bool,
+        err: *mut *mut std::ffi::c_char,
+    ) -> *mut torch_sys::C_tensor;
+}
+
+/// `xs` concatenated along the channels (dimension 1), then an eval batch norm with these
+/// parameters and, where `relu`, a ReLU: what the `onednn` engine runs for a pre-activation
+/// network's `cat -> batch_norm -> relu` (DenseNet's every layer and transition,
+/// `zoo::cat_affine`), in one pass that reads each input once and writes the result once, where
+/// aten's three ops read and write the concatenation three times. The result equals aten's to
+/// the bit: the batch norm's scale and shift are computed as aten computes them, and each value
+/// is rounded as aten's kernels round it. 2-D and 4-D float32 tensors, and bfloat16 ones on CPUs
+/// with AVX-512 (F, BW and VL), take the one pass and come out channels-last; anything else is
+/// computed by aten's ops.
+pub fn cat_batch_norm(
+    xs: &[Tensor],
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let ptrs: Vec<*const torch_sys::C_tensor> = xs.iter().map(|x| x.as_ptr()).collect();
+    let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr());
+    let mut err: *mut std::ffi::c_char = std::ptr::null_mut();
+    // SAFETY: valid tensors (or null for absent ones) for the call's duration; the result is a
+    // new tensor we own.
+    let out = unsafe {
+        zoo_cat_batch_norm(
+            ptrs.as_ptr(),
+            ptrs.len(),
+            opt(weight),
+            opt(bias),
+            running_mean.as_ptr(),
+            running_var.as_ptr(),
+            eps,
+            relu,
+            &mut err,
+        )
+    };
+    if out.is_null() {
+        bail!("cat_batch_norm: {}", crate::export::torchscript::take(err));
+    }
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
 /// The calibration images int8 reads at most: ranges settle after a few dozen.
 pub const MAX_CALIBRATION_IMAGES: usize = 128;
 

@@ -13,7 +13,8 @@
 //   - the early layers, down to 1/16 of the input's resolution, run on slices of the batch in a
 //     loop, so that their tensors stay in cache (`plan_slices`).
 // Shapes come from one run of the frozen graph on the example input. ZOO_ONEDNN_DUMP=1 in the
-// environment prints the rewritten graph to standard error.
+// environment prints the rewritten graph to standard error; ZOO_ONEDNN_SLICE=0 and
+// ZOO_ONEDNN_CAT_AFFINE=0 turn the slices and the batch-norm fusion off, for measuring.
 //
 // In int8 (`zoo_onednn_int8`) the convolutions become oneDNN's quantized ones instead, as
 // PyTorch's x86 quantizer and Inductor lower them (see "int8" below).
@@ -27,6 +28,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/Pool.h>
+#include <immintrin.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -723,13 +725,33 @@ __attribute__((optimize("O3"))) at::Tensor max_pool2d_u8(const at::Tensor& x, c1
   return out;
 }
 
-// `out[c] = in[c] * s[c] + t[c]` for `n` channels, clamped at 0 where `relu`.
+// Whether the CPU has fused multiply-adds (x86's FMA3), which aten's vectorized CPU kernels are
+// compiled with: its batch norm computes `x * scale + shift` in one rounding there, in two
+// elsewhere, and `cat_affine` rounds as it does.
+bool cpu_has_fma() {
+  static const bool yes = __builtin_cpu_supports("fma");
+  return yes;
+}
+
+// `out[c] = in[c] * s[c] + t[c]` for `n` channels in two roundings (aten on a CPU without FMA3),
+// clamped at 0 where `relu` (a NaN stays a NaN).
 template <bool relu>
 __attribute__((optimize("O3"), noinline)) void affine_channels(const float* __restrict in, const float* __restrict s,
                                                            const float* __restrict t, int64_t n,
                                                            float* __restrict out) {
   for (int64_t c = 0; c < n; c++) {
     const float y = in[c] * s[c] + t[c];
+    out[c] = relu ? std::max(y, 0.0f) : y;
+  }
+}
+
+// The same in one rounding (aten on a CPU with FMA3).
+template <bool relu>
+__attribute__((target("avx2,fma"), optimize("O3"), noinline)) void affine_channels_fma(
+    const float* __restrict in, const float* __restrict s, const float* __restrict t, int64_t n,
+    float* __restrict out) {
+  for (int64_t c = 0; c < n; c++) {
+    const float y = std::fma(in[c], s[c], t[c]);
     out[c] = relu ? std::max(y, 0.0f) : y;
   }
 }
@@ -741,11 +763,80 @@ template <bool relu>
 void cat_affine_pixels(
     const std::vector<const float*>& src, const std::vector<int64_t>& width, const float* scale, const float* shift,
     int64_t channels, int64_t begin, int64_t end, float* out) {
+  const bool fma = cpu_has_fma();
   for (int64_t p = begin; p < end; p++) {
     int64_t at = 0;
     for (size_t i = 0; i < src.size(); i++) {
-      affine_channels<relu>(src[i] + p * width[i], scale + at, shift + at, width[i], out + p * channels + at);
+      const float *in = src[i] + p * width[i], *s = scale + at, *t = shift + at;
+      float* o = out + p * channels + at;
+      if (fma) {
+        affine_channels_fma<relu>(in, s, t, width[i], o);
+      } else {
+        affine_channels<relu>(in, s, t, width[i], o);
+      }
       at += width[i];
+    }
+  }
+}
+
+// The float32 scale and shift of an eval batch norm over `mean.numel()` channels (weight and
+// bias optional) as aten's CPU batch norm computes them, so that `x * scale + shift` is its
+// output to the bit: scale = weight * rsqrt(var + eps), shift = bias - mean * scale in one
+// rounding (aten's kernels are compiled with fused multiply-adds).
+std::pair<at::Tensor, at::Tensor> batch_norm_terms(const std::optional<at::Tensor>& weight,
+                                                   const std::optional<at::Tensor>& bias, const at::Tensor& mean,
+                                                   const at::Tensor& var, double eps) {
+  at::Tensor inv = (var.to(at::kFloat) + eps).rsqrt();
+  at::Tensor scale = (weight ? weight->to(at::kFloat) * inv : inv).contiguous();
+  const at::Tensor m = mean.to(at::kFloat).contiguous();
+  const at::Tensor b = bias ? bias->to(at::kFloat).contiguous() : at::zeros_like(m);
+  TORCH_CHECK(scale.numel() == m.numel() && b.numel() == m.numel(), "batch norm parameters of different sizes");
+  at::Tensor shift = at::empty_like(m);
+  const float *sp = scale.data_ptr<float>(), *mp = m.data_ptr<float>(), *bp = b.data_ptr<float>();
+  float* out = shift.data_ptr<float>();
+  const bool fma = cpu_has_fma();
+  for (int64_t c = 0; c < m.numel(); c++) out[c] = fma ? std::fma(-mp[c], sp[c], bp[c]) : bp[c] - mp[c] * sp[c];
+  return {scale, shift};
+}
+
+// Whether this CPU runs bfloat16's `cat_affine_pixels` (AVX-512 F, BW and VL). Elsewhere bfloat16
+// batch norms stay aten's.
+bool bf16_cat_affine_supported() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  return yes;
+}
+
+// Pixels [begin, end) of `cat_affine` in bfloat16, 16 channels a step, every input's channels at
+// a pixel in one call (one call per piece and pixel, as the float32 loop makes, cost more than
+// the arithmetic: each of DenseNet's pieces is 32 channels, 64 bytes). Computes as aten's
+// bfloat16 batch norm does, so that the result is the same to the bit: each value widened to
+// float32, `x * scale + shift` in one rounding, clamped at 0 where `relu` (a NaN stays a NaN),
+// then rounded to bfloat16 to nearest even (a NaN to 0x7fc0).
+template <bool relu>
+__attribute__((target("avx512f,avx512bw,avx512vl"), optimize("O3"))) void cat_affine_pixels(
+    const std::vector<const uint16_t*>& src, const std::vector<int64_t>& width, const float* scale, const float* shift,
+    int64_t channels, int64_t begin, int64_t end, uint16_t* out) {
+  const __m512i half_ulp = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), nan = _mm512_set1_epi32(0x7fc00000);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t p = begin; p < end; p++) {
+    uint16_t* o = out + p * channels;
+    int64_t at = 0;
+    for (size_t i = 0; i < src.size(); i++) {
+      const uint16_t* in = src[i] + p * width[i];
+      const int64_t n = width[i];
+      for (int64_t c = 0; c < n; c += 16) {
+        const __mmask16 m = n - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - c)) - 1);
+        const __m512 x = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, in + c)), 16));
+        const __m512 s = _mm512_maskz_loadu_ps(m, scale + at + c), t = _mm512_maskz_loadu_ps(m, shift + at + c);
+        __m512 y = _mm512_fmadd_ps(x, s, t);
+        if (relu) y = _mm512_max_ps(zero, y);  // the second operand where either is NaN
+        const __m512i b = _mm512_castps_si512(y);
+        __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(half_ulp, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q), nan);
+        _mm256_mask_storeu_epi16(o + at + c, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+      }
+      at += n;
     }
   }
 }
@@ -754,14 +845,16 @@ void cat_affine_pixels(
 // `shift` and, where `relu`, clamped at 0: a pre-activation network's cat -> batch_norm (eval)
 // -> relu (DenseNet's every layer and transition) in one pass that reads each input once and
 // writes the result once, where the three ops read and write the whole concatenation three
-// times (DenseNet-121, float32, 2 cores: 33.8 -> 37 images/s). 4-D float32 tensors come out
-// channels-last (what the oneDNN convolutions read and write); anything else goes through aten.
+// times (DenseNet-121, float32, 2 cores: 33.8 -> 37 images/s). 2-D and 4-D float32 tensors, and
+// bfloat16 ones where the CPU has AVX-512 (`bf16_cat_affine_supported`), come out channels-last
+// (what the oneDNN convolutions read and write); anything else goes through aten.
 at::Tensor cat_affine(const std::vector<at::Tensor>& xs, const at::Tensor& scale, const at::Tensor& shift,
                       bool relu) {
   TORCH_CHECK(!xs.empty(), "zoo::cat_affine takes at least one tensor");
   const auto& x0 = xs[0];
   const auto kind = x0.scalar_type();
-  bool fast = (x0.dim() == 4 || x0.dim() == 2) && kind == at::kFloat;
+  bool fast = (x0.dim() == 4 || x0.dim() == 2) &&
+              (kind == at::kFloat || (kind == at::kBFloat16 && bf16_cat_affine_supported()));
   int64_t channels = 0;
   for (const auto& x : xs) {
     fast = fast && x.scalar_type() == kind && x.dim() == x0.dim() && x.size(0) == x0.size(0) &&
@@ -784,21 +877,29 @@ at::Tensor cat_affine(const std::vector<at::Tensor>& xs, const at::Tensor& scale
   auto out = at::empty(sizes, x0.options().memory_format(layout));
   const int64_t pixels = out.numel() / channels;
   const auto s = scale.to(at::kFloat).contiguous(), t = shift.to(at::kFloat).contiguous();
-  std::vector<const float*> src;
   std::vector<int64_t> width;
-  for (const auto& x : in) {
-    src.push_back(x.data_ptr<float>());
-    width.push_back(x.size(1));
-  }
-  float* dst = out.data_ptr<float>();
+  for (const auto& x : in) width.push_back(x.size(1));
   const float *sp = s.data_ptr<float>(), *tp = t.data_ptr<float>();
-  at::parallel_for(0, pixels, std::max<int64_t>(1, 16384 / channels), [&](int64_t begin, int64_t end) {
-    if (relu) {
-      cat_affine_pixels<true>(src, width, sp, tp, channels, begin, end, dst);
-    } else {
-      cat_affine_pixels<false>(src, width, sp, tp, channels, begin, end, dst);
-    }
-  });
+  const int64_t grain = std::max<int64_t>(1, 16384 / channels);
+  // T: float, or uint16_t for bfloat16's bits.
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    std::vector<const T*> src;
+    for (const auto& x : in) src.push_back(static_cast<const T*>(x.const_data_ptr()));
+    T* dst = static_cast<T*>(out.data_ptr());
+    at::parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
+      if (relu) {
+        cat_affine_pixels<true>(src, width, sp, tp, channels, begin, end, dst);
+      } else {
+        cat_affine_pixels<false>(src, width, sp, tp, channels, begin, end, dst);
+      }
+    });
+  };
+  if (kind == at::kBFloat16) {
+    run(uint16_t{0});
+  } else {
+    run(0.0f);
+  }
   return out;
 }
 
@@ -816,6 +917,7 @@ TORCH_LIBRARY(zoo, m) {
 int fuse_batch_norms(const std::shared_ptr<Graph>& graph) {
   const auto op = c10::Symbol::fromQualString("zoo::cat_affine");
   int fused = 0;
+  if (const char* env = std::getenv("ZOO_ONEDNN_CAT_AFFINE"); env && std::string(env) == "0") return 0;
   std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
   for (Node* n : nodes) {
     if (!is(n, "aten::batch_norm") || n->inputs().size() != 9) continue;
@@ -823,15 +925,16 @@ int fuse_batch_norms(const std::shared_ptr<Graph>& graph) {
     auto mean = tensor_constant(n->input(3)), var = tensor_constant(n->input(4));
     auto eps = number(n->input(7));
     if (!training || !training->isBool() || training->toBool() || !mean || !var || !eps) continue;
-    // float32 only: in bfloat16, aten's three vectorized passes ran faster here (DenseNet-121 on
-    // AVX512-BF16: 24.4 against 23.0 images/s fused).
-    if (mean->scalar_type() != at::kFloat) continue;
+    // bfloat16 where the CPU has the AVX-512 loop (elsewhere aten's three vectorized passes run
+    // faster than a scalar one).
+    if (!(mean->scalar_type() == at::kFloat || (mean->scalar_type() == at::kBFloat16 && bf16_cat_affine_supported())))
+      continue;
     auto weight = torch::jit::toIValue(n->input(1)), bias = torch::jit::toIValue(n->input(2));
     if (!weight || !bias || !(weight->isNone() || weight->isTensor()) || !(bias->isNone() || bias->isTensor())) continue;
-    at::Tensor inv = (var->to(at::kFloat) + *eps).rsqrt();
-    at::Tensor scale = weight->isTensor() ? weight->toTensor().to(at::kFloat) * inv : inv;
-    at::Tensor shift = -mean->to(at::kFloat) * scale;
-    if (bias->isTensor()) shift = shift + bias->toTensor().to(at::kFloat);
+    auto optional = [](const c10::IValue& v) {
+      return v.isTensor() ? std::optional<at::Tensor>(v.toTensor()) : std::optional<at::Tensor>();
+    };
+    auto [scale, shift] = batch_norm_terms(optional(*weight), optional(*bias), *mean, *var, *eps);
     // The pieces: a concatenation along channels nothing else reads, or the one input.
     Value* x = n->input(0);
     std::vector<Value*> pieces{x};
@@ -1104,6 +1207,25 @@ torch::jit::Module* zoo_onednn_int8(const torch::jit::Module* m, const at::Tenso
                                                      const Shapes& shapes) {
     *count = rewrite_int8(frozen, graph, shapes, *calibration, reduce_range, quantized);
   });
+}
+
+// `n` tensors `xs` concatenated along the channels, then an eval batch norm (`weight` and
+// `bias` may be null) and, where `relu`, a ReLU: `zoo::cat_affine` with the batch norm's terms
+// as `fuse_batch_norms` computes them. Null with `*err` on failure.
+at::Tensor* zoo_cat_batch_norm(const at::Tensor* const* xs, size_t n, const at::Tensor* weight, const at::Tensor* bias,
+                               const at::Tensor* mean, const at::Tensor* var, double eps, bool relu,
+                               char** err) noexcept {
+  try {
+    c10::InferenceMode guard;
+    std::vector<at::Tensor> pieces;
+    for (size_t i = 0; i < n; i++) pieces.push_back(*xs[i]);
+    auto some = [](const at::Tensor* t) { return t ? std::optional<at::Tensor>(*t) : std::optional<at::Tensor>(); };
+    auto [scale, shift] = batch_norm_terms(some(weight), some(bias), *mean, *var, eps);
+    return new at::Tensor(cat_affine(pieces, scale, shift, relu));
+  } catch (const std::exception& e) {
+    *err = dup_error(e.what());
+    return nullptr;
+  }
 }
 
 // `m.forward(x)` with `x` in channels-last layout (what the rewritten convolutions keep).
