@@ -181,7 +181,7 @@ def render(m):
              "(its layers), `jit` (traced, frozen, `optimize_for_inference`), `onednn` (traced, frozen, every "
              "convolution one oneDNN primitive with its weight reordered once and its activation or residual "
              "addition fused, zero padding folded into depthwise convolutions, DenseNet's concatenation, batch "
-             "norm and ReLU one pass in float32, channels-last, the layers down to 1/16 of the input's resolution "
+             "norm and ReLU one pass, channels-last, the layers down to 1/16 of the input's resolution "
              "on slices of 4 images: zoo/infer/onednn.cpp), measured by `zoo benchmark` "
              "(one process for the float32 engines, one for bfloat16 and int8, each round).", "", "float32:", ""]
     # The issue's (#13) anchors: ONNX Runtime and torch.compile in float32, OpenVINO and torch.compile in bfloat16.
@@ -205,16 +205,19 @@ def render(m):
 
 
 def write_section(lines):
-    """Replaces the BENCHMARKS.md section headed by `lines[0]` with `lines` (new sections go before the GPU one)."""
+    """Replaces the BENCHMARKS.md section headed by `lines[0]` with `lines`, in its place, keeping its
+    `###` notes on earlier runs after it (a new section goes before the GPU one)."""
     section = "\n".join(lines) + "\n"
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     start = text.find("\n" + lines[0] + "\n")
     if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end:] if end >= 0 else text[:start]
-    gpu = text.find("\n## GPU")
-    text = (text[:gpu] + "\n" + section + text[gpu:]) if gpu >= 0 else (text.rstrip("\n") + "\n\n" + section)
+        ends = [e for e in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if e >= 0]
+        end = min(ends) if ends else len(text)
+        text = text[:start] + "\n" + section + text[end:]
+    else:
+        gpu = text.find("\n## GPU")
+        text = (text[:gpu] + "\n" + section + text[gpu:]) if gpu >= 0 else (text.rstrip("\n") + "\n\n" + section)
     open(path, "w").write(text)
     print(section)
 
