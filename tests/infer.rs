@@ -350,37 +350,71 @@ fn cat_batch_norm_equals_atens_cat_batch_norm_relu_to_the_bit() {
     }
 }
 
+/// `zoo features MODEL --weights W --engine onednn --precision P` on the real photos with `env`
+/// set: its features and its stderr; `None` where the run was refused with exit status 2
+/// (bfloat16 on a CPU without it).
+fn onednn_features(
+    model: &str,
+    weights: &std::path::Path,
+    precision: &str,
+    env: &[(&str, &str)],
+) -> Option<(Tensor, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("features.safetensors");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zoo"));
+    cmd.args(["features", model, "--weights"]).arg(weights);
+    cmd.args(["--engine", "onednn", "--precision", precision, "--device", "cpu", "--output"]).arg(&out);
+    cmd.arg(common::root().join("assets/photos")).envs(env.iter().copied());
+    let run = cmd.output().unwrap();
+    if run.status.code() == Some(2) {
+        return None;
+    }
+    assert!(run.status.success(), "{model} {precision} {env:?}: {}", String::from_utf8_lossy(&run.stderr));
+    let features = Tensor::read_safetensors(&out).unwrap().remove(0).1;
+    assert_eq!(features.size()[0], 6, "one row a photo");
+    Some((features, String::from_utf8_lossy(&run.stderr).into_owned()))
+}
+
 /// The onednn engine's DenseNet-121 in bfloat16 (where the CPU has it) through `zoo features`
 /// on the real photos: with the fused `cat -> batch_norm -> relu` (on AVX-512) and without it
 /// (`ZOO_ONEDNN_CAT_AFFINE=0`, aten's three ops), the features are the same to the bit. On a CPU
 /// without native bfloat16 the run is refused with exit status 2.
 #[test]
 fn densenet_bf16_features_are_the_same_with_the_fused_batch_norms() {
-    let refs = common::export_references("parity_b", &["densenet121"]);
-    let weights = refs.join("densenet121/weights.pth");
-    let dir = tempfile::tempdir().unwrap();
-    let photos = common::root().join("assets/photos");
-    let run = |fused: bool| {
-        let out = dir.path().join(format!("fused-{fused}.safetensors"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zoo"));
-        cmd.args(["features", "densenet121", "--weights"]).arg(&weights);
-        cmd.args(["--engine", "onednn", "--precision", "bf16", "--device", "cpu", "--output"]).arg(&out).arg(&photos);
-        if !fused {
-            cmd.env("ZOO_ONEDNN_CAT_AFFINE", "0");
-        }
-        (cmd.output().unwrap(), out)
-    };
-    let (fused, fused_file) = run(true);
-    if !zoo::runtime::cpu_has_native_bf16() {
-        assert_eq!(fused.status.code(), Some(2), "{}", String::from_utf8_lossy(&fused.stderr));
+    let weights = common::export_references("parity_b", &["densenet121"]).join("densenet121/weights.pth");
+    let Some((fused, _)) = onednn_features("densenet121", &weights, "bf16", &[]) else {
+        assert!(!zoo::runtime::cpu_has_native_bf16(), "bf16 refused on a CPU that has it");
         eprintln!("this CPU has no native bfloat16: refused as expected");
         return;
+    };
+    let (apart, _) = onednn_features("densenet121", &weights, "bf16", &[("ZOO_ONEDNN_CAT_AFFINE", "0")]).unwrap();
+    assert!(fused.equal(&apart), "densenet121 bf16: the fused batch norms changed the features");
+}
+
+/// The onednn engine's convolutions run as primitives zoo makes once (`zoo::conv`, libtorch's
+/// own oneDNN found by address) and give what libtorch's `_convolution_pointwise` gives
+/// (`ZOO_ONEDNN_CACHED=0`) to the bit: resnet18 (residual sums with a ReLU), mobilenet_v2
+/// (ReLU6 as a clip post-op, depthwise convolutions, sums without one) and shufflenet_v2
+/// (depthwise convolutions without an activation) on the reference checkpoints, through
+/// `zoo features` on the real photos, in float32 and, where the CPU has it, bfloat16.
+#[test]
+fn cached_primitives_compute_what_libtorchs_convolutions_compute() {
+    let refs = common::export_references("parity", &["resnet18", "mobilenet_v2", "shufflenet_v2_x1_0"]);
+    for model in ["resnet18", "mobilenet_v2", "shufflenet_v2_x1_0"] {
+        let weights = refs.join(model).join("weights.pth");
+        for precision in ["fp32", "bf16"] {
+            let Some((cached, graph)) = onednn_features(model, &weights, precision, &[("ZOO_ONEDNN_DUMP", "1")]) else {
+                assert!(precision == "bf16" && !zoo::runtime::cpu_has_native_bf16(), "{model} {precision} refused");
+                continue;
+            };
+            assert!(graph.contains("zoo::conv("), "{model} {precision}: no cached primitive in the graph:\n{graph}");
+            let off = [("ZOO_ONEDNN_CACHED", "0"), ("ZOO_ONEDNN_DUMP", "1")];
+            let (libtorch, graph) = onednn_features(model, &weights, precision, &off).unwrap();
+            assert!(
+                !graph.contains("zoo::conv(") && graph.contains("mkldnn::_convolution_pointwise("),
+                "{model} {precision}: ZOO_ONEDNN_CACHED=0 did not keep libtorch's convolutions:\n{graph}"
+            );
+            assert!(cached.equal(&libtorch), "{model} {precision}: the cached primitives changed the features");
+        }
     }
-    assert!(fused.status.success(), "{}", String::from_utf8_lossy(&fused.stderr));
-    let (apart, apart_file) = run(false);
-    assert!(apart.status.success(), "{}", String::from_utf8_lossy(&apart.stderr));
-    let read = |f: &std::path::Path| Tensor::read_safetensors(f).unwrap().remove(0).1;
-    let (a, b) = (read(&fused_file), read(&apart_file));
-    assert_eq!(a.size()[0], 6, "one row a photo");
-    assert!(a.equal(&b), "densenet121 bf16: the fused batch norms changed the features");
 }

@@ -11,10 +11,14 @@
 //   - activations stay dense channels-last tensors, so aten's pooling, concatenation and linear
 //     layers between the convolutions take them as they are,
 //   - the early layers, down to 1/16 of the input's resolution, run on slices of the batch in a
-//     loop, so that their tensors stay in cache (`plan_slices`).
+//     loop, so that their tensors stay in cache (`plan_slices`),
+//   - each convolution's primitive is made once for each input shape it sees, by libtorch's own
+//     oneDNN found by address (`cache_primitives`), where `_convolution_pointwise` makes its
+//     primitive descriptor again on every call.
 // Shapes come from one run of the frozen graph on the example input. ZOO_ONEDNN_DUMP=1 in the
-// environment prints the rewritten graph to standard error; ZOO_ONEDNN_SLICE=0 and
-// ZOO_ONEDNN_CAT_AFFINE=0 turn the slices and the batch-norm fusion off, for measuring.
+// environment prints the rewritten graph to standard error; ZOO_ONEDNN_SLICE=0,
+// ZOO_ONEDNN_CAT_AFFINE=0 and ZOO_ONEDNN_CACHED=0 turn the slices, the batch-norm fusion and the
+// cached primitives off, for measuring.
 //
 // In int8 (`zoo_onednn_int8`) the convolutions become oneDNN's quantized ones instead, as
 // PyTorch's x86 quantizer and Inductor lower them (see "int8" below).
@@ -29,13 +33,24 @@
 #include <ATen/Parallel.h>
 #include <ATen/native/Pool.h>
 #include <immintrin.h>
+#include <torch/custom_class.h>
 #include <torch/library.h>
+
+#include <dnnl.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
@@ -318,6 +333,418 @@ int accumulate_residuals(const std::shared_ptr<Graph>& graph) {
   return turned;
 }
 
+// ---- cached primitives: each convolution's oneDNN primitive made once, not on every call ----
+//
+// `mkldnn::_convolution_pointwise` makes a oneDNN primitive descriptor on every call (memory
+// descriptors, attributes, the descriptor, a primitive-cache look-up) before it runs the kernel:
+// about 30 us a call here, which the other thread spends spinning. On a mobile network, whose
+// convolutions are small, that is a tenth of the forward pass. libtorch does not export oneDNN's
+// API, but its symbol table lists oneDNN's C functions (local symbols): zoo finds them there (the
+// same oneDNN, version-checked against the wheel's headers, with libtorch's thread pool) and makes
+// each convolution's primitive once per input shape, with the weight reordered for it once. Where
+// the functions cannot be found (another libtorch, another CPU architecture) the rewrite keeps
+// `_convolution_pointwise`.
+
+// oneDNN's C functions zoo calls, resolved by address.
+#define ZOO_DNNL_FUNCTIONS(X)                                                                               \
+  X(dnnl_version) X(dnnl_engine_create) X(dnnl_stream_create) X(dnnl_memory_desc_create_with_tag)           \
+  X(dnnl_memory_desc_destroy) X(dnnl_memory_desc_get_size) X(dnnl_memory_desc_clone) X(dnnl_memory_create)  \
+  X(dnnl_memory_destroy) X(dnnl_post_ops_create) X(dnnl_post_ops_destroy) X(dnnl_post_ops_append_eltwise)   \
+  X(dnnl_post_ops_append_sum) X(dnnl_primitive_attr_create) X(dnnl_primitive_attr_destroy)                  \
+  X(dnnl_primitive_attr_set_post_ops) X(dnnl_primitive_attr_set_scratchpad_mode)                           \
+  X(dnnl_convolution_forward_primitive_desc_create) X(dnnl_reorder_primitive_desc_create)                   \
+  X(dnnl_primitive_desc_query_md) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_create)                   \
+  X(dnnl_primitive_destroy) X(dnnl_primitive_execute)
+
+struct Dnnl {
+#define ZOO_DNNL_POINTER(f) decltype(&::f) f = nullptr;
+  ZOO_DNNL_FUNCTIONS(ZOO_DNNL_POINTER)
+#undef ZOO_DNNL_POINTER
+  dnnl_engine_t engine = nullptr;
+  std::string missing;  // why not, where it could not be had
+};
+
+// The oneDNN inside libtorch_cpu: its functions' addresses from the library file's symbol table
+// and the library's load address.
+const Dnnl& dnnl() {
+  static const Dnnl api = [] {
+    Dnnl d;
+    struct Found {
+      uintptr_t base = 0;
+      std::string path;
+    } lib;
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* p) {
+          auto* found = static_cast<Found*>(p);
+          const std::string name = info->dlpi_name ? info->dlpi_name : "";
+          const std::string want = "/libtorch_cpu.so";
+          if (name.size() < want.size() || name.compare(name.size() - want.size(), want.size(), want) != 0) return 0;
+          found->base = info->dlpi_addr;
+          found->path = name;
+          return 1;
+        },
+        &lib);
+    if (lib.path.empty()) {
+      d.missing = "libtorch_cpu.so is not loaded";
+      return d;
+    }
+    std::unordered_map<std::string, uintptr_t> at;
+    const int fd = open(lib.path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    if (fd < 0 || fstat(fd, &st) != 0) {
+      if (fd >= 0) close(fd);
+      d.missing = "cannot read " + lib.path;
+      return d;
+    }
+    void* map = mmap(nullptr, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+      d.missing = "cannot map " + lib.path;
+      return d;
+    }
+    const char* data = static_cast<const char*>(map);
+    const auto* eh = reinterpret_cast<const Elf64_Ehdr*>(data);
+    const bool elf64 = st.st_size > static_cast<off_t>(sizeof(Elf64_Ehdr)) && std::memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 &&
+                       eh->e_ident[EI_CLASS] == ELFCLASS64 &&
+                       eh->e_shoff + eh->e_shnum * sizeof(Elf64_Shdr) <= static_cast<uint64_t>(st.st_size);
+    if (elf64) {
+      const auto* sh = reinterpret_cast<const Elf64_Shdr*>(data + eh->e_shoff);
+      for (int i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+        const auto* syms = reinterpret_cast<const Elf64_Sym*>(data + sh[i].sh_offset);
+        const char* names = data + sh[sh[i].sh_link].sh_offset;
+        for (size_t k = 0; k < sh[i].sh_size / sizeof(Elf64_Sym); k++) {
+          const char* name = names + syms[k].st_name;
+          if (ELF64_ST_TYPE(syms[k].st_info) == STT_FUNC && syms[k].st_value && std::strncmp(name, "dnnl_", 5) == 0)
+            at[name] = lib.base + syms[k].st_value;
+        }
+      }
+    }
+    munmap(map, st.st_size);
+#define ZOO_DNNL_FIND(f)                                     \
+  if (auto it = at.find(#f); it != at.end()) {               \
+    d.f = reinterpret_cast<decltype(&::f)>(it->second);      \
+  } else if (d.missing.empty()) {                            \
+    d.missing = std::string(#f) + " is not in " + lib.path;  \
+  }
+    ZOO_DNNL_FUNCTIONS(ZOO_DNNL_FIND)
+#undef ZOO_DNNL_FIND
+    if (!d.missing.empty()) return d;
+    const dnnl_version_t* v = d.dnnl_version();
+    if (v->major != DNNL_VERSION_MAJOR || v->minor != DNNL_VERSION_MINOR || v->patch != DNNL_VERSION_PATCH) {
+      d.missing = "libtorch's oneDNN is " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+                  std::to_string(v->patch) + ", its headers " + std::to_string(DNNL_VERSION_MAJOR) + "." +
+                  std::to_string(DNNL_VERSION_MINOR) + "." + std::to_string(DNNL_VERSION_PATCH);
+      return d;
+    }
+    if (d.dnnl_engine_create(&d.engine, dnnl_cpu, 0) != dnnl_success) d.missing = "no oneDNN CPU engine";
+    return d;
+  }();
+  return api;
+}
+
+void check(dnnl_status_t s, const char* what) {
+  TORCH_CHECK(s == dnnl_success, "oneDNN: ", what, " failed (status ", static_cast<int>(s), ")");
+}
+
+// The numbers of a list (a constant, or built from constants), as `scalar_list` makes them.
+std::optional<std::vector<double>> numbers(Value* v) {
+  std::vector<double> out;
+  if (v->node()->kind() == c10::prim::ListConstruct) {
+    for (Value* x : v->node()->inputs()) {
+      auto d = number(x);
+      if (!d) return std::nullopt;
+      out.push_back(*d);
+    }
+    return out;
+  }
+  auto iv = torch::jit::toIValue(v);
+  if (!iv || !iv->isList()) return std::nullopt;
+  for (const auto& x : iv->toListRef()) {
+    if (!x.isScalar()) return std::nullopt;
+    out.push_back(x.toScalar().toDouble());
+  }
+  return out;
+}
+
+// A memory descriptor that frees itself.
+struct Md {
+  dnnl_memory_desc_t md = nullptr;
+  Md() = default;
+  Md(const std::vector<int64_t>& dims, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
+    check(dnnl().dnnl_memory_desc_create_with_tag(&md, static_cast<int>(dims.size()), dims.data(), dt, tag),
+          "a memory descriptor");
+  }
+  Md(const Md&) = delete;
+  Md& operator=(const Md&) = delete;
+  ~Md() {
+    if (md) dnnl().dnnl_memory_desc_destroy(md);
+  }
+};
+
+// A dnnl_memory_t over `data` (not owned) that frees itself.
+struct Mem {
+  dnnl_memory_t m = nullptr;
+  Mem(const_dnnl_memory_desc_t md, void* data) {
+    check(dnnl().dnnl_memory_create(&m, md, dnnl().engine, data), "a memory object");
+  }
+  Mem(const Mem&) = delete;
+  Mem& operator=(const Mem&) = delete;
+  ~Mem() {
+    if (m) dnnl().dnnl_memory_destroy(m);
+  }
+};
+
+dnnl_data_type_t dnnl_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return dnnl_f32;
+    case at::kBFloat16:
+      return dnnl_bf16;
+    case at::kHalf:
+      return dnnl_f16;
+    default:
+      TORCH_CHECK(false, "zoo::conv: no oneDNN type for ", t);
+  }
+}
+
+// One 2-D convolution with its post-ops (an activation, or the sum into the output's buffer then
+// maybe a ReLU), as `_convolution_pointwise` runs it (ideep's attributes), with one primitive and
+// one reordered weight for each input shape it has seen.
+struct CachedConv : torch::CustomClassHolder {
+  at::Tensor weight;  // plain OIHW, in the activations' type
+  at::Tensor bias;    // undefined: none
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups = 1;
+  std::string unary;  // "none", "relu", "hardtanh", ...
+  std::vector<double> scalars;
+  bool sum = false;  // accumulate into the output's buffer
+
+  struct Plan {
+    std::vector<int64_t> input;
+    dnnl_primitive_t prim = nullptr;
+    dnnl_memory_desc_t src = nullptr, dst = nullptr, scratch = nullptr;
+    at::Tensor packed;  // the weight in the primitive's layout
+    std::optional<Mem> weights, bias;  // over `packed` and the bias, made once
+    std::vector<int64_t> out;
+    size_t scratch_bytes = 0;
+    ~Plan() {
+      const Dnnl& d = dnnl();
+      if (prim) d.dnnl_primitive_destroy(prim);
+      for (auto md : {src, dst, scratch})
+        if (md) d.dnnl_memory_desc_destroy(md);
+    }
+  };
+  std::mutex mutex;
+  std::vector<std::unique_ptr<Plan>> plans;
+
+  Plan& plan_for(const at::Tensor& x) {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (auto& p : plans)
+      if (p->input == x.sizes()) return *p;
+    plans.push_back(make_plan(x));
+    return *plans.back();
+  }
+
+  std::unique_ptr<Plan> make_plan(const at::Tensor& x) {
+    const Dnnl& d = dnnl();
+    auto plan = std::make_unique<Plan>();
+    plan->input = x.sizes().vec();
+    const int64_t n = x.size(0), ic = x.size(1), oc = weight.size(0), kh = weight.size(2), kw = weight.size(3);
+    auto out_size = [&](int64_t in, int i, int64_t k) {
+      return (in + 2 * padding[i] - dilation[i] * (k - 1) - 1) / stride[i] + 1;
+    };
+    plan->out = {n, oc, out_size(x.size(2), 0, kh), out_size(x.size(3), 1, kw)};
+    const dnnl_data_type_t dt = dnnl_type(x.scalar_type());
+    Md src(plan->input, dt, dnnl_nhwc), dst(plan->out, dt, dnnl_nhwc);
+    const bool grouped = groups > 1;
+    const std::vector<int64_t> wdims = grouped ? std::vector<int64_t>{groups, oc / groups, ic / groups, kh, kw}
+                                               : std::vector<int64_t>{oc, ic, kh, kw};
+    Md wany(wdims, dt, dnnl_format_tag_any), wplain(wdims, dt, grouped ? dnnl_goihw : dnnl_oihw);
+    std::optional<Md> bmd;
+    if (bias.defined()) bmd.emplace(std::vector<int64_t>{oc}, dnnl_type(bias.scalar_type()), dnnl_a);
+    dnnl_post_ops_t po;
+    check(d.dnnl_post_ops_create(&po), "post-ops");
+    dnnl_primitive_attr_t attr;
+    check(d.dnnl_primitive_attr_create(&attr), "attributes");
+    auto eltwise = [&](dnnl_alg_kind_t alg, float alpha, float beta) {
+      check(d.dnnl_post_ops_append_eltwise(po, alg, alpha, beta), "an activation post-op");
+    };
+    if (sum) check(d.dnnl_post_ops_append_sum(po, 1.0f, 0, dnnl_data_type_undef), "the sum post-op");
+    if (unary == "relu") eltwise(dnnl_eltwise_relu, 0.f, 0.f);
+    else if (unary == "hardtanh") eltwise(dnnl_eltwise_clip, static_cast<float>(scalars.at(0)), static_cast<float>(scalars.at(1)));
+    else if (unary == "hardswish") eltwise(dnnl_eltwise_hardswish, 1.f / 6.f, 0.5f);
+    else if (unary == "swish") eltwise(dnnl_eltwise_swish, 1.f, 0.f);
+    else if (unary == "sigmoid") eltwise(dnnl_eltwise_logistic, 0.f, 0.f);
+    else if (unary == "hardsigmoid") eltwise(dnnl_eltwise_hardsigmoid, 1.f / 6.f, 0.5f);
+    else if (unary == "tanh") eltwise(dnnl_eltwise_tanh, 0.f, 0.f);
+    else TORCH_CHECK(unary == "none", "zoo::conv: no post-op for ", unary);
+    check(d.dnnl_primitive_attr_set_post_ops(attr, po), "setting the post-ops");
+    check(d.dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode");
+    dnnl_dims_t strides{stride[0], stride[1]}, dilates{dilation[0] - 1, dilation[1] - 1}, pads{padding[0], padding[1]};
+    dnnl_primitive_desc_t pd = nullptr;
+    const dnnl_status_t made = d.dnnl_convolution_forward_primitive_desc_create(
+        &pd, d.engine, dnnl_forward_inference, dnnl_convolution_direct, src.md, wany.md, bmd ? bmd->md : nullptr, dst.md, strides, dilates,
+        pads, pads, attr);
+    d.dnnl_post_ops_destroy(po);
+    d.dnnl_primitive_attr_destroy(attr);
+    check(made, "a convolution's primitive descriptor");
+    struct PdGuard {
+      dnnl_primitive_desc_t pd;
+      ~PdGuard() { dnnl().dnnl_primitive_desc_destroy(pd); }
+    } guard{pd};
+    check(d.dnnl_primitive_create(&plan->prim, pd), "a convolution primitive");
+    check(d.dnnl_memory_desc_clone(&plan->src, src.md), "a descriptor copy");
+    check(d.dnnl_memory_desc_clone(&plan->dst, dst.md), "a descriptor copy");
+    const_dnnl_memory_desc_t wmd = d.dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const_dnnl_memory_desc_t smd = d.dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    plan->scratch_bytes = smd ? d.dnnl_memory_desc_get_size(smd) : 0;
+    if (plan->scratch_bytes) check(d.dnnl_memory_desc_clone(&plan->scratch, smd), "a descriptor copy");
+    // The weight, reordered once into the primitive's layout.
+    plan->packed = at::empty({static_cast<int64_t>(d.dnnl_memory_desc_get_size(wmd))}, weight.options().dtype(at::kByte));
+    at::Tensor plain = weight.contiguous();
+    Mem from(wplain.md, plain.data_ptr()), to(wmd, plan->packed.data_ptr());
+    dnnl_primitive_desc_t rpd;
+    check(d.dnnl_reorder_primitive_desc_create(&rpd, wplain.md, d.engine, wmd, d.engine, nullptr), "a weight reorder");
+    PdGuard rguard{rpd};
+    dnnl_primitive_t reorder;
+    check(d.dnnl_primitive_create(&reorder, rpd), "a weight reorder");
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from.m}, {DNNL_ARG_TO, to.m}};
+    const dnnl_status_t ran = d.dnnl_primitive_execute(reorder, stream(), 2, args);
+    d.dnnl_primitive_destroy(reorder);
+    check(ran, "the weight reorder");
+    plan->weights.emplace(wmd, plan->packed.data_ptr());
+    if (bias.defined()) plan->bias.emplace(bmd->md, bias.data_ptr());
+    return plan;
+  }
+
+  // This thread's stream (oneDNN's streams are not to be shared between threads).
+  static dnnl_stream_t stream() {
+    thread_local struct Stream {
+      dnnl_stream_t s = nullptr;
+      ~Stream() {
+        // Left to the process's end: oneDNN may already be torn down at thread exit.
+      }
+    } st;
+    if (!st.s) check(dnnl().dnnl_stream_create(&st.s, dnnl().engine, dnnl_stream_default_flags), "a stream");
+    return st.s;
+  }
+
+  // The convolution of `x`; with `acc` (same shape as the output, which it becomes), the sum.
+  at::Tensor run(const at::Tensor& input, const at::Tensor& acc) {
+    TORCH_CHECK(input.dim() == 4 && input.scalar_type() == weight.scalar_type(), "zoo::conv: a 4-D ",
+                weight.scalar_type(), " input, got ", input.sizes(), " ", input.scalar_type());
+    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+    Plan& p = plan_for(x);
+    at::Tensor out;
+    if (sum) {
+      TORCH_CHECK(acc.sizes() == p.out && acc.scalar_type() == x.scalar_type() &&
+                      acc.is_contiguous(at::MemoryFormat::ChannelsLast),
+                  "zoo::conv_add_: the accumulator is ", acc.sizes(), ", the output ", p.out);
+      out = acc;
+    } else {
+      out = at::empty(p.out, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    }
+    const Dnnl& d = dnnl();
+    Mem src(p.src, x.data_ptr()), dst(p.dst, out.data_ptr());
+    std::vector<dnnl_exec_arg_t> args{{DNNL_ARG_SRC, src.m}, {DNNL_ARG_WEIGHTS, p.weights->m}, {DNNL_ARG_DST, dst.m}};
+    if (p.bias) args.push_back({DNNL_ARG_BIAS, p.bias->m});
+    std::optional<Mem> scratch;
+    at::Tensor scratch_buffer;
+    if (p.scratch_bytes) {
+      scratch_buffer = at::empty({static_cast<int64_t>(p.scratch_bytes)}, x.options().dtype(at::kByte));
+      scratch.emplace(p.scratch, scratch_buffer.data_ptr());
+      args.push_back({DNNL_ARG_SCRATCHPAD, scratch->m});
+    }
+    check(d.dnnl_primitive_execute(p.prim, stream(), static_cast<int>(args.size()), args.data()), "a convolution");
+    return out;
+  }
+};
+
+at::Tensor cached_conv(const c10::intrusive_ptr<CachedConv>& conv, const at::Tensor& x) {
+  return conv->run(x, at::Tensor());
+}
+
+at::Tensor cached_conv_add_(const c10::intrusive_ptr<CachedConv>& conv, const at::Tensor& acc, const at::Tensor& x) {
+  return conv->run(x, acc);
+}
+
+// Replaces every `mkldnn::_convolution_pointwise` the rewrite made (an activation, or none) and
+// every `_convolution_pointwise_` (a residual sum into a buffer nothing reads later, maybe with a
+// ReLU) by `zoo::conv` / `zoo::conv_add_` on a `CachedConv` held by the module; `weights` maps
+// the packed weights' attribute names to the plain weights. `.binary` (a sum into a fresh copy)
+// stays. Returns the number replaced; 0 where oneDNN's functions could not be found, or with
+// ZOO_ONEDNN_CACHED=0 in the environment.
+int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
+                     const std::unordered_map<std::string, at::Tensor>& weights) {
+  if (const char* env = std::getenv("ZOO_ONEDNN_CACHED"); env && std::string(env) == "0") return 0;
+  if (!dnnl().missing.empty()) {
+    if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << "no cached primitives: " << dnnl().missing << "\n";
+    return 0;
+  }
+  const auto class_type = c10::getCustomClassType<c10::intrusive_ptr<CachedConv>>();
+  int replaced = 0;
+  std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
+  for (Node* n : nodes) {
+    const bool plain = is(n, "mkldnn::_convolution_pointwise") && n->inputs().size() == 10;
+    const bool acc = is(n, "mkldnn::_convolution_pointwise_") && n->inputs().size() == 13;
+    if (!plain && !acc) continue;
+    const size_t w_at = plain ? 1 : 2;
+    Node* get = n->input(w_at)->node();
+    if (get->kind() != c10::prim::GetAttr) continue;
+    auto weight = weights.find(get->s(c10::attr::name));
+    if (weight == weights.end()) continue;
+    auto conv = c10::make_intrusive<CachedConv>();
+    conv->weight = weight->second;
+    auto bias = torch::jit::toIValue(n->input(w_at + 1));
+    auto padding = int_list(n->input(w_at + 2)), stride = int_list(n->input(w_at + 3)),
+         dilation = int_list(n->input(w_at + 4));
+    auto groups = torch::jit::toIValue(n->input(w_at + 5));
+    if (!bias || !padding || !stride || !dilation || !groups || !groups->isInt()) continue;
+    if (bias->isTensor()) conv->bias = bias->toTensor().contiguous();
+    conv->padding = *padding;
+    conv->stride = *stride;
+    conv->dilation = *dilation;
+    conv->groups = groups->toInt();
+    if (plain) {
+      auto unary = torch::jit::toIValue(n->input(7));
+      auto scalars = numbers(n->input(8));
+      if (!unary || !unary->isString() || !scalars) continue;
+      conv->unary = unary->toStringRef();
+      conv->scalars = *scalars;
+      if (conv->unary == "hardtanh" && conv->scalars.size() != 2) continue;
+    } else {
+      auto binary = torch::jit::toIValue(n->input(8));
+      auto unary = torch::jit::toIValue(n->input(10));
+      if (!binary || !binary->isString() || binary->toStringRef() != "add" || !unary) continue;
+      conv->unary = unary->isNone() ? "none" : unary->toStringRef();
+      if (conv->unary != "none" && conv->unary != "relu") continue;
+      conv->sum = true;
+    }
+    Graph& g = *graph;
+    torch::jit::WithInsertPoint guard(n);
+    const std::string name = "onednn_conv_" + std::to_string(replaced);
+    module.register_attribute(name, class_type, c10::IValue(conv), /*is_param=*/false);
+    Value* obj = g.insertGetAttr(g.inputs()[0], name);
+    Node* call = plain ? g.create(c10::Symbol::fromQualString("zoo::conv"), {obj, n->input(0)})
+                       : g.create(c10::Symbol::fromQualString("zoo::conv_add_"), {obj, n->input(0), n->input(1)});
+    call->output()->setType(c10::TensorType::get());
+    g.insertNode(call);
+    call->getOperation();
+    n->output()->replaceAllUsesWith(call->output());
+    n->destroy();
+    replaced++;
+  }
+  torch::jit::EliminateDeadCode(graph);
+  // The packed weights the replaced convolutions no longer read.
+  for (const auto& [name, _] : weights) {
+    bool read = false;
+    for (Node* n : graph->nodes()) read = read || (n->kind() == c10::prim::GetAttr && n->s(c10::attr::name) == name);
+    if (!read) module._ivalue()->setAttr(name, c10::IValue(at::Tensor()));
+  }
+  return replaced;
+}
+
 int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Shapes shapes,
             c10::ScalarType dtype) {
   static auto reorder = c10::Dispatcher::singleton()
@@ -327,6 +754,7 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
   // One name for both overloads: `getOperation()` below picks `.binary` by the inputs.
   const auto pointwise = c10::Symbol::fromQualString("mkldnn::_convolution_pointwise");
   int rewritten = 0;
+  std::unordered_map<std::string, at::Tensor> plain;  // packed weight's attribute -> the weight
   std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
   for (Node* n : nodes) {
     auto grp = group_of(n, shapes, any_unary);
@@ -338,7 +766,9 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
     c10::IValue bias = conv.bias.isTensor() ? c10::IValue(conv.bias.toTensor().to(dtype)) : c10::IValue();
     torch::jit::WithInsertPoint guard(grp->last);
     Graph& g = *graph;
-    Value* w = packed_attr(module, g, "onednn_weight_" + std::to_string(rewritten), packed);
+    const std::string w_name = "onednn_weight_" + std::to_string(rewritten);
+    Value* w = packed_attr(module, g, w_name, packed);
+    plain[w_name] = weight;
     Value* b = bias.isNone() ? none(g) : g.insertConstant(bias);
     Value* padding = g.insertConstant(conv.padding);
     Value* stride = g.insertConstant(conv.stride);
@@ -365,6 +795,7 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
   }
   torch::jit::EliminateDeadCode(graph);
   accumulate_residuals(graph);
+  cache_primitives(module, graph, plain);
   return rewritten;
 }
 
@@ -373,7 +804,8 @@ int rewrite(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, Sha
 // Whether node `n` computes each sample of its output from the same sample of its inputs alone.
 bool per_sample(const Node* n) {
   static const char* kinds[] = {
-      "mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise_", "aten::relu", "aten::relu_",
+      "mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise_", "zoo::conv", "zoo::conv_add_",
+      "aten::relu", "aten::relu_",
       "aten::clamp", "aten::clamp_", "aten::hardtanh", "aten::hardtanh_", "aten::add", "aten::add_", "aten::mul",
       "aten::mul_", "aten::sigmoid", "aten::sigmoid_", "aten::hardswish", "aten::hardswish_", "aten::hardsigmoid",
       "aten::silu", "aten::silu_", "aten::max_pool2d", "aten::avg_pool2d", "aten::constant_pad_nd", "aten::pad",
@@ -904,6 +1336,10 @@ at::Tensor cat_affine(const std::vector<at::Tensor>& xs, const at::Tensor& scale
 }
 
 TORCH_LIBRARY(zoo, m) {
+  m.class_<CachedConv>("CachedConv");
+  m.def("conv(__torch__.torch.classes.zoo.CachedConv conv, Tensor x) -> Tensor", cached_conv);
+  m.def("conv_add_(__torch__.torch.classes.zoo.CachedConv conv, Tensor(a!) acc, Tensor x) -> Tensor(a!)",
+        cached_conv_add_);
   m.def("max_pool2d_u8(Tensor x, int[] kernel, int[] stride, int[] padding, int[] dilation, bool ceil_mode) -> Tensor");
   m.impl("max_pool2d_u8", c10::DispatchKey::CPU, TORCH_FN(max_pool2d_u8));
   m.def("cat_affine(Tensor[] xs, Tensor scale, Tensor shift, bool relu) -> Tensor");
