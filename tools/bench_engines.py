@@ -182,7 +182,8 @@ def render(m):
              "convolution one oneDNN primitive with its weight reordered once and its activation or residual "
              "addition fused, zero padding folded into depthwise convolutions, DenseNet's concatenation, batch "
              "norm and ReLU one pass, channels-last, the layers down to 1/16 of the input's resolution "
-             "on slices of 4 images: zoo/infer/onednn.cpp), measured by `zoo benchmark` "
+             "on slices of 4 images, each primitive made once by libtorch's own oneDNN rather than on every call: "
+             "zoo/infer/onednn.cpp), measured by `zoo benchmark` "
              "(one process for the float32 engines, one for bfloat16 and int8, each round).", "", "float32:", ""]
     # The (#13) anchors: ONNX Runtime and torch.compile in float32, OpenVINO and torch.compile in bfloat16.
     lines += table(F32_COLS, "zoo onednn", ["torch.compile", "ONNX Runtime"], "float32")
