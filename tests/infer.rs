@@ -396,7 +396,9 @@ fn densenet_bf16_features_are_the_same_with_the_fused_batch_norms() {
 /// (`ZOO_ONEDNN_CACHED=0`) to the bit: resnet18 (residual sums with a ReLU), mobilenet_v2
 /// (ReLU6 as a clip post-op, depthwise convolutions, sums without one) and shufflenet_v2
 /// (depthwise convolutions without an activation) on the reference checkpoints, through
-/// `zoo features` on the real photos, in float32 and, where the CPU has it, bfloat16.
+/// `zoo features` on the real photos, in float32 and, where the CPU has it, bfloat16. So does
+/// the fallback a shape takes where oneDNN makes no primitive for it (libtorch's operator run by
+/// `zoo::conv`, forced here by `ZOO_ONEDNN_CACHED=fallback`).
 #[test]
 fn cached_primitives_compute_what_libtorchs_convolutions_compute() {
     let refs = common::export_references("parity", &["resnet18", "mobilenet_v2", "shufflenet_v2_x1_0"]);
@@ -415,6 +417,10 @@ fn cached_primitives_compute_what_libtorchs_convolutions_compute() {
                 "{model} {precision}: ZOO_ONEDNN_CACHED=0 did not keep libtorch's convolutions:\n{graph}"
             );
             assert!(cached.equal(&libtorch), "{model} {precision}: the cached primitives changed the features");
+            let forced = [("ZOO_ONEDNN_CACHED", "fallback"), ("ZOO_ONEDNN_DUMP", "1")];
+            let (fallback, graph) = onednn_features(model, &weights, precision, &forced).unwrap();
+            assert!(graph.contains("zoo::conv("), "{model} {precision}: no zoo::conv with the fallback forced");
+            assert!(fallback.equal(&libtorch), "{model} {precision}: the fallback changed the features");
         }
     }
 }

@@ -528,6 +528,7 @@ struct CachedConv : torch::CustomClassHolder {
     std::optional<Mem> weights, bias;  // over `packed` and the bias, made once
     std::vector<int64_t> out;
     size_t scratch_bytes = 0;
+    std::string failed;  // why no primitive could be made for this shape (then libtorch's operator runs)
     ~Plan() {
       const Dnnl& d = dnnl();
       if (prim) d.dnnl_primitive_destroy(prim);
@@ -542,8 +543,43 @@ struct CachedConv : torch::CustomClassHolder {
     std::lock_guard<std::mutex> lock(mutex);
     for (auto& p : plans)
       if (p->input == x.sizes()) return *p;
-    plans.push_back(make_plan(x));
+    static const bool forced = [] {
+      const char* env = std::getenv("ZOO_ONEDNN_CACHED");
+      return env && std::string(env) == "fallback";
+    }();
+    try {
+      if (forced) throw std::runtime_error("ZOO_ONEDNN_CACHED=fallback");
+      plans.push_back(make_plan(x));
+    } catch (const std::exception& e) {
+      // oneDNN has no primitive for this shape with these attributes: libtorch's operator, which
+      // may choose other layouts, runs it instead.
+      auto p = std::make_unique<Plan>();
+      p->input = x.sizes().vec();
+      p->failed = e.what();
+      plans.push_back(std::move(p));
+    }
     return *plans.back();
+  }
+
+  // libtorch's operator (`mkldnn::_convolution_pointwise`, or its in-place `.binary` for the
+  // sum), for a shape whose primitive could not be made here.
+  at::Tensor fallback(const at::Tensor& x, const at::Tensor& acc) {
+    c10::List<std::optional<at::Scalar>> s;
+    for (double v : scalars) s.push_back(at::Scalar(v));
+    const c10::IValue b = bias.defined() ? c10::IValue(bias) : c10::IValue();
+    torch::jit::Stack stack;
+    if (sum) {
+      static const auto op =
+          c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_convolution_pointwise_", "binary");
+      stack = {acc, x, weight, b, padding, stride, dilation, groups, std::string("add"), at::Scalar(1.0),
+               unary == "none" ? c10::IValue() : c10::IValue(unary), s, c10::IValue()};
+      op.callBoxed(stack);
+    } else {
+      static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_convolution_pointwise", "");
+      stack = {x, weight, b, padding, stride, dilation, groups, unary, s, c10::IValue()};
+      op.callBoxed(stack);
+    }
+    return stack.at(0).toTensor();
   }
 
   std::unique_ptr<Plan> make_plan(const at::Tensor& x) {
@@ -636,6 +672,7 @@ struct CachedConv : torch::CustomClassHolder {
                 weight.scalar_type(), " input, got ", input.sizes(), " ", input.scalar_type());
     const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
     Plan& p = plan_for(x);
+    if (!p.failed.empty()) return fallback(x, acc);
     at::Tensor out;
     if (sum) {
       TORCH_CHECK(acc.sizes() == p.out && acc.scalar_type() == x.scalar_type() &&
@@ -674,7 +711,8 @@ at::Tensor cached_conv_add_(const c10::intrusive_ptr<CachedConv>& conv, const at
 // ReLU) by `zoo::conv` / `zoo::conv_add_` on a `CachedConv` held by the module; `weights` maps
 // the packed weights' attribute names to the plain weights. `.binary` (a sum into a fresh copy)
 // stays. Returns the number replaced; 0 where oneDNN's functions could not be found, or with
-// ZOO_ONEDNN_CACHED=0 in the environment.
+// ZOO_ONEDNN_CACHED=0 in the environment (ZOO_ONEDNN_CACHED=fallback keeps the nodes but runs
+// libtorch's operator in them, as where oneDNN has no primitive for a shape: for testing).
 int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
                      const std::unordered_map<std::string, at::Tensor>& weights) {
   if (const char* env = std::getenv("ZOO_ONEDNN_CACHED"); env && std::string(env) == "0") return 0;
