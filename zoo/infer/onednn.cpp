@@ -96,6 +96,12 @@ bool is(const Node* n, const char* name) {
   return std::strcmp(n->kind().toQualString(), name) == 0;
 }
 
+// Whether environment variable `name` is set to `value` (the ZOO_ONEDNN_* switches, for measuring).
+bool env_is(const char* name, const char* value) {
+  const char* env = std::getenv(name);
+  return env && std::strcmp(env, value) == 0;
+}
+
 // Each value's sizes on the example input, for the values the rewrite asks about.
 using Shapes = std::unordered_map<const Value*, std::vector<int64_t>>;
 
@@ -470,7 +476,6 @@ std::optional<std::vector<double>> numbers(Value* v) {
 // A memory descriptor that frees itself.
 struct Md {
   dnnl_memory_desc_t md = nullptr;
-  Md() = default;
   Md(const std::vector<int64_t>& dims, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
     check(dnnl().dnnl_memory_desc_create_with_tag(&md, static_cast<int>(dims.size()), dims.data(), dt, tag),
           "a memory descriptor");
@@ -543,10 +548,7 @@ struct CachedConv : torch::CustomClassHolder {
     std::lock_guard<std::mutex> lock(mutex);
     for (auto& p : plans)
       if (p->input == x.sizes()) return *p;
-    static const bool forced = [] {
-      const char* env = std::getenv("ZOO_ONEDNN_CACHED");
-      return env && std::string(env) == "fallback";
-    }();
+    static const bool forced = env_is("ZOO_ONEDNN_CACHED", "fallback");
     try {
       if (forced) throw std::runtime_error("ZOO_ONEDNN_CACHED=fallback");
       plans.push_back(make_plan(x));
@@ -655,15 +657,11 @@ struct CachedConv : torch::CustomClassHolder {
   }
 
   // This thread's stream (oneDNN's streams are not to be shared between threads).
+  // Never destroyed: oneDNN may already be torn down when a thread exits.
   static dnnl_stream_t stream() {
-    thread_local struct Stream {
-      dnnl_stream_t s = nullptr;
-      ~Stream() {
-        // Left to the process's end: oneDNN may already be torn down at thread exit.
-      }
-    } st;
-    if (!st.s) check(dnnl().dnnl_stream_create(&st.s, dnnl().engine, dnnl_stream_default_flags), "a stream");
-    return st.s;
+    thread_local dnnl_stream_t s = nullptr;
+    if (!s) check(dnnl().dnnl_stream_create(&s, dnnl().engine, dnnl_stream_default_flags), "a stream");
+    return s;
   }
 
   // The convolution of `x`; with `acc` (same shape as the output, which it becomes), the sum.
@@ -715,7 +713,7 @@ at::Tensor cached_conv_add_(const c10::intrusive_ptr<CachedConv>& conv, const at
 // libtorch's operator in them, as where oneDNN has no primitive for a shape: for testing).
 int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
                      const std::unordered_map<std::string, at::Tensor>& weights) {
-  if (const char* env = std::getenv("ZOO_ONEDNN_CACHED"); env && std::string(env) == "0") return 0;
+  if (env_is("ZOO_ONEDNN_CACHED", "0")) return 0;
   if (!dnnl().missing.empty()) {
     if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << "no cached primitives: " << dnnl().missing << "\n";
     return 0;
@@ -775,11 +773,11 @@ int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& g
   }
   torch::jit::EliminateDeadCode(graph);
   // The packed weights the replaced convolutions no longer read.
-  for (const auto& [name, _] : weights) {
-    bool read = false;
-    for (Node* n : graph->nodes()) read = read || (n->kind() == c10::prim::GetAttr && n->s(c10::attr::name) == name);
-    if (!read) module._ivalue()->setAttr(name, c10::IValue(at::Tensor()));
-  }
+  std::unordered_set<std::string> read;
+  for (Node* n : graph->nodes())
+    if (n->kind() == c10::prim::GetAttr) read.insert(n->s(c10::attr::name));
+  for (const auto& [name, _] : weights)
+    if (!read.count(name)) module._ivalue()->setAttr(name, c10::IValue(at::Tensor()));
   return replaced;
 }
 
@@ -1391,7 +1389,7 @@ TORCH_LIBRARY(zoo, m) {
 int fuse_batch_norms(const std::shared_ptr<Graph>& graph) {
   const auto op = c10::Symbol::fromQualString("zoo::cat_affine");
   int fused = 0;
-  if (const char* env = std::getenv("ZOO_ONEDNN_CAT_AFFINE"); env && std::string(env) == "0") return 0;
+  if (env_is("ZOO_ONEDNN_CAT_AFFINE", "0")) return 0;
   std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
   for (Node* n : nodes) {
     if (!is(n, "aten::batch_norm") || n->inputs().size() != 9) continue;
