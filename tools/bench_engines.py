@@ -180,9 +180,10 @@ def render(m):
              "Inductor with freezing on channels-last tensors (bfloat16: autocast). zoo's engines: `eager` "
              "(its layers), `jit` (traced, frozen, `optimize_for_inference`), `onednn` (traced, frozen, every "
              "convolution one oneDNN primitive with its weight reordered once and its activation or residual "
-             "addition fused, zero padding folded into depthwise convolutions, DenseNet's concatenation, batch "
+             "addition fused, TensorFlow's zero padding the primitive's own, DenseNet's concatenation, batch "
              "norm and ReLU one pass, channels-last, the layers down to 1/16 of the input's resolution "
-             "on slices of 4 images, each primitive made once by libtorch's own oneDNN rather than on every call: "
+             "on slices of the batch sized to the caches, each primitive made once by libtorch's own oneDNN "
+             "rather than on every call: "
              "zoo/infer/onednn.cpp), measured by `zoo benchmark` "
              "(one process for the float32 engines, one for bfloat16 and int8, each round).", "", "float32:", ""]
     # The (#13) anchors: ONNX Runtime and torch.compile in float32, OpenVINO and torch.compile in bfloat16.

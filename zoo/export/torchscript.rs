@@ -263,8 +263,8 @@ impl Traced {
     /// The `onednn` engine's copy (zoo/infer/onednn.cpp): frozen, then every 2-D convolution one
     /// oneDNN primitive with its weight reordered once for `example`'s shape and the activation or
     /// residual addition after it fused; activations channels-last; the early layers, up to 1/16
-    /// of the input's resolution, run on slices of 4 images (a loop in the graph) so that their
-    /// tensors stay in cache. Also gives how many convolutions were rewritten and how many nodes
+    /// of the input's resolution, run on slices of the batch sized to the caches (a loop in the
+    /// graph) so that their tensors stay there. Also gives how many convolutions were rewritten and how many nodes
     /// run on slices (0 where the graph has no place to cut).
     pub fn onednn(&self, example: &Tensor) -> Result<(Traced, usize, usize)> {
         let mut err: *mut c_char = std::ptr::null_mut();

@@ -4,8 +4,8 @@
 //! fused activations, as `torch.jit.optimize_for_inference` does in Python); and `onednn`, the
 //! frozen trace rewritten as PyTorch's Inductor lowers convolutions on the CPU (each convolution
 //! one oneDNN primitive with its weight reordered once for the batch's shape, its activation or
-//! residual addition fused, activations channels-last, the early layers on slices of 4 images so
-//! that their tensors stay in cache, each primitive made once rather than on every call:
+//! residual addition fused, activations channels-last, the early layers on slices of the batch
+//! sized so that their tensors stay in cache, each primitive made once rather than on every call:
 //! zoo/infer/onednn.cpp). `onednn` also runs
 //! int8 post-training static quantization ([`Runner::int8`]).
 use crate::export::torchscript::Traced;

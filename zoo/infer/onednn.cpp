@@ -96,6 +96,25 @@ bool is(const Node* n, const char* name) {
   return std::strcmp(n->kind().toQualString(), name) == 0;
 }
 
+// Zero padding (TensorFlow's "SAME" padding before a convolution): in uint8 it pads with the
+// zero point, which stands for 0 exactly.
+bool is_zero_pad(const Node* n) {
+  if (!is(n, "aten::constant_pad_nd") || n->inputs().size() != 3) return false;
+  auto value = torch::jit::toIValue(n->input(2));
+  return value && (value->isNone() || (value->isScalar() && value->toScalar().toDouble() == 0.0));
+}
+
+// The sides a zero pad adds to a 4-D tensor's height and width: {top, bottom, left, right};
+// nullopt for anything else (a negative side crops).
+std::optional<std::array<int64_t, 4>> zero_pad_sides(const Node* n) {
+  if (!is_zero_pad(n)) return std::nullopt;
+  auto sides = int_list(n->input(1));
+  if (!sides || (sides->size() != 2 && sides->size() != 4)) return std::nullopt;
+  if (std::any_of(sides->begin(), sides->end(), [](int64_t v) { return v < 0; })) return std::nullopt;
+  const auto& v = *sides;
+  return std::array<int64_t, 4>{v.size() == 4 ? v[2] : 0, v.size() == 4 ? v[3] : 0, v[0], v[1]};
+}
+
 // Whether environment variable `name` is set to `value` (the ZOO_ONEDNN_* switches, for measuring).
 bool env_is(const char* name, const char* value) {
   const char* env = std::getenv(name);
@@ -520,6 +539,7 @@ struct CachedConv : torch::CustomClassHolder {
   at::Tensor weight;  // plain OIHW, in the activations' type
   at::Tensor bias;    // undefined: none
   std::vector<int64_t> stride, padding, dilation;
+  std::vector<int64_t> padding_r;  // the bottom and right padding, where it differs from `padding`'s
   int64_t groups = 1;
   std::string unary;  // "none", "relu", "hardtanh", ...
   std::vector<double> scalars;
@@ -565,7 +585,15 @@ struct CachedConv : torch::CustomClassHolder {
 
   // libtorch's operator (`mkldnn::_convolution_pointwise`, or its in-place `.binary` for the
   // sum), for a shape whose primitive could not be made here.
-  at::Tensor fallback(const at::Tensor& x, const at::Tensor& acc) {
+  at::Tensor fallback(const at::Tensor& input, const at::Tensor& acc) {
+    // libtorch's operator pads both sides alike: uneven padding is a padded copy first.
+    at::Tensor x = input;
+    std::vector<int64_t> pad = padding;
+    if (!padding_r.empty() && padding_r != padding) {
+      x = at::constant_pad_nd(input, {padding[1], padding_r[1], padding[0], padding_r[0]}, 0)
+              .contiguous(at::MemoryFormat::ChannelsLast);
+      pad = {0, 0};
+    }
     c10::List<std::optional<at::Scalar>> s;
     for (double v : scalars) s.push_back(at::Scalar(v));
     const c10::IValue b = bias.defined() ? c10::IValue(bias) : c10::IValue();
@@ -573,12 +601,12 @@ struct CachedConv : torch::CustomClassHolder {
     if (sum) {
       static const auto op =
           c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_convolution_pointwise_", "binary");
-      stack = {acc, x, weight, b, padding, stride, dilation, groups, std::string("add"), at::Scalar(1.0),
+      stack = {acc, x, weight, b, pad, stride, dilation, groups, std::string("add"), at::Scalar(1.0),
                unary == "none" ? c10::IValue() : c10::IValue(unary), s, c10::IValue()};
       op.callBoxed(stack);
     } else {
       static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_convolution_pointwise", "");
-      stack = {x, weight, b, padding, stride, dilation, groups, unary, s, c10::IValue()};
+      stack = {x, weight, b, pad, stride, dilation, groups, unary, s, c10::IValue()};
       op.callBoxed(stack);
     }
     return stack.at(0).toTensor();
@@ -589,8 +617,9 @@ struct CachedConv : torch::CustomClassHolder {
     auto plan = std::make_unique<Plan>();
     plan->input = x.sizes().vec();
     const int64_t n = x.size(0), ic = x.size(1), oc = weight.size(0), kh = weight.size(2), kw = weight.size(3);
+    const std::vector<int64_t>& pad_r = padding_r.empty() ? padding : padding_r;
     auto out_size = [&](int64_t in, int i, int64_t k) {
-      return (in + 2 * padding[i] - dilation[i] * (k - 1) - 1) / stride[i] + 1;
+      return (in + padding[i] + pad_r[i] - dilation[i] * (k - 1) - 1) / stride[i] + 1;
     };
     plan->out = {n, oc, out_size(x.size(2), 0, kh), out_size(x.size(3), 1, kw)};
     const dnnl_data_type_t dt = dnnl_type(x.scalar_type());
@@ -619,11 +648,12 @@ struct CachedConv : torch::CustomClassHolder {
     else TORCH_CHECK(unary == "none", "zoo::conv: no post-op for ", unary);
     check(d.dnnl_primitive_attr_set_post_ops(attr, po), "setting the post-ops");
     check(d.dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "the scratchpad mode");
-    dnnl_dims_t strides{stride[0], stride[1]}, dilates{dilation[0] - 1, dilation[1] - 1}, pads{padding[0], padding[1]};
+    dnnl_dims_t strides{stride[0], stride[1]}, dilates{dilation[0] - 1, dilation[1] - 1}, pads_l{padding[0], padding[1]},
+        pads_r{pad_r[0], pad_r[1]};
     dnnl_primitive_desc_t pd = nullptr;
     const dnnl_status_t made = d.dnnl_convolution_forward_primitive_desc_create(
         &pd, d.engine, dnnl_forward_inference, dnnl_convolution_direct, src.md, wany.md, bmd ? bmd->md : nullptr, dst.md, strides, dilates,
-        pads, pads, attr);
+        pads_l, pads_r, attr);
     d.dnnl_post_ops_destroy(po);
     d.dnnl_primitive_attr_destroy(attr);
     check(made, "a convolution's primitive descriptor");
@@ -711,13 +741,20 @@ at::Tensor cached_conv_add_(const c10::intrusive_ptr<CachedConv>& conv, const at
 // stays. Returns the number replaced; 0 where oneDNN's functions could not be found, or with
 // ZOO_ONEDNN_CACHED=0 in the environment (ZOO_ONEDNN_CACHED=fallback keeps the nodes but runs
 // libtorch's operator in them, as where oneDNN has no primitive for a shape: for testing).
-int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
-                     const std::unordered_map<std::string, at::Tensor>& weights) {
-  if (env_is("ZOO_ONEDNN_CACHED", "0")) return 0;
+// Whether `cache_primitives` will replace the convolutions (oneDNN's functions were found, and
+// ZOO_ONEDNN_CACHED=0 is not set).
+bool caching_primitives() {
+  if (env_is("ZOO_ONEDNN_CACHED", "0")) return false;
   if (!dnnl().missing.empty()) {
     if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << "no cached primitives: " << dnnl().missing << "\n";
-    return 0;
+    return false;
   }
+  return true;
+}
+
+int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
+                     const std::unordered_map<std::string, at::Tensor>& weights) {
+  if (!caching_primitives()) return 0;
   const auto class_type = c10::getCustomClassType<c10::intrusive_ptr<CachedConv>>();
   int replaced = 0;
   std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
@@ -757,13 +794,22 @@ int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& g
       if (conv->unary != "none" && conv->unary != "relu") continue;
       conv->sum = true;
     }
+    // A zero pad before it (TensorFlow's "SAME" padding, one side more where the stride is 2)
+    // becomes the primitive's own uneven padding: no padded copy, no zero taps.
+    Value* input = n->input(plain ? 0 : 1);
+    if (const auto sides = zero_pad_sides(input->node())) {
+      const auto& [top, bottom, left, right] = *sides;
+      conv->padding_r = {conv->padding[0] + bottom, conv->padding[1] + right};
+      conv->padding = {conv->padding[0] + top, conv->padding[1] + left};
+      input = input->node()->input(0);
+    }
     Graph& g = *graph;
     torch::jit::WithInsertPoint guard(n);
     const std::string name = "onednn_conv_" + std::to_string(replaced);
     module.register_attribute(name, class_type, c10::IValue(conv), /*is_param=*/false);
     Value* obj = g.insertGetAttr(g.inputs()[0], name);
-    Node* call = plain ? g.create(c10::Symbol::fromQualString("zoo::conv"), {obj, n->input(0)})
-                       : g.create(c10::Symbol::fromQualString("zoo::conv_add_"), {obj, n->input(0), n->input(1)});
+    Node* call = plain ? g.create(c10::Symbol::fromQualString("zoo::conv"), {obj, input})
+                       : g.create(c10::Symbol::fromQualString("zoo::conv_add_"), {obj, n->input(0), input});
     call->output()->setType(c10::TensorType::get());
     g.insertNode(call);
     call->getOperation();
@@ -944,20 +990,41 @@ int micro_batch(const std::shared_ptr<Graph>& graph, const Cuts& cs, const Cut& 
   return static_cast<int>(prefix.size());
 }
 
-// Samples per slice: 4 holds the early layers' tensors of mobilenet_v2 (up to 96x112x112 floats
-// a sample) in the caches of two cores.
-constexpr int64_t kSlice = 4;
+// The bytes of second-level cache of one core: sysconf (glibc reads cpuid), else sysfs, else 1 MiB.
+int64_t l2_bytes() {
+  const long c = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (c > 0) return c;
+  if (FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r")) {
+    long kib = 0;
+    const int got = std::fscanf(f, "%ldK", &kib);
+    std::fclose(f);
+    if (got == 1 && kib > 0) return static_cast<int64_t>(kib) * 1024;
+  }
+  return int64_t{1} << 20;
+}
+
+// Samples per slice: as many as keep the prefix's largest tensor within three times the
+// second-level caches of the threads that run it (6 MiB on two Zen 4 cores of 1 MiB: the tensor
+// a layer reads and the one it writes then stay in the third level). Measured there, batch 16
+// (paired runs, BENCHMARKS.md): mobilenet_v2's 96x112x112 expansion is 4.8 MB a sample in
+// float32, where slices of 1 ran 1.17x slices of 4, and 2.4 MB in bfloat16, where 2 ran 1.05x 4;
+// resnet50's largest (1.6 MB a sample in bfloat16) ran best in slices of 4, 0.94x in slices of 1.
+// A fixed slice was a tenth too slow on one side or the other.
+int64_t slice_for(int64_t sample_bytes) {
+  const int64_t budget = l2_bytes() * std::max(1, at::get_num_threads()) * 3;
+  return std::max<int64_t>(1, budget / std::max<int64_t>(1, sample_bytes));
+}
 
 // Runs the early layers of `graph` on slices of the batch when a cut is found (see `cuts`): the
 // last cut at 1/16 of the input's resolution or finer, the one of its resolution with the fewest
 // values a sample (a block's output rather than an expansion inside it). A batch of 16 at 224x224
 // moves activations of 77 MB through mobilenet_v2's second block, which run from DRAM at the
-// speed of memory; a slice of 4 keeps them in cache. Gives the number of nodes moved into the
-// loop (0: none). ZOO_ONEDNN_SLICE=N in the environment sets the slice (0: off), for measuring.
+// speed of memory; slices (`slice_for`) keep them in cache. Gives the number of nodes moved into
+// the loop (0: none). ZOO_ONEDNN_SLICE=N in the environment sets the slice (0: off), for
+// measuring.
 int plan_slices(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, const at::Tensor& example) {
-  int64_t slice = kSlice;
-  if (const char* env = std::getenv("ZOO_ONEDNN_SLICE")) slice = std::atoll(env);
-  if (slice <= 0 || example.dim() != 4) return 0;
+  const char* env = std::getenv("ZOO_ONEDNN_SLICE");
+  if ((env && std::atoll(env) <= 0) || example.dim() != 4) return 0;
   const auto cs = cuts(graph);
   if (cs.at.empty()) return 0;
   std::vector<Value*> values;
@@ -974,9 +1041,18 @@ int plan_slices(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
     at = hw;
   }
   if (!pick) return 0;
+  // The largest tensor the slice's nodes make, for one sample.
+  std::vector<Value*> made;
+  for (size_t k = 0; k < cs.at[*pick].nodes; k++)
+    for (Value* v : cs.prefix[k]->outputs())
+      if (v->type()->cast<c10::TensorType>()) made.push_back(v);
+  int64_t largest = 0;
+  for (const auto& v : run_with(module, graph, made, example.narrow(0, 0, 1)))
+    if (v.isTensor()) largest = std::max<int64_t>(largest, v.toTensor().nbytes());
+  const int64_t slice = env ? std::atoll(env) : slice_for(largest);
   if (std::getenv("ZOO_ONEDNN_DUMP"))
     std::cerr << "slices of " << slice << " up to %" << cs.at[*pick].value->debugName() << ", "
-              << sample[*pick].toTensor().sizes() << " a sample\n";
+              << sample[*pick].toTensor().sizes() << " a sample, the largest tensor " << largest << " bytes a sample\n";
   return micro_batch(graph, cs, cs.at[*pick], slice);
 }
 
@@ -1012,14 +1088,6 @@ bool is_max_pool(const Node* n) {
   return is(n, "aten::max_pool2d") && n->inputs().size() == 6;
 }
 
-// Zero padding (TensorFlow's "SAME" padding before a convolution): in uint8 it pads with the
-// zero point, which stands for 0 exactly.
-bool is_zero_pad(const Node* n) {
-  if (!is(n, "aten::constant_pad_nd") || n->inputs().size() != 3) return false;
-  auto value = torch::jit::toIValue(n->input(2));
-  return value && (value->isNone() || (value->isScalar() && value->toScalar().toDouble() == 0.0));
-}
-
 // A node uint8 passes through at its input's scale and zero point: max pooling (which commutes
 // with the monotonic quantization) and zero padding.
 bool passes_u8(const Node* n) {
@@ -1041,14 +1109,10 @@ int fold_zero_pads(const std::shared_ptr<Graph>& graph) {
     const bool depthwise = conv && conv->groups > 1 && conv->weight.size(1) == 1;
     if (!depthwise || conv->dilation != std::vector<int64_t>{1, 1}) continue;
     Node* pad = n->input(0)->node();
-    if (!is_zero_pad(pad)) continue;
-    auto sides = int_list(pad->input(1));
-    if (!sides || (sides->size() != 2 && sides->size() != 4)) continue;
-    std::vector<int64_t> lr{(*sides)[0], (*sides)[1]}, tb{0, 0};
-    if (sides->size() == 4) tb = {(*sides)[2], (*sides)[3]};
-    if (std::any_of(sides->begin(), sides->end(), [](int64_t v) { return v < 0; })) continue;
-    const int64_t lo_h = tb[0] + conv->padding[0], hi_h = tb[1] + conv->padding[0];
-    const int64_t lo_w = lr[0] + conv->padding[1], hi_w = lr[1] + conv->padding[1];
+    const auto sides = zero_pad_sides(pad);
+    if (!sides) continue;
+    const int64_t lo_h = (*sides)[0] + conv->padding[0], hi_h = (*sides)[1] + conv->padding[0];
+    const int64_t lo_w = (*sides)[2] + conv->padding[1], hi_w = (*sides)[3] + conv->padding[1];
     const int64_t ph = std::max(lo_h, hi_h), pw = std::max(lo_w, hi_w);
     at::Tensor w = at::constant_pad_nd(conv->weight, {pw - lo_w, pw - hi_w, ph - lo_h, ph - hi_h}, 0);
     torch::jit::WithInsertPoint guard(n);
@@ -1630,9 +1694,9 @@ int rewrite_int8(torch::jit::Module& module, const std::shared_ptr<Graph>& graph
 
 // A frozen copy of traced module `m` whose forward graph `rewrite_graph` has rewritten (given
 // the sizes of `example`'s run), zero pads folded into the depthwise convolutions that read them
-// and the batch norms left fused with their concatenations and ReLUs first; ZOO_ONEDNN_DUMP prints the result. Null with `*err` on failure.
+// where `fold_pads`, and the batch norms left fused with their concatenations and ReLUs first; ZOO_ONEDNN_DUMP prints the result. Null with `*err` on failure.
 template <typename F>
-torch::jit::Module* frozen_and_rewritten(const torch::jit::Module* m, const at::Tensor& example, char** err,
+torch::jit::Module* frozen_and_rewritten(const torch::jit::Module* m, const at::Tensor& example, bool fold_pads, char** err,
                                          F rewrite_graph) noexcept {
   try {
     c10::InferenceMode guard;
@@ -1640,7 +1704,7 @@ torch::jit::Module* frozen_and_rewritten(const torch::jit::Module* m, const at::
     copy.eval();
     auto frozen = torch::jit::freeze(copy);
     auto graph = frozen.get_method("forward").graph();
-    fold_zero_pads(graph);
+    if (fold_pads) fold_zero_pads(graph);
     fuse_batch_norms(graph);
     const Shapes shapes = probe(frozen, graph, example);
     rewrite_graph(frozen, graph, shapes);
@@ -1661,7 +1725,9 @@ extern "C" {
 // that run on slices of the batch (`plan_slices`). Null with `*err` on failure.
 torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::Tensor* example, int* count,
                                          int* sliced, char** err) noexcept {
-  return frozen_and_rewritten(m, *example, err, [&](torch::jit::Module& frozen, const std::shared_ptr<Graph>& graph,
+  // Cached primitives take a zero pad as uneven padding (`cache_primitives`); libtorch's
+  // operator needs it folded into the kernel.
+  return frozen_and_rewritten(m, *example, !caching_primitives(), err, [&](torch::jit::Module& frozen, const std::shared_ptr<Graph>& graph,
                                                      const Shapes& shapes) {
     *count = rewrite(frozen, graph, shapes, example->scalar_type());
     *sliced = plan_slices(frozen, graph, *example);
@@ -1675,7 +1741,7 @@ torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::
 torch::jit::Module* zoo_onednn_int8(const torch::jit::Module* m, const at::Tensor* example,
                                     const at::Tensor* calibration, bool reduce_range, int* count, int* quantized,
                                     char** err) noexcept {
-  return frozen_and_rewritten(m, *example, err, [&](torch::jit::Module& frozen, const std::shared_ptr<Graph>& graph,
+  return frozen_and_rewritten(m, *example, true, err, [&](torch::jit::Module& frozen, const std::shared_ptr<Graph>& graph,
                                                      const Shapes& shapes) {
     *count = rewrite_int8(frozen, graph, shapes, *calibration, reduce_range, quantized);
   });
