@@ -9,6 +9,10 @@
    the old binary.
 3. What `--fast-decode` costs: the largest difference of any class probability, and the top-1
    agreement, against full-size decoding.
+4. The whole run against the forward pass alone (`zoo benchmark`, the engine classify picks for
+   160 images: onednn, float32, batch 32), and where the rest goes: the one-off set-up (the
+   engine's trace, freeze and rewrite, the first call's primitives), taken from a run on the
+   first 64 of the 160 JPEGs, and decoding, which shares the cores with the forward pass.
 
 On two folders: bench.py's 160 JPEGs of 640x480 to 1024x768, and 24 camera-size (4032x3024)
 JPEGs made here from the same photos. Replaces (or appends) the "## JPEG decoding" section of
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -90,6 +95,24 @@ def zoo_classify(zoo, folder, weights, threads, extra=()):
     return len(rows) / dt, probs
 
 
+def zoo_forward(zoo, threads):
+    """`zoo benchmark`'s forward-pass images/s, as classify runs 160 images (onednn, float32, batch 32)."""
+    out = subprocess.run([zoo, "benchmark", MODEL, "--device", "cpu", "--engine", "onednn", "--precision", "fp32",
+                          "--batch-size", "32", "--threads", str(threads), "--seconds", "3", "--format", "json"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["images_per_second"]
+
+
+def first_of(folder, n, out):
+    """A folder of the first `n` files of `folder` (copies)."""
+    os.makedirs(os.path.join(out, "x"), exist_ok=True)
+    for f in files_of(folder)[:n]:
+        dst = os.path.join(out, "x", os.path.basename(f))
+        if not os.path.exists(dst):
+            shutil.copyfile(f, dst)
+    return out
+
+
 def compare(exact, fast):
     """(max |p_fast - p_exact| over every class of every image, top-1 agreement count, images)."""
     worst, same = 0.0, 0
@@ -137,6 +160,20 @@ def main():
         classify_rows.append((label, best))
         fast_rows.append((label, *compare(exact, fast)))
 
+    # The whole run against the forward pass alone, on the 160 JPEGs: a run on the first 64 of
+    # them gives the set-up (what the 96 more images do not cost again).
+    many = folders["640x480 to 1024x768 (160)"]
+    few = first_of(many, 64, os.path.join(args.out, "jpegs-64"))
+    n_many, n_few = len(files_of(many)), 64
+    whole = {"many": [], "few": [], "forward": []}
+    for _ in range(2):
+        whole["many"].append(n_many / zoo_classify(args.zoo, many, weights, args.threads)[0])
+        whole["few"].append(n_few / zoo_classify(args.zoo, few, weights, args.threads)[0])
+        whole["forward"].append(zoo_forward(args.zoo, args.threads))
+    t_many, t_few, forward = min(whole["many"]), min(whole["few"]), max(whole["forward"])
+    steady = (n_many - n_few) / (t_many - t_few)
+    setup = t_few - n_few / steady
+
     cpu = "unknown CPU"
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
@@ -165,15 +202,37 @@ def main():
               "decoding):", "", "| JPEGs | max probability difference | top-1 equal |", "|---|---|---|"]
     for label, worst, same, n in fast_rows:
         lines.append(f"| {label} | {worst:.2e} | {same}/{n} |")
+    decode_ms = decode_rows[0][1]
+    forward_core_ms = 1000 / forward * args.threads
+    ideal = 1000 * args.threads / (forward_core_ms + decode_ms)
+    gap = 1000 * args.threads / steady - forward_core_ms - decode_ms
+    lines += ["", f"`zoo classify {MODEL}` whole run against its forward pass alone (160 JPEGs of 640x480 to "
+              f"1024x768, {args.threads} threads, batch 32; the forward pass: `zoo benchmark {MODEL} --engine onednn "
+              "--batch-size 32`, the engine classify picks for 160 images; the steady state: what the 96 images "
+              "after the first 64 cost; the set-up: the rest of a 64-image run, best of 2):", "",
+              "| whole run | steady state | forward alone | whole / forward | steady / forward | set-up |",
+              "|---|---|---|---|---|---|",
+              f"| {n_many / t_many:.1f} images/s | {steady:.1f} images/s | {forward:.1f} images/s "
+              f"| {n_many / t_many / forward:.2f} | {steady / forward:.2f} | {setup:.2f} s |", "",
+              f"Where the rest goes: the set-up once a run (starting the process, reading the checkpoint, tracing, "
+              f"freezing and rewriting the network, making the first call's primitives, filling the decode "
+              f"queue); then decoding and resizing, "
+              f"{decode_ms:.2f} ms of one core an image for the decode alone, on the same {args.threads} cores "
+              f"as the forward pass ({forward_core_ms:.2f} ms of a core an image). Were the two only "
+              f"sharing the cores, {ideal:.0f} images/s; the steady state's other {gap:.2f} ms of a core an image "
+              "go to the resize and crop, assembling the batch, and the cores' switching between the decoding "
+              "threads and libtorch's (which spin while they wait)."]
     section = "\n" + "\n".join(lines) + "\n"
 
     path = os.path.join(ROOT, "BENCHMARKS.md")
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     start = text.find(SECTION)
     if start >= 0:
+        # In place: the sections after it stay after it.
         end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + (text[end:] if end >= 0 else "")
-    text = text.rstrip("\n") + "\n" + section
+        text = text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n" + section
     with open(path, "w") as f:
         f.write(text)
     print(section)
