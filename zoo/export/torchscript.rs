@@ -47,6 +47,7 @@ extern "C" {
     fn zoo_onednn_optimized(
         m: *const CModule,
         example: *const C_tensor,
+        slice: i64,
         count: *mut c_int,
         sliced: *mut c_int,
         err: *mut *mut c_char,
@@ -267,10 +268,19 @@ impl Traced {
     /// graph) so that their tensors stay there. Also gives how many convolutions were rewritten and how many nodes
     /// run on slices (0 where the graph has no place to cut).
     pub fn onednn(&self, example: &Tensor) -> Result<(Traced, usize, usize)> {
+        self.onednn_sliced(example, None)
+    }
+
+    /// [`Traced::onednn`] with the early layers' slice fixed at `slice` images (`Some(0)`: no
+    /// slices) instead of sized to the caches: for measuring, and for tests that need a given
+    /// number of turns of the loop.
+    pub fn onednn_sliced(&self, example: &Tensor, slice: Option<usize>) -> Result<(Traced, usize, usize)> {
         let mut err: *mut c_char = std::ptr::null_mut();
         let (mut count, mut sliced): (c_int, c_int) = (0, 0);
+        let slice = slice.map_or(-1, |s| s as i64);
         // SAFETY: valid module and tensor.
-        let module = unsafe { zoo_onednn_optimized(self.module, example.as_ptr(), &mut count, &mut sliced, &mut err) };
+        let module =
+            unsafe { zoo_onednn_optimized(self.module, example.as_ptr(), slice, &mut count, &mut sliced, &mut err) };
         if module.is_null() {
             bail!("rewriting the traced graph for oneDNN: {}", take(err));
         }

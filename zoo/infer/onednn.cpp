@@ -47,6 +47,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -539,7 +540,7 @@ struct CachedConv : torch::CustomClassHolder {
   at::Tensor weight;  // plain OIHW, in the activations' type
   at::Tensor bias;    // undefined: none
   std::vector<int64_t> stride, padding, dilation;
-  std::vector<int64_t> padding_r;  // the bottom and right padding, where it differs from `padding`'s
+  std::vector<int64_t> padding_r;  // the bottom and right padding (empty: as `padding`)
   int64_t groups = 1;
   std::string unary;  // "none", "relu", "hardtanh", ...
   std::vector<double> scalars;
@@ -734,6 +735,23 @@ at::Tensor cached_conv_add_(const c10::intrusive_ptr<CachedConv>& conv, const at
   return conv->run(x, acc);
 }
 
+// Whether a node between `from` and `to` (same block) may write `from`'s first input in place:
+// an in-place operator (its name ends in `_`) reading it. Then `to` cannot read that input in
+// place of `from`'s output.
+bool written_between(const Node* from, const Node* to) {
+  const Value* v = from->input(0);
+  return std::any_of(v->uses().begin(), v->uses().end(), [&](const torch::jit::Use& u) {
+    const std::string name = u.user->kind().toUnqualString();
+    return u.user->isAfter(from) && u.user->isBefore(to) && !name.empty() && name.back() == '_';
+  });
+}
+
+// Whether `cache_primitives` will replace the convolutions (oneDNN's functions were found, and
+// ZOO_ONEDNN_CACHED=0 is not set).
+bool caching_primitives() {
+  return !env_is("ZOO_ONEDNN_CACHED", "0") && dnnl().missing.empty();
+}
+
 // Replaces every `mkldnn::_convolution_pointwise` the rewrite made (an activation, or none) and
 // every `_convolution_pointwise_` (a residual sum into a buffer nothing reads later, maybe with a
 // ReLU) by `zoo::conv` / `zoo::conv_add_` on a `CachedConv` held by the module; `weights` maps
@@ -741,20 +759,13 @@ at::Tensor cached_conv_add_(const c10::intrusive_ptr<CachedConv>& conv, const at
 // stays. Returns the number replaced; 0 where oneDNN's functions could not be found, or with
 // ZOO_ONEDNN_CACHED=0 in the environment (ZOO_ONEDNN_CACHED=fallback keeps the nodes but runs
 // libtorch's operator in them, as where oneDNN has no primitive for a shape: for testing).
-// Whether `cache_primitives` will replace the convolutions (oneDNN's functions were found, and
-// ZOO_ONEDNN_CACHED=0 is not set).
-bool caching_primitives() {
-  if (env_is("ZOO_ONEDNN_CACHED", "0")) return false;
-  if (!dnnl().missing.empty()) {
-    if (std::getenv("ZOO_ONEDNN_DUMP")) std::cerr << "no cached primitives: " << dnnl().missing << "\n";
-    return false;
-  }
-  return true;
-}
-
 int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
                      const std::unordered_map<std::string, at::Tensor>& weights) {
-  if (!caching_primitives()) return 0;
+  if (!caching_primitives()) {
+    if (std::getenv("ZOO_ONEDNN_DUMP") && !dnnl().missing.empty())
+      std::cerr << "no cached primitives: " << dnnl().missing << "\n";
+    return 0;
+  }
   const auto class_type = c10::getCustomClassType<c10::intrusive_ptr<CachedConv>>();
   int replaced = 0;
   std::vector<Node*> nodes(graph->nodes().begin(), graph->nodes().end());
@@ -797,7 +808,7 @@ int cache_primitives(torch::jit::Module& module, const std::shared_ptr<Graph>& g
     // A zero pad before it (TensorFlow's "SAME" padding, one side more where the stride is 2)
     // becomes the primitive's own uneven padding: no padded copy, no zero taps.
     Value* input = n->input(plain ? 0 : 1);
-    if (const auto sides = zero_pad_sides(input->node())) {
+    if (const auto sides = zero_pad_sides(input->node()); sides && !written_between(input->node(), n)) {
       const auto& [top, bottom, left, right] = *sides;
       conv->padding_r = {conv->padding[0] + bottom, conv->padding[1] + right};
       conv->padding = {conv->padding[0] + top, conv->padding[1] + left};
@@ -990,15 +1001,24 @@ int micro_batch(const std::shared_ptr<Graph>& graph, const Cuts& cs, const Cut& 
   return static_cast<int>(prefix.size());
 }
 
-// The bytes of second-level cache of one core: sysconf (glibc reads cpuid), else sysfs, else 1 MiB.
+// The bytes of second-level cache of one core: sysconf (glibc reads cpuid), else sysfs (the
+// cache whose level is 2), else 1 MiB.
 int64_t l2_bytes() {
   const long c = sysconf(_SC_LEVEL2_CACHE_SIZE);
   if (c > 0) return c;
-  if (FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r")) {
-    long kib = 0;
-    const int got = std::fscanf(f, "%ldK", &kib);
-    std::fclose(f);
-    if (got == 1 && kib > 0) return static_cast<int64_t>(kib) * 1024;
+  for (int i = 0; i < 8; i++) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    long level = 0, kib = 0;
+    if (FILE* f = std::fopen((dir + "level").c_str(), "r")) {
+      if (std::fscanf(f, "%ld", &level) != 1) level = 0;
+      std::fclose(f);
+    }
+    if (level != 2) continue;
+    if (FILE* f = std::fopen((dir + "size").c_str(), "r")) {
+      if (std::fscanf(f, "%ldK", &kib) != 1) kib = 0;
+      std::fclose(f);
+    }
+    if (kib > 0) return static_cast<int64_t>(kib) * 1024;
   }
   return int64_t{1} << 20;
 }
@@ -1011,7 +1031,10 @@ int64_t l2_bytes() {
 // resnet50's largest (1.6 MB a sample in bfloat16) ran best in slices of 4, 0.94x in slices of 1.
 // A fixed slice was a tenth too slow on one side or the other.
 int64_t slice_for(int64_t sample_bytes) {
-  const int64_t budget = l2_bytes() * std::max(1, at::get_num_threads()) * 3;
+  // Threads beyond the processors bring no cache of their own.
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), cpus > 0 ? cpus : 1));
+  const int64_t budget = l2_bytes() * threads * 3;
   return std::max<int64_t>(1, budget / std::max<int64_t>(1, sample_bytes));
 }
 
@@ -1020,15 +1043,21 @@ int64_t slice_for(int64_t sample_bytes) {
 // values a sample (a block's output rather than an expansion inside it). A batch of 16 at 224x224
 // moves activations of 77 MB through mobilenet_v2's second block, which run from DRAM at the
 // speed of memory; slices (`slice_for`) keep them in cache. Gives the number of nodes moved into
-// the loop (0: none). ZOO_ONEDNN_SLICE=N in the environment sets the slice (0: off), for
-// measuring.
-int plan_slices(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, const at::Tensor& example) {
-  const char* env = std::getenv("ZOO_ONEDNN_SLICE");
-  if ((env && std::atoll(env) <= 0) || example.dim() != 4) return 0;
+// the loop (0: none; none either where one slice would hold the whole batch). `fixed` > 0 sets
+// the slice, 0 turns slicing off, < 0 sizes it; so does ZOO_ONEDNN_SLICE=N in the environment
+// (0: off), for measuring.
+int plan_slices(torch::jit::Module& module, const std::shared_ptr<Graph>& graph, const at::Tensor& example,
+                int64_t fixed) {
+  if (const char* env = std::getenv("ZOO_ONEDNN_SLICE")) fixed = std::max<int64_t>(0, std::atoll(env));
+  if (fixed == 0 || example.dim() != 4) return 0;
   const auto cs = cuts(graph);
   if (cs.at.empty()) return 0;
+  // One run on one sample: the cuts' values, then every tensor the prefix makes.
   std::vector<Value*> values;
   for (const auto& c : cs.at) values.push_back(c.value);
+  for (Node* n : cs.prefix)
+    for (Value* v : n->outputs())
+      if (v->type()->cast<c10::TensorType>()) values.push_back(v);
   const auto sample = run_with(module, graph, values, example.narrow(0, 0, 1));
   const int64_t input_area = example.size(2) * example.size(3);
   std::optional<size_t> pick;
@@ -1042,14 +1071,16 @@ int plan_slices(torch::jit::Module& module, const std::shared_ptr<Graph>& graph,
   }
   if (!pick) return 0;
   // The largest tensor the slice's nodes make, for one sample.
-  std::vector<Value*> made;
-  for (size_t k = 0; k < cs.at[*pick].nodes; k++)
-    for (Value* v : cs.prefix[k]->outputs())
-      if (v->type()->cast<c10::TensorType>()) made.push_back(v);
   int64_t largest = 0;
-  for (const auto& v : run_with(module, graph, made, example.narrow(0, 0, 1)))
-    if (v.isTensor()) largest = std::max<int64_t>(largest, v.toTensor().nbytes());
-  const int64_t slice = env ? std::atoll(env) : slice_for(largest);
+  size_t k = cs.at.size();
+  for (size_t p = 0; p < cs.at[*pick].nodes; p++)
+    for (Value* v : cs.prefix[p]->outputs())
+      if (v->type()->cast<c10::TensorType>()) {
+        if (sample[k].isTensor()) largest = std::max<int64_t>(largest, sample[k].toTensor().nbytes());
+        k++;
+      }
+  const int64_t slice = fixed > 0 ? fixed : slice_for(largest);
+  if (slice >= example.size(0)) return 0;
   if (std::getenv("ZOO_ONEDNN_DUMP"))
     std::cerr << "slices of " << slice << " up to %" << cs.at[*pick].value->debugName() << ", "
               << sample[*pick].toTensor().sizes() << " a sample, the largest tensor " << largest << " bytes a sample\n";
@@ -1722,15 +1753,16 @@ extern "C" {
 
 // The `onednn` inference copy of traced module `m` for inputs shaped like `example` in `dtype`'s
 // precision; `*count` gets the number of convolutions rewritten, `*sliced` the number of nodes
-// that run on slices of the batch (`plan_slices`). Null with `*err` on failure.
-torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::Tensor* example, int* count,
+// that run on slices of the batch (`plan_slices`: `slice` images a slice, 0 none, < 0 as many as
+// the caches hold). Null with `*err` on failure.
+torch::jit::Module* zoo_onednn_optimized(const torch::jit::Module* m, const at::Tensor* example, int64_t slice, int* count,
                                          int* sliced, char** err) noexcept {
-  // Cached primitives take a zero pad as uneven padding (`cache_primitives`); libtorch's
-  // operator needs it folded into the kernel.
+  // Cached primitives take a zero pad as uneven padding (`cache_primitives`); for libtorch's
+  // operator, which pads both sides alike, folding it into a depthwise kernel saves the copy.
   return frozen_and_rewritten(m, *example, !caching_primitives(), err, [&](torch::jit::Module& frozen, const std::shared_ptr<Graph>& graph,
                                                      const Shapes& shapes) {
     *count = rewrite(frozen, graph, shapes, example->scalar_type());
-    *sliced = plan_slices(frozen, graph, *example);
+    *sliced = plan_slices(frozen, graph, *example, slice);
   });
 }
 
