@@ -83,7 +83,8 @@ pub fn run(loaded: &Loaded, files: &[PathBuf], output: &Path, opts: &FeaturesOpt
     let device = loaded.model.vs.device();
     let bar = crate::progress::Bar::images(files.len(), *progress);
     let decode = decode_options(&loaded.preprocess, DecodeLimits::default(), *fast_decode);
-    pipeline(files, &loaded.preprocess, &decode, batch_size, 2, |first, batch| {
+    let setup = || runner.prepare(batch_size.min(files.len()), loaded.preprocess.output_shape());
+    pipeline(files, &loaded.preprocess, &decode, batch_size, 2, setup, |first, batch| {
         if let Some(xs) = stack(&batch, &loaded.preprocess) {
             let xs = xs.to_device(device).to_kind(precision.kind());
             let f = runner.features_pooled(&xs, pool)?.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();

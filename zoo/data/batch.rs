@@ -5,7 +5,7 @@
 //! a failed batch.
 use crate::data::image::{load_luma_with, load_rgb_with, DecodeLimits, DecodeOptions};
 use crate::data::inputs;
-use crate::data::prefetch::prefetch;
+use crate::data::prefetch::prefetch_after;
 use crate::data::preprocess::Preprocess;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -52,19 +52,21 @@ pub fn prepare(path: &Path, pre: &Preprocess, decode: &DecodeOptions) -> Prepare
 }
 
 /// Decodes and preprocesses `files` a batch at a time (each batch in parallel), `queue_depth`
-/// batches ahead of `consume`, which gets the index of the batch's first file.
+/// batches ahead of `consume`, which gets the index of the batch's first file; `setup` runs
+/// while the first batch decodes.
 pub fn pipeline(
     files: &[PathBuf],
     pre: &Preprocess,
     decode: &DecodeOptions,
     batch_size: usize,
     queue_depth: usize,
+    setup: impl FnOnce() -> Result<()>,
     mut consume: impl FnMut(usize, Vec<Prepared>) -> Result<()>,
 ) -> Result<()> {
     let batch_size = batch_size.max(1);
     let chunks: Vec<&[PathBuf]> = files.chunks(batch_size).collect();
     let make = |chunk: &&[PathBuf]| chunk.par_iter().map(|p| prepare(p, pre, decode)).collect::<Vec<_>>();
-    prefetch(&chunks, queue_depth, make, |i, batch| consume(i * batch_size, batch))
+    prefetch_after(&chunks, queue_depth, make, setup, |i, batch| consume(i * batch_size, batch))
 }
 
 /// Decodes and preprocesses `files` (in parallel) into one float32 batch: int8 calibration

@@ -37,9 +37,10 @@ pub enum Engine {
 }
 
 /// Images from which [`Engine::Auto`] picks `onednn` on the CPU. Tracing, freezing and packing
-/// the weights takes about 0.7 s for resnet50 and 0.3 s for mobilenet_v2 on 2 cores, which the
-/// faster forward pass (resnet50 28 -> 42 images/s, mobilenet_v2 154 -> 331, `make bench`) wins
-/// back after some 50 and 100 images.
+/// the weights adds about 0.4 s to a run of resnet50 and 0.2 s to one of mobilenet_v2 on 2
+/// cores (`zoo classify` of one JPEG, onednn against eager), which the faster forward pass wins
+/// back by some 64 images (whole runs of 32 and 64 JPEGs, AMD EPYC Zen 4, 2026-12-07: resnet50
+/// eager 2.38 and 4.08 s, onednn 2.82 and 4.03 s; mobilenet_v2 0.76 and 1.05 s, 0.87 and 1.05 s).
 pub const AUTO_ONEDNN_IMAGES: usize = 64;
 
 impl Engine {
@@ -134,19 +135,7 @@ impl<'a> Runner<'a> {
                         xs.device()
                     );
                 }
-                if self.traced.get().is_none() {
-                    let traced = match &self.layer {
-                        None => Traced::trace(self.model, xs)?,
-                        Some(layer) => Traced::trace_layer(self.model, xs, layer)?,
-                    };
-                    let traced = match (self.engine, &self.calibration) {
-                        (Engine::Jit, _) => traced.optimized()?,
-                        (_, Some(calibration)) => traced.onednn_int8(xs, calibration)?.0,
-                        (_, None) => traced.onednn(xs)?.0,
-                    };
-                    let _ = self.traced.set(traced);
-                }
-                let out = self.traced.get().expect("traced above").forward(xs);
+                let out = self.traced(xs)?.forward(xs);
                 if self.engine == Engine::Jit {
                     // PyTorch's oneDNN-layout operators have gaps the others do not (an adaptive
                     // pool to a size that does not divide its input's: VGG below 224 pixels).
@@ -162,6 +151,44 @@ impl<'a> Runner<'a> {
                 out
             }
         }
+    }
+
+    /// The traced engine, built on `example` the first time (its values are not read: only its
+    /// shape, for the shapes of the graph's tensors and the sizes of the batch's slices). The
+    /// trace runs on the first sample alone: no model reads the batch size, so the graph takes
+    /// any batch, and a trace of the whole batch would cost an eager forward pass over all of it
+    /// (a third of a second for 32 images through efficientnet_lite0 on 2 cores).
+    fn traced(&self, example: &Tensor) -> Result<&Traced> {
+        if let Some(t) = self.traced.get() {
+            return Ok(t);
+        }
+        let one = example.narrow(0, 0, example.size()[0].min(1));
+        let traced = match &self.layer {
+            None => Traced::trace(self.model, &one)?,
+            Some(layer) => Traced::trace_layer(self.model, &one, layer)?,
+        };
+        let traced = match (self.engine, &self.calibration) {
+            (Engine::Jit, _) => traced.optimized()?,
+            (_, Some(calibration)) => traced.onednn_int8(example, calibration)?.0,
+            (_, None) => traced.onednn(example)?.0,
+        };
+        Ok(self.traced.get_or_init(|| traced))
+    }
+
+    /// Builds the traced engine now, for batches of `n` images of the model's input `shape`
+    /// (`[C, H, W]`), rather than on the first batch [`Runner::forward`] is given: `zoo classify`
+    /// and `zoo features` run it while their first batch is being decoded. Nothing for the eager
+    /// engine, or where the engine is already built.
+    pub fn prepare(&self, n: usize, shape: [usize; 3]) -> Result<()> {
+        if matches!(self.engine, Engine::Auto | Engine::Eager) || self.traced.get().is_some() || n == 0 {
+            return Ok(());
+        }
+        let [c, h, w] = shape.map(|d| d as i64);
+        let example = Tensor::zeros([n as i64, c, h, w], (self.model.kind(), self.model.vs.device()));
+        if self.engine == Engine::Onednn && example.device() != Device::Cpu {
+            return Ok(()); // the first forward pass says why not
+        }
+        self.traced(&example).map(|_| ())
     }
 
     /// [`Runner::forward`] of a [`Runner::features`] runner, global spatial maps pooled as
