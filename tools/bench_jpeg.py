@@ -215,8 +215,8 @@ def main():
               f"| {n_many / t_many:.1f} images/s | {steady:.1f} images/s | {forward:.1f} images/s "
               f"| {n_many / t_many / forward:.2f} | {steady / forward:.2f} | {setup:.2f} s |", "",
               f"Where the rest goes: the set-up once a run (starting the process, reading the checkpoint, tracing, "
-              f"freezing and rewriting the network, making the first call's primitives, filling the decode "
-              f"queue); then decoding and resizing, "
+              f"freezing and rewriting the network while the first batch decodes, making the first call's "
+              f"primitives, ending the process); then decoding and resizing, "
               f"{decode_ms:.2f} ms of one core an image for the decode alone, on the same {args.threads} cores "
               f"as the forward pass ({forward_core_ms:.2f} ms of a core an image). Were the two only "
               f"sharing the cores, {ideal:.0f} images/s; the steady state's other {gap:.2f} ms of a core an image "
