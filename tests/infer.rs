@@ -401,6 +401,14 @@ fn densenet_bf16_features_are_the_same_with_the_fused_batch_norms() {
 /// padded copy), through `zoo features` on the real photos, in float32 and, where the CPU has
 /// it, bfloat16. So does the fallback a shape takes where oneDNN makes no primitive for it
 /// (libtorch's operator run by `zoo::conv`, forced here by `ZOO_ONEDNN_CACHED=fallback`).
+///
+/// efficientnet_lite0's three forms of one padding (uneven, a 4x4 kernel with zero taps, a
+/// padded copy) add the same products and some exact zeros: the same to the bit where oneDNN's
+/// kernels sum the taps in order (AMD EPYC Zen 4: they are); a kernel that blocks the sum
+/// otherwise (AMX's tiles) may round apart, so there the features are held within rounding
+/// instead (relative norm of the difference: float32 1e-5; bfloat16 2e-2, where libtorch's own
+/// jit engine is 0.8e-2 from onednn's and bfloat16 itself 7.7e-2 from float32). A padding on the
+/// wrong side would move every map by a pixel, far beyond either.
 #[test]
 fn cached_primitives_compute_what_libtorchs_convolutions_compute() {
     let refs = common::export_references("parity", &["resnet18", "mobilenet_v2", "shufflenet_v2_x1_0"]);
@@ -425,11 +433,21 @@ fn cached_primitives_compute_what_libtorchs_convolutions_compute() {
                 !graph.contains("zoo::conv(") && graph.contains("mkldnn::_convolution_pointwise("),
                 "{model} {precision}: ZOO_ONEDNN_CACHED=0 did not keep libtorch's convolutions:\n{graph}"
             );
-            assert!(cached.equal(&libtorch), "{model} {precision}: the cached primitives changed the features");
+            let same = |a: &Tensor, b: &Tensor, what: &str| {
+                if model != "efficientnet_lite0" {
+                    assert!(a.equal(b), "{model} {precision}: {what} changed the features");
+                    return;
+                }
+                let rel = (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
+                eprintln!("{model} {precision}: {what} against libtorch's: relative difference {rel:e}");
+                let tolerance = if precision == "fp32" { 1e-5 } else { 2e-2 };
+                assert!(rel <= tolerance, "{model} {precision}: {what} changed the features by {rel:e}");
+            };
+            same(&cached, &libtorch, "the cached primitives");
             let forced = [("ZOO_ONEDNN_CACHED", "fallback"), ("ZOO_ONEDNN_DUMP", "1")];
             let (fallback, graph) = onednn_features(model, &weights, precision, &forced).unwrap();
             assert!(graph.contains("zoo::conv("), "{model} {precision}: no zoo::conv with the fallback forced");
-            assert!(fallback.equal(&libtorch), "{model} {precision}: the fallback changed the features");
+            same(&fallback, &libtorch, "the fallback");
         }
     }
 }
