@@ -402,7 +402,7 @@ int accumulate_residuals(const std::shared_ptr<Graph>& graph) {
   X(dnnl_primitive_attr_set_post_ops) X(dnnl_primitive_attr_set_scratchpad_mode)                           \
   X(dnnl_convolution_forward_primitive_desc_create) X(dnnl_reorder_primitive_desc_create)                   \
   X(dnnl_primitive_desc_query_md) X(dnnl_primitive_desc_destroy) X(dnnl_primitive_create)                   \
-  X(dnnl_primitive_destroy) X(dnnl_primitive_execute)
+  X(dnnl_primitive_destroy) X(dnnl_primitive_execute) X(dnnl_memory_desc_equal)
 
 struct Dnnl {
 #define ZOO_DNNL_POINTER(f) decltype(&::f) f = nullptr;
@@ -571,8 +571,8 @@ struct CachedConv : torch::CustomClassHolder {
   struct Plan {
     std::vector<int64_t> input;
     dnnl_primitive_t prim = nullptr;
-    dnnl_memory_desc_t src = nullptr, dst = nullptr, scratch = nullptr;
-    at::Tensor packed;  // the weight in the primitive's layout
+    dnnl_memory_desc_t src = nullptr, dst = nullptr, scratch = nullptr, packed_md = nullptr;
+    at::Tensor packed;  // the weight in the primitive's layout (shared by the plans that want it)
     std::optional<Mem> weights, bias;  // over `packed` and the bias, made once
     std::vector<int64_t> out;
     size_t scratch_bytes = 0;
@@ -580,7 +580,7 @@ struct CachedConv : torch::CustomClassHolder {
     ~Plan() {
       const Dnnl& d = dnnl();
       if (prim) d.dnnl_primitive_destroy(prim);
-      for (auto md : {src, dst, scratch})
+      for (auto md : {src, dst, scratch, packed_md})
         if (md) d.dnnl_memory_desc_destroy(md);
     }
   };
@@ -691,7 +691,20 @@ struct CachedConv : torch::CustomClassHolder {
     const_dnnl_memory_desc_t smd = d.dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     plan->scratch_bytes = smd ? d.dnnl_memory_desc_get_size(smd) : 0;
     if (plan->scratch_bytes) check(d.dnnl_memory_desc_clone(&plan->scratch, smd), "a descriptor copy");
-    // The weight, reordered once into the primitive's layout.
+    check(d.dnnl_memory_desc_clone(&plan->packed_md, wmd), "a descriptor copy");
+    // The weight, reordered once into the primitive's layout; a plan for another batch size
+    // whose primitive wants the same layout shares it (the probe's run on one sample makes a
+    // plan for every convolution, the sliced layers run on slices and on the batch's remainder).
+    for (const auto& other : plans)
+      if (other->packed_md && d.dnnl_memory_desc_equal(other->packed_md, wmd)) {
+        plan->packed = other->packed;
+        break;
+      }
+    if (plan->packed.defined()) {
+      plan->weights.emplace(wmd, plan->packed.data_ptr());
+      if (bias.defined()) plan->bias.emplace(bmd->md, bias.data_ptr());
+      return plan;
+    }
     plan->packed = at::empty({static_cast<int64_t>(d.dnnl_memory_desc_get_size(wmd))}, weight.options().dtype(at::kByte));
     at::Tensor plain = weight.contiguous();
     Mem from(wplain.md, plain.data_ptr()), to(wmd, plan->packed.data_ptr());
