@@ -513,7 +513,7 @@ fn bf16_on_the_cpu_runs_where_the_cpu_has_it_and_is_refused_elsewhere() {
     assert!(compared >= 3, "too few photos with a clear top-1");
 }
 
-/// `zoo classify --engine jit` (traced on the first batch, frozen, optimized) gives the eager
+/// `zoo classify --engine jit` (traced once, frozen, optimized) gives the eager
 /// engine's classes and probabilities on the real photos, also for the last, smaller batch.
 #[test]
 fn the_jit_engine_classifies_as_the_eager_one() {

@@ -55,9 +55,9 @@ impl Engine {
     }
 }
 
-/// A model running inference with one engine. The `jit` engine traces, freezes and optimizes
-/// on the first batch it is given; later batches may have other sizes (nothing in the traced
-/// graph depends on them).
+/// A model running inference with one engine. The traced engines (`jit`, `onednn`) are built
+/// once, by [`Runner::prepare`] or on the first batch given; later batches may have other sizes
+/// (nothing in the traced graph depends on them).
 pub struct Runner<'a> {
     model: &'a Model,
     engine: Engine,
@@ -176,19 +176,21 @@ impl<'a> Runner<'a> {
     }
 
     /// Builds the traced engine now, for batches of `n` images of the model's input `shape`
-    /// (`[C, H, W]`), rather than on the first batch [`Runner::forward`] is given: `zoo classify`
-    /// and `zoo features` run it while their first batch is being decoded. Nothing for the eager
-    /// engine, or where the engine is already built.
+    /// (`[C, H, W]`), rather than on the first batch [`Runner::forward`] is given: `zoo classify`,
+    /// `zoo features` and `zoo eval` run it while their first batch is being decoded. Nothing for
+    /// the eager engine, where the engine is already built, for `n` = 0, or for `onednn` off the
+    /// CPU (the first forward pass says why not).
     pub fn prepare(&self, n: usize, shape: [usize; 3]) -> Result<()> {
-        if matches!(self.engine, Engine::Auto | Engine::Eager) || self.traced.get().is_some() || n == 0 {
+        let device = self.model.vs.device();
+        let skip = matches!(self.engine, Engine::Auto | Engine::Eager)
+            || (self.engine == Engine::Onednn && device != Device::Cpu)
+            || self.traced.get().is_some()
+            || n == 0;
+        if skip {
             return Ok(());
         }
         let [c, h, w] = shape.map(|d| d as i64);
-        let example = Tensor::zeros([n as i64, c, h, w], (self.model.kind(), self.model.vs.device()));
-        if self.engine == Engine::Onednn && example.device() != Device::Cpu {
-            return Ok(()); // the first forward pass says why not
-        }
-        self.traced(&example).map(|_| ())
+        self.traced(&Tensor::zeros([n as i64, c, h, w], (self.model.kind(), device))).map(|_| ())
     }
 
     /// [`Runner::forward`] of a [`Runner::features`] runner, global spatial maps pooled as

@@ -700,23 +700,20 @@ struct CachedConv : torch::CustomClassHolder {
         plan->packed = other->packed;
         break;
       }
-    if (plan->packed.defined()) {
-      plan->weights.emplace(wmd, plan->packed.data_ptr());
-      if (bias.defined()) plan->bias.emplace(bmd->md, bias.data_ptr());
-      return plan;
+    if (!plan->packed.defined()) {
+      plan->packed = at::empty({static_cast<int64_t>(d.dnnl_memory_desc_get_size(wmd))}, weight.options().dtype(at::kByte));
+      at::Tensor plain = weight.contiguous();
+      Mem from(wplain.md, plain.data_ptr()), to(wmd, plan->packed.data_ptr());
+      dnnl_primitive_desc_t rpd;
+      check(d.dnnl_reorder_primitive_desc_create(&rpd, wplain.md, d.engine, wmd, d.engine, nullptr), "a weight reorder");
+      PdGuard rguard{rpd};
+      dnnl_primitive_t reorder;
+      check(d.dnnl_primitive_create(&reorder, rpd), "a weight reorder");
+      dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from.m}, {DNNL_ARG_TO, to.m}};
+      const dnnl_status_t ran = d.dnnl_primitive_execute(reorder, stream(), 2, args);
+      d.dnnl_primitive_destroy(reorder);
+      check(ran, "the weight reorder");
     }
-    plan->packed = at::empty({static_cast<int64_t>(d.dnnl_memory_desc_get_size(wmd))}, weight.options().dtype(at::kByte));
-    at::Tensor plain = weight.contiguous();
-    Mem from(wplain.md, plain.data_ptr()), to(wmd, plan->packed.data_ptr());
-    dnnl_primitive_desc_t rpd;
-    check(d.dnnl_reorder_primitive_desc_create(&rpd, wplain.md, d.engine, wmd, d.engine, nullptr), "a weight reorder");
-    PdGuard rguard{rpd};
-    dnnl_primitive_t reorder;
-    check(d.dnnl_primitive_create(&reorder, rpd), "a weight reorder");
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from.m}, {DNNL_ARG_TO, to.m}};
-    const dnnl_status_t ran = d.dnnl_primitive_execute(reorder, stream(), 2, args);
-    d.dnnl_primitive_destroy(reorder);
-    check(ran, "the weight reorder");
     plan->weights.emplace(wmd, plan->packed.data_ptr());
     if (bias.defined()) plan->bias.emplace(bmd->md, bias.data_ptr());
     return plan;

@@ -19,7 +19,7 @@ use super::freeze::{self, Freeze, Frozen};
 use super::optim::{GradScaler, Optimizer, OptimizerKind, Param, Schedule};
 use crate::checkpoint::{self, StateDict};
 use crate::data::image::{load_luma, load_rgb, DecodeLimits};
-use crate::data::prefetch::prefetch;
+use crate::data::prefetch::{prefetch, prefetch_after};
 use crate::data::preprocess::Preprocess;
 use crate::dist::{Group, Reducer};
 use crate::models::{is_buffer, BuildConfig, Model, ModelSpec};
@@ -396,10 +396,12 @@ pub fn evaluate(
         let [c, h, w] = pre.output_shape();
         model.inference_chunk([c as i64, h as i64, w as i64])
     };
-    prefetch(
+    let first_batch = batch_size.max(1).min(indices.len()).min(chunk.max(1) as usize);
+    prefetch_after(
         &batches,
         2,
         |b| make(b),
+        || runner.prepare(first_batch, pre.output_shape()),
         |_, b| {
             bar.inc(b.labels.len() as u64);
             if b.labels.is_empty() {
