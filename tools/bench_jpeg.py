@@ -10,9 +10,10 @@
 3. What `--fast-decode` costs: the largest difference of any class probability, and the top-1
    agreement, against full-size decoding.
 4. The whole run against the forward pass alone (`zoo benchmark`, the engine classify picks for
-   160 images: onednn, float32, batch 32), and where the rest goes: the one-off set-up (the
-   engine's trace, freeze and rewrite, the first call's primitives), taken from a run on the
-   first 64 of the 160 JPEGs, and decoding, which shares the cores with the forward pass.
+   160 images: onednn, float32, batch 32), and where the rest goes, from the times at which each
+   batch's results reach standard output: the set-up before the first batch's (less that batch
+   at the steady rate), the steady state between the first batch's and the last's (decoding
+   shares the cores with the forward pass), and the exit after the last.
 
 On two folders: bench.py's 160 JPEGs of 640x480 to 1024x768, and 24 camera-size (4032x3024)
 JPEGs made here from the same photos. Replaces (or appends) the "## JPEG decoding" section of
@@ -24,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -103,14 +103,25 @@ def zoo_forward(zoo, threads):
     return json.loads(out.stdout)["images_per_second"]
 
 
-def first_of(folder, n, out):
-    """A folder of the first `n` files of `folder` (copies)."""
-    os.makedirs(os.path.join(out, "x"), exist_ok=True)
-    for f in files_of(folder)[:n]:
-        dst = os.path.join(out, "x", os.path.basename(f))
-        if not os.path.exists(dst):
-            shutil.copyfile(f, dst)
-    return out
+def zoo_classify_timeline(zoo, folder, weights, threads, batch=32):
+    """One `zoo classify` run timed from outside as its results arrive: (seconds in all, images,
+    seconds to the first batch's results, seconds from those to the last results, seconds from
+    those to the process's end)."""
+    env = dict(os.environ, ZOO_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    t0 = time.perf_counter()
+    p = subprocess.Popen([zoo, "classify", MODEL, "--weights", weights, folder, "--format", "jsonl",
+                          "--batch-size", str(batch), "--device", "cpu"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    n, first, last = 0, None, None
+    for _ in iter(p.stdout.readline, ""):
+        n += 1
+        last = time.perf_counter()
+        if n == batch:
+            first = last
+    if p.wait() != 0 or first is None:
+        raise SystemExit(f"zoo classify failed (status {p.returncode}) or gave fewer than {batch} results")
+    end = time.perf_counter()
+    return end - t0, n, first - t0, last - first, end - last
 
 
 def compare(exact, fast):
@@ -160,19 +171,17 @@ def main():
         classify_rows.append((label, best))
         fast_rows.append((label, *compare(exact, fast)))
 
-    # The whole run against the forward pass alone, on the 160 JPEGs: a run on the first 64 of
-    # them gives the set-up (what the 96 more images do not cost again).
+    # The whole run against the forward pass alone, on the 160 JPEGs; of the rounds, the fastest
+    # run's parts.
     many = folders["640x480 to 1024x768 (160)"]
-    few = first_of(many, 64, os.path.join(args.out, "jpegs-64"))
-    n_many, n_few = len(files_of(many)), 64
-    whole = {"many": [], "few": [], "forward": []}
-    for _ in range(2):
-        whole["many"].append(n_many / zoo_classify(args.zoo, many, weights, args.threads)[0])
-        whole["few"].append(n_few / zoo_classify(args.zoo, few, weights, args.threads)[0])
-        whole["forward"].append(zoo_forward(args.zoo, args.threads))
-    t_many, t_few, forward = min(whole["many"]), min(whole["few"]), max(whole["forward"])
-    steady = (n_many - n_few) / (t_many - t_few)
-    setup = t_few - n_few / steady
+    runs, forwards = [], []
+    for _ in range(4):
+        runs.append(zoo_classify_timeline(args.zoo, many, weights, args.threads))
+        forwards.append(zoo_forward(args.zoo, args.threads))
+    total, n_many, to_first, between, exit_s = min(runs)
+    forward = max(forwards)
+    steady = (n_many - 32) / between
+    setup = to_first - 32 / steady
 
     cpu = "unknown CPU"
     try:
@@ -208,15 +217,17 @@ def main():
     gap = 1000 * args.threads / steady - forward_core_ms - decode_ms
     lines += ["", f"`zoo classify {MODEL}` whole run against its forward pass alone (160 JPEGs of 640x480 to "
               f"1024x768, {args.threads} threads, batch 32; the forward pass: `zoo benchmark {MODEL} --engine onednn "
-              "--batch-size 32`, the engine classify picks for 160 images; the steady state: what the 96 images "
-              "after the first 64 cost; the set-up: the rest of a 64-image run, best of 2):", "",
-              "| whole run | steady state | forward alone | whole / forward | steady / forward | set-up |",
-              "|---|---|---|---|---|---|",
-              f"| {n_many / t_many:.1f} images/s | {steady:.1f} images/s | {forward:.1f} images/s "
-              f"| {n_many / t_many / forward:.2f} | {steady / forward:.2f} | {setup:.2f} s |", "",
+              "--batch-size 32`, the engine classify picks for 160 images; the parts from the times at which the "
+              "results reach standard output: the steady state between the first batch's results and the last's, "
+              "the set-up before the first batch's less that batch at the steady rate, the exit after the last; "
+              "the fastest of 4 runs):", "",
+              "| whole run | steady state | forward alone | whole / forward | steady / forward | set-up | exit |",
+              "|---|---|---|---|---|---|---|",
+              f"| {n_many / total:.1f} images/s | {steady:.1f} images/s | {forward:.1f} images/s "
+              f"| {n_many / total / forward:.2f} | {steady / forward:.2f} | {setup:.2f} s | {exit_s:.2f} s |", "",
               f"Where the rest goes: the set-up once a run (starting the process, reading the checkpoint, tracing, "
               f"freezing and rewriting the network while the first batch decodes, making the first call's "
-              f"primitives, ending the process); then decoding and resizing, "
+              f"primitives); then decoding and resizing, "
               f"{decode_ms:.2f} ms of one core an image for the decode alone, on the same {args.threads} cores "
               f"as the forward pass ({forward_core_ms:.2f} ms of a core an image). Were the two only "
               f"sharing the cores, {ideal:.0f} images/s; the steady state's other {gap:.2f} ms of a core an image "
