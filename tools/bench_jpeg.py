@@ -37,6 +37,7 @@ import bench  # noqa: E402  (bench.py's JPEG folder, model and PyTorch pipeline)
 
 ROOT = bench.ROOT
 MODEL = "efficientnet_lite0"
+BATCH = 32  # classify's batch in every run here
 SIDE = 256  # the resize of the model's eval transform: what --fast-decode drafts for
 SECTION = "\n## JPEG decoding"
 
@@ -82,13 +83,18 @@ def zoo_decode_ms(folder):
     return {r["decode"]: r["ms_per_image"] for r in rows}
 
 
+def classify_command(zoo, folder, weights, threads, extra=()):
+    """The `zoo classify` run this section measures (jsonl, batch 32, CPU) and its environment."""
+    env = dict(os.environ, ZOO_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    return [zoo, "classify", MODEL, "--weights", weights, folder, "--format", "jsonl", "--batch-size",
+            str(BATCH), "--device", "cpu", *extra], env
+
+
 def zoo_classify(zoo, folder, weights, threads, extra=()):
     """(images/s over the whole run, {path: probabilities of all classes})."""
-    env = dict(os.environ, ZOO_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    args, env = classify_command(zoo, folder, weights, threads, ["--top-k", "1000", *extra])
     t = time.perf_counter()
-    out = subprocess.run([zoo, "classify", MODEL, "--weights", weights, folder, "--format", "jsonl",
-                          "--batch-size", "32", "--device", "cpu", "--top-k", "1000", *extra],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
     dt = time.perf_counter() - t
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     probs = {r["path"]: {t["index"]: t["prob"] for t in r["top"]} for r in rows}
@@ -98,28 +104,26 @@ def zoo_classify(zoo, folder, weights, threads, extra=()):
 def zoo_forward(zoo, threads):
     """`zoo benchmark`'s forward-pass images/s, as classify runs 160 images (onednn, float32, batch 32)."""
     out = subprocess.run([zoo, "benchmark", MODEL, "--device", "cpu", "--engine", "onednn", "--precision", "fp32",
-                          "--batch-size", "32", "--threads", str(threads), "--seconds", "3", "--format", "json"],
+                          "--batch-size", str(BATCH), "--threads", str(threads), "--seconds", "3", "--format", "json"],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["images_per_second"]
 
 
-def zoo_classify_timeline(zoo, folder, weights, threads, batch=32):
+def zoo_classify_timeline(zoo, folder, weights, threads):
     """One `zoo classify` run timed from outside as its results arrive: (seconds in all, images,
     seconds to the first batch's results, seconds from those to the last results, seconds from
     those to the process's end)."""
-    env = dict(os.environ, ZOO_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    args, env = classify_command(zoo, folder, weights, threads)
     t0 = time.perf_counter()
-    p = subprocess.Popen([zoo, "classify", MODEL, "--weights", weights, folder, "--format", "jsonl",
-                          "--batch-size", str(batch), "--device", "cpu"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     n, first, last = 0, None, None
     for _ in iter(p.stdout.readline, ""):
         n += 1
         last = time.perf_counter()
-        if n == batch:
+        if n == BATCH:
             first = last
     if p.wait() != 0 or first is None:
-        raise SystemExit(f"zoo classify failed (status {p.returncode}) or gave fewer than {batch} results")
+        raise SystemExit(f"zoo classify failed (status {p.returncode}) or gave fewer than {BATCH} results")
     end = time.perf_counter()
     return end - t0, n, first - t0, last - first, end - last
 
@@ -166,7 +170,7 @@ def main():
             runs["fast"].append(speed)
             if args.before:
                 runs["before"].append(zoo_classify(args.before, folder, weights, args.threads)[0])
-            runs["pytorch"].append(bench.python_classify(MODEL, folder, 32))
+            runs["pytorch"].append(bench.python_classify(MODEL, folder, BATCH))
         best = {k: max(v) if v else None for k, v in runs.items()}
         classify_rows.append((label, best))
         fast_rows.append((label, *compare(exact, fast)))
@@ -180,8 +184,8 @@ def main():
         forwards.append(zoo_forward(args.zoo, args.threads))
     total, n_many, to_first, between, exit_s = min(runs)
     forward = max(forwards)
-    steady = (n_many - 32) / between
-    setup = to_first - 32 / steady
+    steady = (n_many - BATCH) / between
+    setup = to_first - BATCH / steady
 
     cpu = "unknown CPU"
     try:
