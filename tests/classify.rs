@@ -359,6 +359,55 @@ fn features_file_and_index_for_real_photos() {
     }
 }
 
+/// A `zoo features` run interrupted midway (SIGINT once its first rows are on disk) leaves the
+/// previous output and its index as they were, matching each other, and no file of the user's
+/// is touched: the rows go to a hidden file of their own, not to `NAME.partial`.
+#[test]
+fn an_interrupted_features_run_leaves_the_previous_output_and_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o.safetensors");
+    let index = out.with_extension("index.csv");
+    let mine = tmp.path().join("o.partial");
+    std::fs::write(&mine, "the user's own file").unwrap();
+    let first = zoo(&["features", "efficientnet_lite0", "assets/photos", "--output", out.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let (before, before_index) = (std::fs::read(&out).unwrap(), std::fs::read(&index).unwrap());
+    // Enough images that the run is still going when its first rows are written.
+    let many = tmp.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    for (i, p) in photos().iter().cycle().take(600).enumerate() {
+        std::os::unix::fs::symlink(p, many.join(format!("{i:03}.{}", p.extension().unwrap().to_str().unwrap())))
+            .unwrap();
+    }
+    let mut child = Command::new(zoo_bin())
+        .args(["features", "efficientnet_lite0", "--engine", "eager", "--batch-size", "8", "--output"])
+        .arg(&out)
+        .arg(&many)
+        .env("ZOO_HOME", zoo_home())
+        .env("ZOO_OFFLINE", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let hidden_rows = || {
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap()).any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".o.safetensors.") && e.metadata().unwrap().len() > 0
+        })
+    };
+    let t0 = std::time::Instant::now();
+    while !hidden_rows() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first rows were seen");
+        assert!(t0.elapsed().as_secs() < 120, "no rows written in 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(!child.wait().unwrap().success(), "the run was interrupted");
+    assert!(std::fs::read(&out).unwrap() == before, "the previous features were changed");
+    assert!(std::fs::read(&index).unwrap() == before_index, "the previous index was changed");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "the user's own file");
+}
+
 /// Peak resident memory of a child process, sampled from /proc until it exits.
 fn peak_rss_kib(mut child: std::process::Child) -> (u64, std::process::ExitStatus) {
     let status_path = format!("/proc/{}/status", child.id());

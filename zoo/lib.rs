@@ -12,6 +12,7 @@
 //! - [`export`]: ONNX and TorchScript files of any model, for serving engines.
 //! - [`train`]: fine-tuning and training (data sets, augmentation, optimisers, the loop).
 //! - `commands` (the `cli` feature): what the `zoo` command line runs.
+//! - [`outfile`]: output files written whole or not at all, beside the user's path.
 //! - [`text`]: escaping control characters in messages that quote file content.
 //! - [`runtime`]: process-wide settings for libtorch on the CPU ([`runtime::tune_cpu_allocator`]).
 //! - [`progress`]: terminal progress bars (drawn with the `progress` feature).
@@ -48,6 +49,7 @@ pub mod export;
 pub mod infer;
 pub mod models;
 pub mod nn;
+pub mod outfile;
 #[cfg(feature = "plot")]
 pub mod plot;
 pub mod progress;

@@ -10,7 +10,7 @@ use crate::infer::{Engine, Runner};
 pub use crate::models::Pool;
 use crate::runtime::Precision;
 use crate::weights::pretrained::Loaded;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -74,10 +74,14 @@ pub fn run(loaded: &Loaded, files: &[PathBuf], output: &Path, opts: &FeaturesOpt
     let (layer, pool, batch_size) = (layer.as_str(), *pool, *batch_size);
     let runner = Runner::features(&loaded.model, *engine, layer, Some(files.len()))?;
     let format = FeatureFormat::from_path(output)?;
-    let partial = output.with_extension("partial");
-    let mut data = BufWriter::new(File::create(&partial).with_context(|| format!("creating {}", partial.display()))?);
+    // The rows, the index and (at the end) the output are written under names of their own and
+    // renamed onto the user's paths together at the end: an interrupted or failed run leaves
+    // the previous output and its index as they were, matching.
+    let partial = crate::outfile::beside(output)?;
+    let mut data = BufWriter::new(partial.as_file().try_clone()?);
     let index = index_path(output);
-    let mut idx = BufWriter::new(File::create(&index).with_context(|| format!("creating {}", index.display()))?);
+    let index_tmp = crate::outfile::beside(&index)?;
+    let mut idx = BufWriter::new(index_tmp.as_file().try_clone()?);
     writeln!(idx, "row,path,label,error")?;
     let (mut rows, mut failed, mut row_shape): (usize, usize, Option<Vec<i64>>) = (0, 0, None);
     let device = loaded.model.vs.device();
@@ -134,7 +138,9 @@ pub fn run(loaded: &Loaded, files: &[PathBuf], output: &Path, opts: &FeaturesOpt
         "preprocess": serde_json::to_string(&loaded.preprocess)?,
         "zoo": env!("CARGO_PKG_VERSION"),
     });
-    finish(&partial, output, &shape, format, &metadata)?;
+    drop(idx);
+    finish(partial.path(), output, &shape, format, &metadata)?;
+    crate::outfile::persist(index_tmp, &index)?;
     Ok(FeaturesSummary { rows, failed, shape, output: output.to_path_buf(), index })
 }
 
@@ -150,18 +156,18 @@ fn csv(s: &str) -> String {
 /// (model, weights and their digest, layer, pooling, preprocessing) in the safetensors header,
 /// or beside a `.npy` file as `NAME.meta.json` (NumPy's format has no place for it).
 fn finish(partial: &Path, output: &Path, shape: &[i64], format: FeatureFormat, meta: &serde_json::Value) -> Result<()> {
-    let header = match format {
+    let (header, sidecar) = match format {
         FeatureFormat::Npy => {
-            let sidecar = output.with_extension("meta.json");
-            std::fs::write(&sidecar, serde_json::to_string_pretty(meta)? + "\n")
-                .with_context(|| format!("writing {}", sidecar.display()))?;
-            npy_header(shape)
+            let path = output.with_extension("meta.json");
+            let mut tmp = crate::outfile::beside(&path)?;
+            tmp.write_all((serde_json::to_string_pretty(meta)? + "\n").as_bytes())?;
+            (npy_header(shape), Some((tmp, path)))
         }
-        FeatureFormat::Safetensors => safetensors_header(shape, meta),
+        FeatureFormat::Safetensors => (safetensors_header(shape, meta), None),
     };
-    let tmp = output.with_extension("tmp");
+    let tmp = crate::outfile::beside(output)?;
     {
-        let mut out = BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+        let mut out = BufWriter::new(tmp.as_file());
         out.write_all(&header)?;
         let mut src = File::open(partial)?;
         let mut buf = vec![0u8; 1 << 20];
@@ -174,8 +180,10 @@ fn finish(partial: &Path, output: &Path, shape: &[i64], format: FeatureFormat, m
         }
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
-    std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
-    std::fs::remove_file(partial)?;
+    crate::outfile::persist(tmp, output)?;
+    if let Some((tmp, path)) = sidecar {
+        crate::outfile::persist(tmp, &path)?;
+    }
     Ok(())
 }
 

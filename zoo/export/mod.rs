@@ -103,11 +103,7 @@ pub fn trace_input(loaded: &Loaded, input_size: Option<[i64; 2]>) -> Tensor {
 
 /// Refuses an output whose folder does not exist (before any model is loaded).
 pub fn check_output(output: &Path) -> Result<()> {
-    let folder = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !folder.is_dir() {
-        bail!("--output {}: the folder {} does not exist", output.display(), folder.display());
-    }
-    Ok(())
+    crate::outfile::check_folder(output)
 }
 
 /// Refuses options no file can be written with (before any model is loaded).
@@ -145,22 +141,16 @@ pub fn export(loaded: &Loaded, output: &Path, opts: &ExportOptions) -> Result<Ex
     let graph = onnx::Graph::parse(&traced.graph_json()?)?;
     let nodes = graph.nodes.iter().filter(|n| !n.kind.starts_with("prim::")).count();
     // Written beside the output and renamed: the file appears complete or not at all.
-    let partial = output.with_extension("partial");
-    let written = match opts.format {
-        Format::Torchscript => traced.save(&partial, "zoo.json", &serde_json::to_string_pretty(&meta)?),
+    let partial = crate::outfile::beside(output)?;
+    match opts.format {
+        Format::Torchscript => traced.save(partial.path(), "zoo.json", &serde_json::to_string_pretty(&meta)?)?,
         Format::Onnx => {
             let model = onnx::write(&graph, &traced.layers, &loaded.model, &meta, opts)?;
-            std::fs::write(&partial, prost::Message::encode_to_vec(&model))
-                .with_context(|| format!("writing {}", partial.display()))
+            std::fs::write(partial.path(), prost::Message::encode_to_vec(&model))
+                .with_context(|| format!("writing {}", partial.path().display()))?
         }
-    };
-    if let Err(e) = written.and_then(|()| {
-        std::fs::rename(&partial, output)
-            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))
-    }) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
     }
+    crate::outfile::persist(partial, output)?;
     let bytes = std::fs::metadata(output)?.len();
     Ok(Exported { output: output.to_path_buf(), format: opts.format, input_shape, bytes, nodes })
 }
