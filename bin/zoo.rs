@@ -440,12 +440,18 @@ fn output(path: &Option<PathBuf>) -> Result<Box<dyn std::io::Write>> {
 
 fn classify(a: ClassifyArgs) -> Result<u8> {
     let mut files = cls::collect_files(&cls::with_stdin(&a.paths)?);
-    if let Some(s) = &a.shard {
-        let (k, n) = cls::parse_shard(s)?;
-        files = cls::shard(files, k, n);
-    }
     if files.is_empty() {
         anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
+    }
+    if let Some(s) = &a.shard {
+        let (k, n) = cls::parse_shard(s)?;
+        let all = files.len();
+        files = cls::shard(files, k, n);
+        if files.is_empty() {
+            // More shards than images (a job array sized for larger folders): this one has
+            // nothing to do, which is no failure.
+            eprintln!("zoo classify: shard {k}/{n} holds none of the {all} images");
+        }
     }
     if let Some(t) = a.threads {
         tch::set_num_threads(t);

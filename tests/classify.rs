@@ -250,6 +250,12 @@ fn shards_concatenate_to_the_whole_run() {
     }
     let bad = zoo(&["classify", "efficientnet_lite0", dir.to_str().unwrap(), "--shard", "5/4"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid shard"));
+    // More shards than images: the first of 7 over the 6 photos is empty, and that is no
+    // failure (its CSV is the header alone).
+    let empty = zoo(&["classify", "efficientnet_lite0", dir.to_str().unwrap(), "--format", "csv", "--shard", "1/7"]);
+    let err = String::from_utf8_lossy(&empty.stderr);
+    assert!(empty.status.success() && err.contains("shard 1/7 holds none of the 6 images"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&empty.stdout), "path,rank,index,label,prob,error\n");
 }
 
 #[test]

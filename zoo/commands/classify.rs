@@ -123,7 +123,8 @@ impl RunSummary {
     }
 }
 
-/// Classifies `files` and writes one result per file, in order, to `out`.
+/// Classifies `files` and writes one result per file, in order, to `out` (none but the CSV
+/// header for no files: an empty shard).
 pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out: &mut dyn Write) -> Result<RunSummary> {
     let start = Instant::now();
     let model = &loaded.model;
@@ -133,6 +134,9 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     let mut upscaled: (usize, Option<String>) = (0, None);
     if opts.format == OutputFormat::Csv {
         writeln!(out, "path,rank,index,label,prob,error")?;
+    }
+    if files.is_empty() {
+        return Ok(RunSummary { ok, failed, seconds: start.elapsed().as_secs_f64() });
     }
     let [c, h, w] = loaded.preprocess.output_shape();
     let chunk = model.inference_chunk([c as i64, h as i64, w as i64]);
