@@ -270,7 +270,7 @@ enum WeightsCommand {
     /// Print where ARCH[.TAG]'s file lives in the cache.
     Path { name: String },
     /// Copy FILE (or every file under DIR) into the cache, each identified by its digest and
-    /// verified; --as ARCH.TAG forces the entry.
+    /// verified; --as ARCH.TAG names the entry (the file must still match its digest).
     Import {
         file: PathBuf,
         #[arg(long = "as")]

@@ -326,7 +326,7 @@ fn import_identifies_files_by_digest() {
     assert!(err.contains("the unverified copy in the cache was removed (the source is untouched)"), "{err}");
     assert!(tiny.is_file());
     let err = failed(&home.run(&["weights", "import", src.join("notes.txt").to_str().unwrap()]));
-    assert!(err.contains("nothing imported") && err.contains("--as"), "{err}");
+    assert!(err.contains("nothing imported") && err.contains("--weights FILE"), "{err}");
 }
 
 #[test]

@@ -21,8 +21,8 @@ pub enum Action {
     Path {
         name: String,
     },
-    /// Files (or folders of files) to import; `name` forces the entry, else each file's digest
-    /// names it.
+    /// Files (or folders of files) to import; `name` names the entry (the file must still match
+    /// its digest), else each file's digest names it.
     Import {
         file: PathBuf,
         name: Option<String>,
@@ -146,13 +146,17 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
                 }
             }
             for u in &unknown {
-                writeln!(out, "skipped {u}: its digest is no manifest entry's (force one with --as ARCH.TAG)")?;
+                writeln!(
+                    out,
+                    "skipped {u}: its digest matches no manifest entry (none of the files `zoo weights list` lists)"
+                )?;
             }
             if imported == 0 {
                 print!("{out}");
                 bail!(
-                    "nothing imported from {}: no file's digest matches a manifest entry; name the entry with \
-                     --as ARCH.TAG, or load the file directly with --weights FILE",
+                    "nothing imported from {}: no file's digest matches a manifest entry, so none is a published \
+                     file zoo lists (--as ARCH.TAG names the entry, but the file must still match its digest); \
+                     load a file of your own with --weights FILE",
                     file.display()
                 );
             }
