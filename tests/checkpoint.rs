@@ -313,6 +313,17 @@ fn load_into_strict_reports_every_problem_and_copies_nothing() {
     assert!(!msg.contains("num_batches_tracked"), "{msg}");
     // All or nothing: matching variables were not touched either.
     assert_eq!(var(&vs, "conv.bias").abs().sum(Kind::Float).double_value(&[]), 0.0);
+    // A file of another architecture: the message lists a dozen keys of each kind, not hundreds
+    // (the error's fields keep them all).
+    let many = LoadError {
+        missing: (0..300).map(|i| (format!("m{i}"), vec![1])).collect(),
+        unexpected: (0..5).map(|i| (format!("u{i}"), vec![1])).collect(),
+        mismatched: Vec::new(),
+    };
+    let msg = many.to_string();
+    assert!(msg.contains("missing from the checkpoint (300)") && msg.contains("    ... and 288 more"), "{msg}");
+    assert!(msg.contains("m11 [1]") && !msg.contains("m12 [1]") && msg.contains("u4 [1]"), "{msg}");
+    assert!(msg.lines().count() < 30, "{msg}");
 }
 
 #[test]

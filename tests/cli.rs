@@ -445,6 +445,15 @@ fn finetune_replaces_the_head_and_keeps_a_frozen_backbone() {
         let label = top[0]["label"].as_str().unwrap();
         assert!(["Bag", "Sandal", "Trouser"].contains(&label), "{label}");
     }
+    // The run's resume state given as --weights is identified as such and loads its model's
+    // weights: the last epoch's, as last.safetensors holds them.
+    let resume = zoo_in(
+        home.path(),
+        &["classify", "lenet5", "--weights", s(&run.path().join("resume.safetensors")), s(&img), "--format", "jsonl"],
+    );
+    let err = String::from_utf8_lossy(&resume.stderr);
+    assert!(resume.status.success() && err.contains("resume state"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&resume.stdout), out, "resume.safetensors and last.safetensors classify alike");
 }
 
 /// A deterministic 256x256 RGB test image: resize 256 is the identity and crop 224 exact, so

@@ -40,6 +40,10 @@ pub struct LoadReport {
     pub unexpected: Vec<String>,
 }
 
+/// The most keys of each kind the message lists (the error's fields hold them all): a file of
+/// another architecture mismatches in hundreds.
+const LISTED: usize = 12;
+
 /// The strict-load failure: everything that does not match, each with its dotted path and shapes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
@@ -55,27 +59,36 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.missing.len() + self.unexpected.len() + self.mismatched.len();
         writeln!(f, "the checkpoint does not match the model ({n} problems):")?;
+        let more = |f: &mut fmt::Formatter<'_>, n: usize| {
+            if n > LISTED {
+                writeln!(f, "    ... and {} more", n - LISTED)?;
+            }
+            Ok(())
+        };
         if !self.missing.is_empty() {
             writeln!(f, "  missing from the checkpoint ({}):", self.missing.len())?;
-            for (k, s) in &self.missing {
+            for (k, s) in self.missing.iter().take(LISTED) {
                 write!(f, "    {} {s:?}", escape_controls(k))?;
                 if let Some(c) = closest(k, self.unexpected.iter().map(|(u, _)| u.as_str())) {
                     write!(f, "  (closest unexpected key: {})", escape_controls(c))?;
                 }
                 writeln!(f)?;
             }
+            more(f, self.missing.len())?;
         }
         if !self.unexpected.is_empty() {
             writeln!(f, "  unexpected in the checkpoint ({}):", self.unexpected.len())?;
-            for (k, s) in &self.unexpected {
+            for (k, s) in self.unexpected.iter().take(LISTED) {
                 writeln!(f, "    {} {s:?}", escape_controls(k))?;
             }
+            more(f, self.unexpected.len())?;
         }
         if !self.mismatched.is_empty() {
             writeln!(f, "  shape mismatch ({}):", self.mismatched.len())?;
-            for (k, file, model) in &self.mismatched {
+            for (k, file, model) in self.mismatched.iter().take(LISTED) {
                 writeln!(f, "    {}: checkpoint {file:?} vs model {model:?}", escape_controls(k))?;
             }
+            more(f, self.mismatched.len())?;
         }
         let hints = self.hints();
         for (i, h) in hints.iter().enumerate() {

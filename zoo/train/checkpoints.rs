@@ -52,15 +52,21 @@ pub fn read_resume_state(path: &Path) -> Result<ResumeState> {
 
 /// The tensors of the resume file at `path`: the model's weights and the optimiser's state.
 pub(super) fn read_resume_entries(path: &Path) -> Result<(StateDict, StateDict)> {
+    Ok(split_resume(checkpoint::read(path)?))
+}
+
+/// A resume file's tensors parted into the model's weights and the optimiser's state (each
+/// without its `model.` / `optim.` prefix).
+pub fn split_resume(tensors: StateDict) -> (StateDict, StateDict) {
     let (mut weights, mut optim) = (StateDict::default(), StateDict::default());
-    for (k, t) in checkpoint::read(path)?.entries {
+    for (k, t) in tensors.entries {
         if let Some(k) = k.strip_prefix("model.") {
             weights.entries.push((k.to_string(), t));
         } else if let Some(k) = k.strip_prefix("optim.") {
             optim.entries.push((k.to_string(), t));
         }
     }
-    Ok((weights, optim))
+    (weights, optim)
 }
 
 /// Metrics of one epoch (one row of `metrics.csv`).

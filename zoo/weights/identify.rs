@@ -54,7 +54,12 @@ impl LocalFile {
             checkpoint::Format::Safetensors => checkpoint::read_safetensors_metadata(path)?,
             _ => BTreeMap::new(),
         };
-        let tensors = checkpoint::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        let mut tensors = checkpoint::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+        if metadata.contains_key(crate::train::checkpoints::RESUME_KEY) {
+            // A training run's resume state: the model's weights (under `model.`) beside the
+            // optimiser's; for inference, the weights.
+            tensors = crate::train::checkpoints::split_resume(tensors).0;
+        }
         Ok(LocalFile { path: path.to_path_buf(), format, sha256, sha1, metadata, tensors })
     }
 }
@@ -114,6 +119,11 @@ impl Identity {
         match self {
             Identity::Fetched(e) => e.name.clone(),
             Identity::Digest(e, a) => format!("{} (its {a} matches)", e.name),
+            Identity::ZooFile if file.metadata.contains_key(crate::train::checkpoints::RESUME_KEY) => {
+                "a zoo training run's resume state: its model's weights (classes and preprocessing from its \
+                 metadata)"
+                    .into()
+            }
             Identity::ZooFile => "a zoo checkpoint (classes and preprocessing from its metadata)".into(),
             Identity::Named(e) => format!("{} as named (sha256 {short}… is not that entry's)", e.name),
             Identity::Layout(e) => format!("{}'s layout (sha256 {short}… unknown; its key rules fit)", e.name),
