@@ -476,12 +476,13 @@ fn classify(a: ClassifyArgs) -> Result<u8> {
     let mut out = output(&a.output)?;
     let s = cls::classify(&loaded, &files, &opts, &mut out)?;
     eprintln!(
-        "zoo classify: {} ok, {} failed, {:.1} images/s ({}, {:?})",
+        "zoo classify: {} ok, {} failed, {:.1} images/s ({}, {}, {})",
         s.ok,
         s.failed,
         s.images_per_second(),
         loaded.source,
-        loaded.model.vs.device()
+        zoo::runtime::device_name(loaded.model.vs.device()),
+        precision.name()
     );
     Ok(if s.failed > 0 { 1 } else { 0 })
 }

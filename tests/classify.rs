@@ -180,6 +180,7 @@ fn bad_files_are_reported_and_the_rest_classified() {
     ] {
         let err = by_name(name)["error"].as_str().unwrap_or_else(|| panic!("{name} should fail")).to_lowercase();
         assert!(err.contains(words), "{name}: {err}");
+        assert!(!err.contains(name), "{name}: the error repeats the result's path: {err}");
         assert!(stderr.contains(name), "{name} reported on stderr");
     }
     assert!(stderr.contains("2 ok, 5 failed"), "{stderr}");
@@ -204,6 +205,26 @@ fn a_repeated_warning_is_one_line() {
     let rows = jsonl(&out);
     assert_eq!(rows.len(), 12);
     assert!(rows.iter().all(|r| r["warning"].as_str().unwrap().contains("smaller than the 224x224 crop")));
+}
+
+/// A file name holding a terminal escape sequence (or a newline) is printed escaped in the table
+/// and on stderr, so that it cannot recolour the terminal or fake a record; jsonl keeps the name
+/// exact (JSON escapes it).
+#[test]
+fn file_names_with_control_characters_are_escaped_for_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = common::root().join("assets/photos/rocket.jpg");
+    std::fs::copy(&photo, dir.path().join("a\x1b[31mred.jpg")).unwrap();
+    std::fs::write(dir.path().join("b\nfake.jpg"), b"not an image").unwrap();
+    let out = zoo(&["classify", "efficientnet_lite0", dir.path().to_str().unwrap(), "--top-k", "1"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stdout.contains('\x1b') && !stderr.contains('\x1b'), "{stdout}{stderr}");
+    assert!(stdout.contains("a\\x1b[31mred.jpg") && stdout.contains("b\\nfake.jpg"), "{stdout}");
+    assert!(stderr.contains("skipped ") && stderr.contains("b\\nfake.jpg"), "{stderr}");
+    let json = zoo(&["classify", "efficientnet_lite0", dir.path().to_str().unwrap(), "--format", "jsonl"]);
+    let paths: Vec<String> = jsonl(&json).iter().map(|r| r["path"].as_str().unwrap().to_string()).collect();
+    assert!(paths[0].ends_with("a\x1b[31mred.jpg") && paths[1].ends_with("b\nfake.jpg"), "{paths:?}");
 }
 
 #[test]

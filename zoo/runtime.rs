@@ -178,6 +178,16 @@ impl Precision {
 }
 
 /// Parses `--device auto|cpu|cuda|cuda:N`.
+/// How messages name `device`, as `--device` spells it: `cpu`, `cuda:N`.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Cpu => "cpu".into(),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+    }
+}
+
 pub fn parse_device(s: &str) -> Result<Device> {
     let s = s.trim().to_ascii_lowercase();
     let device = match s.as_str() {

@@ -8,6 +8,7 @@
 //! goes on.
 use crate::data::batch::{decode_options, pipeline, stack};
 use crate::data::image::DecodeLimits;
+use crate::text::escape_controls;
 use crate::weights::pretrained::Loaded;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -190,7 +191,7 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
             };
             if let Some(e) = &result.error {
                 if opts.echo_failures {
-                    bar.println(&format!("zoo classify: skipped {}: {e}", result.path));
+                    bar.println(&escape_controls(&format!("zoo classify: skipped {}: {e}", result.path)));
                 }
             }
             if let Some(w) = &result.warning {
@@ -208,8 +209,8 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     bar.finish_and_clear();
     if let (n, Some(first)) = &upscaled {
         let more =
-            if *n > 1 { format!(" and {} more image(s) (see their results' warning)", n - 1) } else { String::new() };
-        eprintln!("zoo classify: {first}{more}");
+            if *n > 1 { format!(" (and {} more image(s): see each result's warning)", n - 1) } else { String::new() };
+        eprintln!("{}", escape_controls(&format!("zoo classify: {first}{more}")));
     }
     Ok(RunSummary { ok, failed, seconds: start.elapsed().as_secs_f64() })
 }
@@ -236,15 +237,22 @@ pub fn render(r: &FileResult, format: OutputFormat) -> Result<String> {
                 .collect(),
             (None, e) => format!("{},,,,,{}\n", csv_field(&r.path), csv_field(e.as_deref().unwrap_or(""))),
         },
+        // For a terminal: file names and labels (a fine-tuned file's metadata) with their
+        // control characters escaped, as every message quoting untrusted text has them.
         OutputFormat::Table => match (&r.top, &r.error) {
             (Some(top), _) => {
-                let mut s = format!("{}\n", r.path);
+                let mut s = format!("{}\n", escape_controls(&r.path));
                 for t in top {
-                    s += &format!("  {:>6.2}%  {} ({})\n", t.prob * 100.0, t.label, t.index);
+                    s += &format!("  {:>6.2}%  {} ({})\n", t.prob * 100.0, escape_controls(&t.label), t.index);
+                }
+                if let Some(w) = &r.warning {
+                    s += &format!("  warning: {w}\n");
                 }
                 s
             }
-            (None, e) => format!("{}\n  error: {}\n", r.path, e.as_deref().unwrap_or("")),
+            (None, e) => {
+                format!("{}\n  error: {}\n", escape_controls(&r.path), escape_controls(e.as_deref().unwrap_or("")))
+            }
         },
     })
 }

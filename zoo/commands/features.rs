@@ -9,6 +9,7 @@ use crate::data::image::DecodeLimits;
 use crate::infer::{Engine, Runner};
 pub use crate::models::Pool;
 use crate::runtime::Precision;
+use crate::text::escape_controls;
 use crate::weights::pretrained::Loaded;
 use anyhow::{bail, Result};
 use std::fs::File;
@@ -112,7 +113,7 @@ pub fn run(loaded: &Loaded, files: &[PathBuf], output: &Path, opts: &FeaturesOpt
                     rows += 1;
                 }
                 Err(e) => {
-                    bar.println(&format!("zoo features: skipped {path}: {e}"));
+                    bar.println(&escape_controls(&format!("zoo features: skipped {path}: {e}")));
                     writeln!(idx, ",{},{},{}", csv(&path), csv(&label), csv(e))?;
                     failed += 1;
                 }

@@ -594,7 +594,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     // Files whose header could not be read were named when the folder was scanned; those that
     // failed to decode are named here; all of them make the exit status 1.
     for (path, why) in &r.failed {
-        eprintln!("zoo eval: skipped {}: {why}", path.display());
+        eprintln!("{}", crate::text::escape_controls(&format!("zoo eval: skipped {}: {why}", path.display())));
     }
     let mut r = r;
     r.failed.extend(data.skipped.iter().cloned());

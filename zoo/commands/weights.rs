@@ -148,7 +148,8 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
             for u in &unknown {
                 writeln!(
                     out,
-                    "skipped {u}: its digest matches no manifest entry (none of the files `zoo weights list` lists)"
+                    "skipped {}: its digest matches no manifest entry (none of the files `zoo weights list` lists)",
+                    crate::text::escape_controls(u)
                 )?;
             }
             if imported == 0 {

@@ -7,6 +7,7 @@ use crate::data::image::{load_luma_with, load_rgb_with, DecodeLimits, DecodeOpti
 use crate::data::inputs;
 use crate::data::prefetch::prefetch_after;
 use crate::data::preprocess::Preprocess;
+use crate::text::escape_controls;
 use anyhow::Result;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -36,12 +37,14 @@ pub fn prepare(path: &Path, pre: &Preprocess, decode: &DecodeOptions) -> Prepare
     let (dims, data) = if pre.channels == 1 {
         match load_luma_with(path, decode) {
             Ok(img) => (img.dimensions(), pre.apply_luma(&img)),
-            Err(e) => return Prepared { data: Err(e.to_string()), warning: None },
+            // What went wrong, without the path: the item is the path's.
+            Err(e) => return Prepared { data: Err(e.kind().to_string()), warning: None },
         }
     } else {
         match load_rgb_with(path, decode) {
             Ok(img) => (img.dimensions(), pre.apply(&img)),
-            Err(e) => return Prepared { data: Err(e.to_string()), warning: None },
+            // What went wrong, without the path: the item is the path's.
+            Err(e) => return Prepared { data: Err(e.kind().to_string()), warning: None },
         }
     };
     let (w, h) = dims;
@@ -76,7 +79,7 @@ pub fn load_all(files: &[PathBuf], pre: &Preprocess, decode: &DecodeOptions) -> 
     let prepared: Vec<Prepared> = files.par_iter().map(|p| prepare(p, pre, decode)).collect();
     for (p, item) in files.iter().zip(&prepared) {
         if let Err(e) = &item.data {
-            eprintln!("zoo: skipping {}: {e}", p.display());
+            eprintln!("{}", escape_controls(&format!("zoo: skipping {}: {e}", p.display())));
         }
     }
     stack(&prepared, pre).ok_or_else(|| anyhow::anyhow!("none of the {} image(s) could be read", files.len()))

@@ -124,7 +124,7 @@ pub fn shard(files: Vec<PathBuf>, k: usize, n: usize) -> Vec<PathBuf> {
 pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let (files, problems) = collect(paths, &|f: &Path| has_extension(f, IMAGE_EXTENSIONS));
     for p in problems {
-        eprintln!("zoo: skipping {p}");
+        eprintln!("{}", crate::text::escape_controls(&format!("zoo: skipping {p}")));
     }
     files
 }

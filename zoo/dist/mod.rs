@@ -340,10 +340,7 @@ pub fn join_from_env(device: &str, timeout: Duration) -> Result<String> {
         d => d,
     };
     init(&launch, d, timeout)?;
-    Ok(match d {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".to_string(),
-    })
+    Ok(crate::runtime::device_name(d))
 }
 
 /// Whether this process is rank 0 of its job, or not part of one (it writes the outputs).
