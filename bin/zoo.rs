@@ -521,7 +521,9 @@ fn features(a: FeaturesArgs) -> Result<u8> {
     let precision = precision(a.precision, a.half, a.bf16, device);
     zoo::runtime::check_precision(precision, device)?;
     if precision == Precision::Int8 {
-        anyhow::bail!("zoo features runs in fp32, bf16 or fp16: int8 is for `zoo classify` and `zoo benchmark`");
+        anyhow::bail!(
+            "zoo features runs in fp32, bf16 or fp16: int8 is for `zoo classify`, `zoo eval` and `zoo benchmark`"
+        );
     }
     let mut loaded = load(&a.model)?;
     let files = cls::collect_files(&cls::with_stdin(&a.paths)?);
@@ -540,8 +542,8 @@ fn features(a: FeaturesArgs) -> Result<u8> {
     };
     let s = features::run(&loaded, &files, &a.output, &opts)?;
     eprintln!(
-        "zoo features: {} rows of shape {:?} -> {} (index {}), {} failed",
-        s.rows,
+        "zoo features: {} of shape {:?} -> {} (index {}), {} failed",
+        zoo::text::count(s.rows, "row", "rows"),
         &s.shape[1..],
         s.output.display(),
         s.index.display(),
@@ -649,9 +651,9 @@ fn train_run(args: &zoo::commands::train::TrainArgs, pretrained: bool) -> Result
     // In a data-parallel job rank 0 reports for all.
     if let Some(last) = s.history.last().filter(|_| zoo::dist::is_lead()) {
         println!(
-            "{}: {} epochs, last val top-1 {:.2}%, best {:.2}% (epoch {})",
+            "{}: {}, last val top-1 {:.2}%, best {:.2}% (epoch {})",
             s.out.display(),
-            last.epoch,
+            zoo::text::count(last.epoch, "epoch", "epochs"),
             last.val_acc1,
             s.best_acc1.unwrap_or(f64::NAN),
             s.best_epoch

@@ -408,7 +408,9 @@ fn densenet_bf16_features_are_the_same_with_the_fused_batch_norms() {
 /// tiles block the sums otherwise and which this project's AMD machine cannot check, the
 /// features are held within rounding instead (relative norm of the difference: float32 1e-5;
 /// bfloat16 2e-2, where libtorch's own jit engine is 0.8e-2 from onednn's and bfloat16 itself
-/// 7.7e-2 from float32).
+/// 7.7e-2 from float32). So are the other models' bfloat16 features there: their primitives are
+/// made from the same descriptors as libtorch's, so oneDNN should pick the same AMX kernel, but
+/// that has not been seen on such a CPU.
 #[test]
 fn cached_primitives_compute_what_libtorchs_convolutions_compute() {
     let amx = zoo::runtime::cpu_info().1.iter().any(|f| f.starts_with("amx"));
@@ -435,7 +437,7 @@ fn cached_primitives_compute_what_libtorchs_convolutions_compute() {
                 "{model} {precision}: ZOO_ONEDNN_CACHED=0 did not keep libtorch's convolutions:\n{graph}"
             );
             let same = |a: &Tensor, b: &Tensor, what: &str| {
-                if model != "efficientnet_lite0" || !amx {
+                if !amx || (model != "efficientnet_lite0" && precision == "fp32") {
                     assert!(a.equal(b), "{model} {precision}: {what} changed the features");
                     return;
                 }

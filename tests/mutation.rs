@@ -467,7 +467,7 @@ fn mutated_checkpoints_never_crash_and_accepted_ones_match_torch() {
         std::fs::write(&file, bytes).unwrap();
         zoo::checkpoint::read(&file).map(|sd| sd.len()).map_err(|e| format!("{e:#}"))
     };
-    // Every 8th accepted input goes to the oracle (all seeds included).
+    // Every 8th accepted input goes to the oracle.
     let oracle_dir = work.path().join("oracle");
     std::fs::create_dir_all(&oracle_dir).unwrap();
     let mut sample = Vec::new();
@@ -540,6 +540,14 @@ fn mutated_checkpoints_never_crash_and_accepted_ones_match_torch() {
     for r in &torch_refused {
         println!("  accepted by zoo, refused by torch: {r}");
     }
+    // The comparison compared: most of what zoo accepts torch reads too (53 of 58 with this
+    // campaign's seed; the rest are zip headers miniz refuses and pickles torch's weights-only
+    // loader turns down, where zoo is the more lenient).
+    assert!(
+        same * 2 >= sample.len() && same > 0,
+        "only {same} of {} accepted inputs compared with torch",
+        sample.len()
+    );
 }
 
 // ---- images ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! Quoting untrusted text in messages.
+//! Quoting untrusted text in messages, and counting in them.
 //!
 //! Names read from files (pickle globals, state-dict keys, record names, safetensors headers)
 //! end up in error messages printed on a terminal. A name holding terminal escape sequences
@@ -45,9 +45,20 @@ pub fn escape_bytes(b: &[u8]) -> String {
     escape_controls(&String::from_utf8_lossy(b)).into_owned()
 }
 
+/// `n` and the noun for it: `count(1, "row", "rows")` is "1 row", `count(6, ...)` "6 rows".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_take_the_singular_for_one_only() {
+        assert_eq!((count(1, "row", "rows"), count(0, "row", "rows")), ("1 row".into(), "0 rows".into()));
+        assert_eq!(count(6, "entry", "entries"), "6 entries");
+    }
 
     #[test]
     fn controls_are_escaped_and_plain_text_is_borrowed() {

@@ -76,7 +76,11 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
                     if cached { "yes" } else { "no" }
                 )?;
             }
-            writeln!(out, "{} entries (* = the default for its architecture)", entries.len())?;
+            writeln!(
+                out,
+                "{} (* = the default for its architecture)",
+                crate::text::count(entries.len(), "entry", "entries")
+            )?;
         }
         Action::Fetch { name, trust_unverified } => {
             opts.trust_unverified |= trust_unverified;
@@ -112,7 +116,12 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
         }
         Action::Path { name } => {
             let entry = manifest.resolve(&name).map_err(|e| anyhow!("{e}"))?;
-            writeln!(out, "{}", weights::path_of(entry, &opts).display())?;
+            let path = weights::path_of(entry, &opts);
+            writeln!(out, "{}", path.display())?;
+            if !path.is_file() {
+                // Standard output stays the path alone, for scripts.
+                eprintln!("not there yet: `zoo weights fetch {}` downloads it", entry.name);
+            }
         }
         Action::Import { file, name: Some(name) } => {
             let entry = manifest.resolve(&name).map_err(|e| anyhow!("{e}"))?;

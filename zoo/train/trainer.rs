@@ -786,7 +786,11 @@ impl<'a> Run<'a> {
             run.files.write_run_json(start_epoch, best_epoch, best_acc1)?;
         }
         if start_epoch >= cfg.epochs && lead {
-            eprintln!("{} already ran its {} epochs: raise --epochs to train further", cfg.out.display(), cfg.epochs);
+            eprintln!(
+                "{} already ran {start_epoch} epoch(s) (--epochs {}): raise --epochs to train further",
+                cfg.out.display(),
+                cfg.epochs
+            );
         }
         Ok(run)
     }

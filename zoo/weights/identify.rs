@@ -171,7 +171,7 @@ pub fn identify(
     let shown = file.path.display();
     if let Some(arch) = file.metadata.get(super::pretrained::meta::ARCH) {
         if arch != spec.name {
-            bail!("{shown} holds a {arch} model, not {}: run it as `{arch}`", spec.name);
+            bail!("{shown} holds the model {arch}, not {}: run it as `{arch}`", spec.name);
         }
     }
     if let Some((e, algorithm)) = by_digest(manifest, &file.sha256, &file.sha1) {
