@@ -439,10 +439,7 @@ fn output(path: &Option<PathBuf>) -> Result<Box<dyn std::io::Write>> {
 }
 
 fn classify(a: ClassifyArgs) -> Result<u8> {
-    let mut files = cls::collect_files(&cls::with_stdin(&a.paths)?);
-    if files.is_empty() {
-        anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
-    }
+    let mut files = cls::input_files(&a.paths)?;
     if let Some(s) = &a.shard {
         let (k, n) = cls::parse_shard(s)?;
         let all = files.len();
@@ -526,10 +523,7 @@ fn features(a: FeaturesArgs) -> Result<u8> {
         );
     }
     let mut loaded = load(&a.model)?;
-    let files = cls::collect_files(&cls::with_stdin(&a.paths)?);
-    if files.is_empty() {
-        anyhow::bail!("no images found in {:?} (looked for {})", a.paths, cls::IMAGE_EXTENSIONS.join(", "));
-    }
+    let files = cls::input_files(&a.paths)?;
     loaded.model.set_precision(precision)?;
     let opts = features::FeaturesOptions {
         layer: a.layer,

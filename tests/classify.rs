@@ -207,6 +207,34 @@ fn a_repeated_warning_is_one_line() {
     assert!(rows.iter().all(|r| r["warning"].as_str().unwrap().contains("smaller than the 224x224 crop")));
 }
 
+/// A run whose paths all do not exist (a mistyped folder) or hold no image cannot start: exit
+/// status 2 and what to fix; one missing file among images is one failed result (status 1).
+#[test]
+fn missing_paths_and_empty_folders_are_refused_before_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("phtos");
+    for cmd in ["classify", "features"] {
+        let mut args = vec![cmd, "efficientnet_lite0", missing.to_str().unwrap()];
+        if cmd == "features" {
+            args.extend(["--output", "never.npy"]);
+        }
+        let out = zoo(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("no such file or folder") && err.contains("phtos"), "{cmd}: {err}");
+        args[2] = tmp.path().to_str().unwrap();
+        let out = zoo(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("no images found in"), "{cmd}: {err}");
+    }
+    let photo = common::root().join("assets/photos/rocket.jpg");
+    let out = zoo(&["classify", "efficientnet_lite0", missing.to_str().unwrap(), photo.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("1 ok, 1 failed"), "{err}");
+}
+
 /// A file name holding a terminal escape sequence (or a newline) is printed escaped in the table
 /// and on stderr, so that it cannot recolour the terminal or fake a record; jsonl keeps the name
 /// exact (JSON escapes it).

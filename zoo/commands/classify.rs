@@ -10,7 +10,7 @@ use crate::data::batch::{decode_options, pipeline, stack};
 use crate::data::image::DecodeLimits;
 use crate::text::escape_controls;
 use crate::weights::pretrained::Loaded;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,6 +37,28 @@ pub fn with_stdin(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
+}
+
+/// The image files `paths` name (`-`: a list on standard input), as [`collect_files`] finds
+/// them. An error when there are none, or when no named path exists at all (a mistyped folder:
+/// the run cannot start, where one missing file among others is one failed result).
+pub fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let named = with_stdin(paths)?;
+    if named.is_empty() {
+        bail!("no images: standard input listed no files (one path a line)");
+    }
+    let shown = || {
+        let names: Vec<String> = named.iter().map(|p| escape_controls(&p.display().to_string()).into_owned()).collect();
+        names.join(", ")
+    };
+    if named.iter().all(|p| std::fs::symlink_metadata(p).is_err()) {
+        bail!("no such file or folder: {}", shown());
+    }
+    let files = collect_files(&named);
+    if files.is_empty() {
+        bail!("no images found in {} (looked for {})", shown(), IMAGE_EXTENSIONS.join(", "));
+    }
+    Ok(files)
 }
 
 /// Output formats.
