@@ -217,8 +217,8 @@ struct BenchmarkArgs {
     /// A training step (forward, loss, backward, SGD) instead of inference.
     #[arg(long)]
     train: bool,
-    /// Timed seconds after the warm-up.
-    #[arg(long, default_value_t = 5.0)]
+    /// Timed seconds after the warm-up (more than 0).
+    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
     seconds: f64,
     #[arg(long, value_enum, default_value_t = TextFormat::Table)]
     format: TextFormat,
@@ -311,6 +311,14 @@ fn at_least_one(s: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".to_string()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        Ok(_) => Err("must be more than 0".to_string()),
+        Err(_) => Err(format!("'{s}' is not a number of seconds")),
     }
 }
 
@@ -428,17 +436,40 @@ fn load(m: &ModelArgs) -> Result<zoo::weights::pretrained::Loaded> {
     zoo::weights::pretrained::load_with(&m.model, m.weights.as_deref(), &opts)
 }
 
-/// Standard output, or a file created for the run.
+/// Standard output, or a file created for the run (its write errors name it).
 fn output(path: &Option<PathBuf>) -> Result<Box<dyn std::io::Write>> {
+    /// A file whose errors say which file.
+    struct Named<W> {
+        path: PathBuf,
+        inner: W,
+    }
+    impl<W: std::io::Write> Named<W> {
+        fn named(&self, e: std::io::Error) -> std::io::Error {
+            std::io::Error::new(e.kind(), format!("writing {}: {e}", self.path.display()))
+        }
+    }
+    impl<W: std::io::Write> std::io::Write for Named<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.inner.write(buf).map_err(|e| self.named(e))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush().map_err(|e| self.named(e))
+        }
+    }
     Ok(match path {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
-        )),
+        Some(p) => {
+            let file = std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?;
+            Box::new(Named { path: p.clone(), inner: std::io::BufWriter::new(file) })
+        }
         None => Box::new(std::io::stdout().lock()),
     })
 }
 
 fn classify(a: ClassifyArgs) -> Result<u8> {
+    if let Some(p) = &a.output {
+        // Before the model loads; the file itself is made once it has.
+        zoo::outfile::check_folder(p)?;
+    }
     let mut files = cls::input_files(&a.paths)?;
     if let Some(s) = &a.shard {
         let (k, n) = cls::parse_shard(s)?;
@@ -514,6 +545,7 @@ fn precision(choice: Option<PrecisionChoice>, half: bool, bf16: bool, device: tc
 fn features(a: FeaturesArgs) -> Result<u8> {
     use zoo::commands::features;
     features::FeatureFormat::from_path(&a.output)?;
+    zoo::outfile::check_folder(&a.output)?;
     let device = zoo::runtime::parse_device(&a.model.device)?;
     let precision = precision(a.precision, a.half, a.bf16, device);
     zoo::runtime::check_precision(precision, device)?;

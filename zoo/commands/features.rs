@@ -49,6 +49,19 @@ pub struct FeaturesSummary {
     pub index: PathBuf,
 }
 
+/// The name of the folder `file` is in (`DIR/<class>/x.jpg`: the class), also where the path
+/// names it `.` or not at all (`x.jpg` in the current folder).
+fn class_folder(file: &Path) -> String {
+    let parent = file.parent().unwrap_or(Path::new(""));
+    let named = parent.file_name().map(|n| n.to_string_lossy().into_owned());
+    named
+        .or_else(|| {
+            let dir = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            dir.canonicalize().ok()?.file_name().map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default()
+}
+
 /// The index CSV written beside `output` (`feats.safetensors` → `feats.index.csv`).
 pub fn index_path(output: &Path) -> PathBuf {
     output.with_extension("index.csv")
@@ -106,7 +119,7 @@ pub fn run(loaded: &Loaded, files: &[PathBuf], output: &Path, opts: &FeaturesOpt
             let file = &files[first + j];
             let path = file.display().to_string();
             // The class-folder label (`DIR/<class>/x.jpg`): what a transfer-learning fit needs.
-            let label = file.parent().and_then(Path::file_name).map(|n| n.to_string_lossy()).unwrap_or_default();
+            let label = class_folder(file);
             match &item.data {
                 Ok(_) => {
                     writeln!(idx, "{rows},{},{},", csv(&path), csv(&label))?;

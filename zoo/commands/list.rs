@@ -131,8 +131,13 @@ pub fn info(name: &str) -> Result<String> {
         writeln!(out, "weights:     {} ({} classes)", e.name, e.num_classes)?;
         writeln!(
             out,
-            "preprocess:  resize {} ({:?}), crop {}x{}, mean {:?}, std {:?}",
-            p.resize, p.interpolation, p.crop[0], p.crop[1], p.mean, p.std
+            "preprocess:  resize {} ({}), crop {}x{}, mean {:?}, std {:?}",
+            p.resize,
+            p.interpolation.name(),
+            p.crop[0],
+            p.crop[1],
+            p.mean,
+            p.std
         )?;
         if let Some(a) = e.acc1 {
             writeln!(out, "top-1:       {a:.2}%")?;

@@ -15,6 +15,17 @@ pub enum Interpolation {
     Bicubic,
 }
 
+impl Interpolation {
+    /// PIL's (and the manifest's) name: `nearest`, `bilinear`, `bicubic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interpolation::Nearest => "nearest",
+            Interpolation::Bilinear => "bilinear",
+            Interpolation::Bicubic => "bicubic",
+        }
+    }
+}
+
 /// Channel order of the network's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -228,7 +228,7 @@ impl Model {
         let min = self.spec.min_input;
         if size[2] < min || size[3] < min {
             bail!(
-                "{} needs inputs of at least {min}x{min} pixels, got {}x{}: resize the images (its default is {}x{})",
+                "{} needs inputs of at least {min}x{min} pixels, got {}x{} (its default is {}x{})",
                 self.spec.name,
                 size[2],
                 size[3],

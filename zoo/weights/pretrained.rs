@@ -295,8 +295,7 @@ fn load_strict(model: &Model, sd: &StateDict, what: &str) -> Result<()> {
 /// `resize 256, crop 224x224, bilinear, mean [..], std [..]`.
 pub fn describe_preprocess(p: &Preprocess) -> String {
     let crop = if p.crop[0] == p.crop[1] { p.crop[0].to_string() } else { format!("{}x{}", p.crop[0], p.crop[1]) };
-    let interp = serde_json::to_value(p.interpolation).ok().and_then(|v| v.as_str().map(str::to_string));
-    format!("resize {}, crop {crop}, {}, mean {:?}, std {:?}", p.resize, interp.unwrap_or_default(), p.mean, p.std)
+    format!("resize {}, crop {crop}, {}, mean {:?}, std {:?}", p.resize, p.interpolation.name(), p.mean, p.std)
 }
 
 /// The architecture's classic eval transform, for weights nothing describes: resize to
