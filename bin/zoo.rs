@@ -554,8 +554,8 @@ fn features(a: FeaturesArgs) -> Result<u8> {
             "zoo features runs in fp32, bf16 or fp16: int8 is for `zoo classify`, `zoo eval` and `zoo benchmark`"
         );
     }
-    let mut loaded = load(&a.model)?;
     let files = cls::input_files(&a.paths)?;
+    let mut loaded = load(&a.model)?;
     loaded.model.set_precision(precision)?;
     let opts = features::FeaturesOptions {
         layer: a.layer,

@@ -461,6 +461,15 @@ fn an_interrupted_features_run_leaves_the_previous_output_and_index() {
     assert!(std::fs::read(&out).unwrap() == before, "the previous features were changed");
     assert!(std::fs::read(&index).unwrap() == before_index, "the previous index was changed");
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "the user's own file");
+    // The interrupted run's hidden files are removed by the next run for the same output.
+    let again = zoo(&["features", "efficientnet_lite0", "assets/photos", "--output", out.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial") && n != "o.partial")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// Peak resident memory of a child process, sampled from /proc until it exits.

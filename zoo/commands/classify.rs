@@ -47,8 +47,13 @@ pub fn input_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if named.is_empty() {
         bail!("no images: standard input listed no files (one path a line)");
     }
+    // The first dozen, for a list from standard input may be long.
     let shown = || {
-        let names: Vec<String> = named.iter().map(|p| escape_controls(&p.display().to_string()).into_owned()).collect();
+        let mut names: Vec<String> =
+            named.iter().take(12).map(|p| escape_controls(&p.display().to_string()).into_owned()).collect();
+        if named.len() > 12 {
+            names.push(format!("and {} more", named.len() - 12));
+        }
         names.join(", ")
     };
     if named.iter().all(|p| std::fs::symlink_metadata(p).is_err()) {
@@ -159,6 +164,7 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
         writeln!(out, "path,rank,index,label,prob,error")?;
     }
     if files.is_empty() {
+        out.flush()?;
         return Ok(RunSummary { ok, failed, seconds: start.elapsed().as_secs_f64() });
     }
     let [c, h, w] = loaded.preprocess.output_shape();

@@ -88,9 +88,9 @@ pub fn run(loaded: &Loaded, files: &[PathBuf], output: &Path, opts: &FeaturesOpt
     let (layer, pool, batch_size) = (layer.as_str(), *pool, *batch_size);
     let runner = Runner::features(&loaded.model, *engine, layer, Some(files.len()))?;
     let format = FeatureFormat::from_path(output)?;
-    // The rows, the index and (at the end) the output are written under names of their own and
-    // renamed onto the user's paths together at the end: an interrupted or failed run leaves
-    // the previous output and its index as they were, matching.
+    // The rows and the index are written under names of their own; at the end the output is
+    // written and renamed onto the user's path, then the .npy's meta.json, then the index: an
+    // interrupted or failed run leaves the previous output and its index as they were.
     let partial = crate::outfile::beside(output)?;
     let mut data = BufWriter::new(partial.as_file().try_clone()?);
     let index = index_path(output);

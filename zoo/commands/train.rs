@@ -549,7 +549,7 @@ pub fn eval(args: &EvalArgs) -> Result<EvalResult> {
     };
     let data = dataset::eval_folder(&args.data, &loaded.labels)?;
     for w in data.warnings.iter().filter(|_| lead) {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", crate::text::escape_controls(w));
     }
     let n = data.val.len();
     let source = Source::new(data.val.clone(), loaded.preprocess.channels, 0);
@@ -656,7 +656,7 @@ pub fn render_eval(source: &str, data: &Path, labels: &[String], r: &EvalResult)
     for (i, acc) in r.per_class().iter().enumerate() {
         if let Some(a) = acc {
             let total: u64 = r.confusion[i].iter().sum();
-            s += &format!("  {:<width$}  {:>6.2}%  ({} images)\n", labels[i], a, total);
+            s += &format!("  {:<width$}  {:>6.2}%  ({} images)\n", crate::text::escape_controls(&labels[i]), a, total);
         }
     }
     s

@@ -120,13 +120,23 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
             writeln!(out, "{}", path.display())?;
             if !path.is_file() {
                 // Standard output stays the path alone, for scripts.
-                eprintln!("not there yet: `zoo weights fetch {}` downloads it", entry.name);
+                eprintln!(
+                    "not in zoo's cache yet: `zoo weights fetch {}` puts it there (from the torch.hub or Hugging Face \
+                     cache if it is in one, else from the network)",
+                    entry.name
+                );
             }
         }
         Action::Import { file, name: Some(name) } => {
             let entry = manifest.resolve(&name).map_err(|e| anyhow!("{e}"))?;
             let path = weights::import(&file, entry, &opts).map_err(|e| anyhow!("{e}"))?;
-            writeln!(out, "imported {} as {} -> {}", file.display(), entry.name, path.display())?;
+            writeln!(
+                out,
+                "imported {} as {} -> {}",
+                crate::text::escape_controls(&file.display().to_string()),
+                entry.name,
+                path.display()
+            )?;
         }
         Action::Import { file, name: None } => {
             let files: Vec<PathBuf> = if file.is_dir() {
@@ -148,7 +158,9 @@ pub fn run_with(action: Action, mut opts: FetchOptions) -> Result<String> {
                 match hashed.map_err(|e| anyhow!("reading {}: {e}", f.display()))? {
                     Some(entry) => {
                         let path = weights::import(f, entry, &opts).map_err(|e| anyhow!("{e}"))?;
-                        writeln!(out, "imported {} as {} (digest) -> {}", f.display(), entry.name, path.display())?;
+                        let shown = f.display().to_string();
+                        let shown = crate::text::escape_controls(&shown);
+                        writeln!(out, "imported {shown} as {} (digest) -> {}", entry.name, path.display())?;
                         imported += 1;
                     }
                     None => unknown.push(f.display().to_string()),

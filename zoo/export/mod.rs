@@ -142,14 +142,14 @@ pub fn export(loaded: &Loaded, output: &Path, opts: &ExportOptions) -> Result<Ex
     let nodes = graph.nodes.iter().filter(|n| !n.kind.starts_with("prim::")).count();
     // Written beside the output and renamed: the file appears complete or not at all.
     let partial = crate::outfile::beside(output)?;
-    match opts.format {
-        Format::Torchscript => traced.save(partial.path(), "zoo.json", &serde_json::to_string_pretty(&meta)?)?,
+    let written = match opts.format {
+        Format::Torchscript => traced.save(partial.path(), "zoo.json", &serde_json::to_string_pretty(&meta)?),
         Format::Onnx => {
             let model = onnx::write(&graph, &traced.layers, &loaded.model, &meta, opts)?;
-            std::fs::write(partial.path(), prost::Message::encode_to_vec(&model))
-                .with_context(|| format!("writing {}", partial.path().display()))?
+            std::fs::write(partial.path(), prost::Message::encode_to_vec(&model)).map_err(anyhow::Error::from)
         }
-    }
+    };
+    written.with_context(|| format!("writing {}", output.display()))?;
     crate::outfile::persist(partial, output)?;
     let bytes = std::fs::metadata(output)?.len();
     Ok(Exported { output: output.to_path_buf(), format: opts.format, input_shape, bytes, nodes })

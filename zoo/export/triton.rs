@@ -59,9 +59,13 @@ pub fn write_repository(loaded: &Loaded, repo: &Path, opts: &ExportOptions) -> R
         Format::Torchscript => "model.pt",
     });
     let e = export(loaded, &file, opts)?;
-    std::fs::write(folder.join("config.pbtxt"), config(loaded, opts.format, e.input_shape, opts.static_batch))?;
+    let write = |name: &str, text: String| {
+        let path = folder.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    write("config.pbtxt", config(loaded, opts.format, e.input_shape, opts.static_batch))?;
     if loaded.model.config.num_classes > 0 {
-        std::fs::write(folder.join("labels.txt"), loaded.labels.join("\n") + "\n")?;
+        write("labels.txt", loaded.labels.join("\n") + "\n")?;
     }
     Ok(e)
 }

@@ -228,11 +228,12 @@ impl RunFiles {
     }
 }
 
-/// Writes `text` to `path` atomically (temporary file + rename).
+/// Writes `text` to `path` atomically (a hidden file of its own beside it, then a rename).
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    use std::io::Write;
+    let mut tmp = crate::outfile::beside(path)?;
+    tmp.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    crate::outfile::persist(tmp, path)
 }
 
 fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<()> {

@@ -141,7 +141,8 @@ pub fn skipped_warning(skipped: &[(PathBuf, String)]) -> Option<String> {
     }
     let mut s = format!("{} file(s) could not be read and are skipped:", skipped.len());
     for (p, e) in skipped.iter().take(20) {
-        s += &format!("\n  {}: {e}", p.display());
+        // One line each, whatever the file's name holds.
+        s += &format!("\n  {}", crate::text::escape_controls(&format!("{}: {e}", p.display())));
     }
     if skipped.len() > 20 {
         s += &format!("\n  ... and {} more", skipped.len() - 20);

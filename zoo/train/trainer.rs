@@ -709,7 +709,7 @@ impl<'a> Run<'a> {
 
         let data = dataset::image_folder(&cfg.data, cfg.val_split, cfg.seed)?;
         for w in data.warnings.iter().filter(|_| lead) {
-            eprintln!("warning: {w}");
+            eprintln!("warning: {}", crate::text::escape_controls(w));
         }
         ensure!(!data.train.is_empty(), "no training images in {}", cfg.data.display());
 

@@ -352,7 +352,7 @@ fn temp_writer(name: &str) -> Option<u32> {
 }
 
 /// Whether process `pid` exists (always assumed where `/proc` is missing).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
