@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tch::nn::ModuleT;
 use tch::{nn, Device, Kind, Tensor};
-use zoo::checkpoint::{apply_rules, load_into, LoadOptions};
+use zoo::checkpoint::{apply_rules, load_into, LoadError, LoadOptions};
 use zoo::models::mobilenet_v1::{pytorchcv_key_rules, MobileNetV1, MobileNetV1Config};
 use zoo::models::{count_params, BuildConfig, Model};
 use zoo::nn::summary::summarize_name;
@@ -59,8 +59,9 @@ fn pytorchcv_mobilenet_w1_loads_through_key_rules() {
     let net = MobileNetV1::new(&vs.root(), &MobileNetV1Config::new(1.0).with_relu(), &BuildConfig::default());
 
     // Without the rules nothing matches: every name differs.
-    let err = load_into(&vs, &sd, &LoadOptions::default()).unwrap_err().to_string();
-    assert!(err.contains("conv_stem.weight") && err.contains("features.init_block.conv.weight"), "{err}");
+    let err = load_into(&vs, &sd, &LoadOptions::default()).unwrap_err().downcast::<LoadError>().unwrap();
+    let has = |keys: &[(String, Vec<i64>)], key: &str| keys.iter().any(|(k, _)| k == key);
+    assert!(has(&err.missing, "conv_stem.weight") && has(&err.unexpected, "features.init_block.conv.weight"), "{err}");
 
     let sd = apply_rules(sd, &pytorchcv_key_rules()).unwrap();
     for key in ["conv_stem.weight", "bn1.running_mean", "blocks.3.5.conv_pw.weight", "blocks.4.1.bn2.bias"] {
