@@ -62,7 +62,11 @@ fn remove_stale(folder: &Path, stem: &str) {
         else {
             continue;
         };
-        let writer = rest.split_once('.').and_then(|(pid, _)| pid.parse::<u32>().ok());
+        // `PID.XXXXXX` and nothing more: `.o.npy.5.PID.XXXXXX.partial` is another output's.
+        let writer = rest
+            .split_once('.')
+            .filter(|(_, random)| !random.contains('.'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
         if writer.is_some_and(|pid| !crate::weights::cache::process_alive(pid)) {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -108,11 +112,13 @@ mod tests {
         let dead = dir.path().join(".feats.npy.4000000000.AbCdEf.partial");
         let live = dir.path().join(format!(".feats.npy.{}.AbCdEf.partial", std::process::id()));
         let other = dir.path().join(".other.npy.4000000000.AbCdEf.partial");
-        for p in [&dead, &live, &other] {
+        // Another output's (`feats.npy.7`), which the stem `.feats.npy.` also begins.
+        let longer = dir.path().join(".feats.npy.7.4000000000.AbCdEf.partial");
+        for p in [&dead, &live, &other, &longer] {
             std::fs::write(p, "rows").unwrap();
         }
         let tmp = beside(&out).unwrap();
-        assert!(!dead.exists() && live.exists() && other.exists());
+        assert!(!dead.exists() && live.exists() && other.exists() && longer.exists());
         drop(tmp);
         let long = dir.path().join(format!("{}.npy", "é".repeat(120)));
         let mut tmp = beside(&long).unwrap();
