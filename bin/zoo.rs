@@ -649,7 +649,7 @@ fn export(a: ExportArgs) -> Result<()> {
     };
     zoo::export::check_options(&opts)?;
     if let Some(out) = &a.output {
-        zoo::export::check_output(out)?;
+        zoo::outfile::check_folder(out)?;
     }
     let loaded = load(&a.model)?;
     let e = match (&a.output, &a.triton) {

@@ -11,9 +11,14 @@ use tempfile::NamedTempFile;
 /// a file name has at most 255).
 const NAME_BYTES: usize = 100;
 
+/// The folder `path` is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Refuses `output` when its folder does not exist (before any work is done).
 pub fn check_folder(output: &Path) -> Result<()> {
-    let folder = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let folder = folder_of(output);
     if !folder.is_dir() {
         bail!("--output {}: the folder {} does not exist", output.display(), folder.display());
     }
@@ -24,7 +29,7 @@ pub fn check_folder(output: &Path) -> Result<()> {
 /// [`persist`]ed. Hidden files an interrupted run left for the same path are removed first.
 pub fn beside(path: &Path) -> Result<NamedTempFile> {
     check_folder(path)?;
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let folder = folder_of(path);
     let mut name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if name.len() > NAME_BYTES {
         let mut end = NAME_BYTES;

@@ -177,7 +177,7 @@ pub fn classify(loaded: &Loaded, files: &[PathBuf], opts: &ClassifyOptions, out:
     } else {
         crate::infer::Runner::for_images(model, opts.engine, Some(files.len()))
     };
-    let first_batch = opts.batch_size.max(1).min(files.len()).min(chunk.max(1) as usize);
+    let first_batch = crate::infer::Runner::first_batch(opts.batch_size, files.len(), chunk);
     let setup = || runner.prepare(first_batch, [c, h, w]);
     pipeline(files, pre, &decode, opts.batch_size, opts.queue_depth, setup, |first, batch| {
         let mut tops = Vec::new();

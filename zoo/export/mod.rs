@@ -101,11 +101,6 @@ pub fn trace_input(loaded: &Loaded, input_size: Option<[i64; 2]>) -> Tensor {
     Tensor::randn([TRACE_BATCH, c, h, w], (Kind::Float, Device::Cpu))
 }
 
-/// Refuses an output whose folder does not exist (before any model is loaded).
-pub fn check_output(output: &Path) -> Result<()> {
-    crate::outfile::check_folder(output)
-}
-
 /// Refuses options no file can be written with (before any model is loaded).
 pub fn check_options(opts: &ExportOptions) -> Result<()> {
     if opts.format == Format::Onnx && !(onnx::MIN_OPSET..=onnx::MAX_OPSET).contains(&opts.opset) {
@@ -130,7 +125,7 @@ pub fn check_options(opts: &ExportOptions) -> Result<()> {
 /// operator with no ONNX form names its layer); the file appears complete or not at all.
 pub fn export(loaded: &Loaded, output: &Path, opts: &ExportOptions) -> Result<Exported> {
     check_options(opts)?;
-    check_output(output)?;
+    crate::outfile::check_folder(output)?;
     if loaded.model.kind() != Kind::Float {
         bail!("zoo exports float32 models; load the model without --half/--bf16");
     }

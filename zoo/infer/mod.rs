@@ -175,6 +175,13 @@ impl<'a> Runner<'a> {
         Ok(self.traced.get_or_init(|| traced))
     }
 
+    /// The size of the first forward pass of a run of `images` in batches of `batch_size`, each
+    /// run in chunks of `chunk` ([`crate::models::Model::inference_chunk`]): what
+    /// [`Runner::prepare`] builds the engine for.
+    pub fn first_batch(batch_size: usize, images: usize, chunk: i64) -> usize {
+        batch_size.max(1).min(images).min(chunk.max(1) as usize)
+    }
+
     /// Builds the traced engine now, for batches of `n` images of the model's input `shape`
     /// (`[C, H, W]`), rather than on the first batch [`Runner::forward`] is given: `zoo classify`,
     /// `zoo features` and `zoo eval` run it while their first batch is being decoded. Nothing for

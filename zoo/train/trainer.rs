@@ -396,7 +396,7 @@ pub fn evaluate(
         let [c, h, w] = pre.output_shape();
         model.inference_chunk([c as i64, h as i64, w as i64])
     };
-    let first_batch = batch_size.max(1).min(indices.len()).min(chunk.max(1) as usize);
+    let first_batch = crate::infer::Runner::first_batch(batch_size, indices.len(), chunk);
     prefetch_after(
         &batches,
         2,
